@@ -7,8 +7,8 @@ dict, possibly with a ``module.`` prefix or the legacy 81-class head) load too.
 """
 from __future__ import annotations
 
-import io
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
@@ -86,12 +86,15 @@ def read_checkpoint(path: PathLike, trusted: bool = False) -> dict:
     try:
         data = torch.load(path, map_location="cpu", weights_only=not trusted)
     except Exception as exc:  # torch raises RuntimeError/EOFError/UnpicklingError/zip errors
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if not trusted and "weights_only" in str(exc):
+        text = str(exc)
+        unsupported = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if unsupported and not trusted:
             raise CheckpointError(
-                f"checkpoint {path} holds Python objects beyond tensors and plain containers; if you trust its "
-                f"source, load it with trusted=True ({msg})") from exc
-        raise CheckpointError(f"cannot read checkpoint {path}: the file is truncated or corrupt ({msg})") from exc
+                f"checkpoint {path} holds a Python object ({unsupported.group(1)}) beyond tensors and plain "
+                f"containers; if you trust its source, load it with trusted=True") from exc
+        detail = re.search(r"WeightsUnpickler error:\s*(.+)", text) or re.search(r"(\S.*)", text)
+        reason = detail.group(1).strip() if detail else type(exc).__name__
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is truncated or corrupt ({reason})") from exc
     if isinstance(data, Mapping) and isinstance(data.get("model"), Mapping):
         out = dict(data)
     elif isinstance(data, Mapping) and isinstance(data.get("state_dict"), Mapping):

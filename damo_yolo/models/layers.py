@@ -97,10 +97,10 @@ class _ConvBN(nn.Sequential):
 
 def _fold_bn(kernel: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     """Fold an inference-mode BN into the preceding bias-free conv: returns (weight, bias)."""
-    std = (bn.running_var + bn.eps).sqrt()
-    gamma = bn.weight if bn.affine else torch.ones_like(std)
-    beta = bn.bias if bn.affine else torch.zeros_like(std)
-    return kernel * (gamma / std).reshape(-1, 1, 1, 1), beta - bn.running_mean * gamma / std
+    std = (bn.running_var.double() + bn.eps).sqrt()
+    gamma = bn.weight.double() if bn.affine else torch.ones_like(std)
+    beta = bn.bias.double() if bn.affine else torch.zeros_like(std)
+    return kernel.double() * (gamma / std).reshape(-1, 1, 1, 1), beta - bn.running_mean.double() * gamma / std
 
 
 class RepConv(nn.Module):
@@ -134,6 +134,7 @@ class RepConv(nn.Module):
 
     @torch.no_grad()
     def fused_kernel_and_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The single 3x3 kernel and bias equal to both branches, computed in float64."""
         w3, b3 = _fold_bn(self.rbr_dense.conv.weight, self.rbr_dense.bn)
         w1, b1 = _fold_bn(self.rbr_1x1.conv.weight, self.rbr_1x1.bn)
         return w3 + F.pad(w1, [1, 1, 1, 1]), b3 + b1
@@ -144,9 +145,10 @@ class RepConv(nn.Module):
             return
         weight, bias = self.fused_kernel_and_bias()
         conv = nn.Conv2d(self.in_channels, self.out_channels, 3, self.stride, 1, bias=True)
-        conv = conv.to(device=weight.device, dtype=weight.dtype)
-        conv.weight.copy_(weight)
-        conv.bias.copy_(bias)
+        dense = self.rbr_dense.conv.weight
+        conv = conv.to(device=dense.device, dtype=dense.dtype)
+        conv.weight.copy_(weight.to(dense.dtype))
+        conv.bias.copy_(bias.to(dense.dtype))
         del self.rbr_dense, self.rbr_1x1
         self.rbr_reparam = conv
 

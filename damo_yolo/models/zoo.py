@@ -133,11 +133,12 @@ def list_models() -> list[str]:
 
 def get_model_cfg(name: str) -> ModelCfg:
     """Look a variant up by name, case-insensitively (``"ns"``, ``"damoyolo_ns"`` and ``"Ns"`` all work)."""
-    key = str(name).strip().lower()
+    full = str(name).strip().lower()
+    key = full
     for prefix in ("damo-yolo-", "damoyolo_", "damo_yolo_", "damoyolo-"):
         if key.startswith(prefix):
             key = key[len(prefix):]
     for cfg_name, cfg in MODEL_CFGS.items():
-        if key in (cfg_name.lower(), cfg.official_config.lower()):
+        if key == cfg_name.lower() or full == cfg.official_config.lower():
             return cfg
     raise ValueError(f"unknown DAMO-YOLO variant {name!r}; known: {', '.join(MODEL_CFGS)}")

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Set up this checkout on a bare Debian 12 machine with Python 3.11: the system packages it lacks (see
+# README "System packages"), then a virtual environment in .venv holding the project (editable) and the
+# extras given in DAMO_EXTRAS (default: all = train, export, server, test). Idempotent: a second run
+# only checks and returns in seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+EXTRAS=${DAMO_EXTRAS:-all}
+say() { printf '[setup] %s\n' "$*"; }
+
+# --- system packages (only what is missing) ---------------------------------------------------------
+missing=()
+command -v "$PY" >/dev/null 2>&1 || missing+=(python3)
+if command -v "$PY" >/dev/null 2>&1; then
+    "$PY" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' \
+        || { say "warning: $("$PY" -V 2>&1) found; the project is checked on Python 3.11 (PYTHON=... picks another)"; }
+    # Debian splits venv/ensurepip out of python3
+    "$PY" -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+    # Triton's python-backend stub links libpython3.11.so.1.0
+    libdir=$("$PY" -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR") or "")')
+    if [ ! -e "$libdir/libpython3.11.so.1.0" ] && ! /sbin/ldconfig -p 2>/dev/null | grep -q 'libpython3.11.so.1.0'; then
+        missing+=(libpython3.11)
+    fi
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        say "installing system packages: ${missing[*]}"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    else
+        say "error: missing system packages: ${missing[*]} (install them with apt-get as root, then rerun)" >&2
+        exit 1
+    fi
+fi
+
+# --- virtual environment ------------------------------------------------------------------------------
+if [ ! -x .venv/bin/python ]; then
+    say "creating .venv with $("$PY" -V 2>&1)"
+    "$PY" -m venv .venv
+fi
+stamp=".venv/.damo-installed"
+want="$(cat setup.py pyproject.toml | sha256sum | cut -c1-16) $EXTRAS"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    say "installing damo-yolo[$EXTRAS] into .venv (about a minute on a fresh machine)"
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$EXTRAS]"
+    echo "$want" > "$stamp"
+fi
+say "ready: $(.venv/bin/python -c 'import damo_yolo; print("damo_yolo", damo_yolo.__version__)') in $(pwd)/.venv"

@@ -1,0 +1,52 @@
+"""damo-yolo: DAMO-YOLO training, export to NVIDIA Triton, and a thin client.
+
+`pip install .` installs the client alone (no torch); extras add the rest:
+`.[train]` training + evaluation, `.[export]` ONNX export, `.[server]` the bundled tritonserver and the
+CPU serving backend, `.[test]` the test tools, `.[all]` everything that runs on a CPU host,
+`.[gpu]` TensorRT + DALI for GPU hosts.
+"""
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+ROOT = Path(__file__).parent
+VERSION = next(line.split('"')[1] for line in (ROOT / "damo_yolo" / "__init__.py").read_text().splitlines()
+               if line.startswith("__version__"))
+
+# Pins checked to install and work together on CPU hosts (Python 3.11): see README "Dependencies".
+CLIENT = [
+    "numpy==1.26.4",  # the Triton wheels need numpy<2
+    "setuptools>=77.0.3,<81",  # tritonclient's shared-memory module and mmengine import pkg_resources
+    "tritonclient[grpc,http]==2.51.0",  # matches the bundled server; ships perf_analyzer
+    "protobuf==4.25.9",  # tritonclient[grpc] needs protobuf<5
+    "opencv-python-headless==4.11.0.86",  # last release that accepts numpy<2; no libGL needed
+    "click==8.5.1",
+]
+TORCH = ["torch==2.13.0"]  # the CPU build; other versions pull a multi-GB CUDA build
+EXTRAS = {
+    "train": TORCH + ["mmengine-lite==0.10.7", "matplotlib==3.11.2", "pycocotools==2.0.11"],
+    "export": TORCH + ["onnx==1.22.0", "onnxruntime==1.32.0", "onnxslim==0.1.98"],
+    "server": ["nvidia-pytriton==0.7.0", "onnxruntime==1.32.0"],
+    "test": ["pytest==9.2.0"],
+    "gpu": ["tensorrt", "nvidia-dali-cuda120==2.4.0"],  # GPU hosts only (NVIDIA's containers have them)
+}
+EXTRAS["all"] = sorted({req for key in ("train", "export", "server", "test") for req in EXTRAS[key]})
+
+setup(
+    name="damo-yolo",
+    version=VERSION,
+    description="DAMO-YOLO detector: mmengine training, Triton Inference Server deployment and client",
+    long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10,<3.13",
+    packages=find_packages(include=["damo_yolo", "damo_yolo.*", "damo_client", "damo_client.*"]),
+    include_package_data=True,
+    install_requires=CLIENT,
+    extras_require=EXTRAS,
+    entry_points={
+        "console_scripts": [
+            "damo-zoo=damo_yolo.tools.zoo:main",
+        ],
+    },
+)

@@ -1,0 +1,40 @@
+"""The install contract: the client needs no torch, and CI runs the README's test command."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "mmengine", "onnx", "onnxruntime", "pycocotools", "nvidia-pytriton")
+
+
+def test_client_imports_without_torch():
+    code = ("import sys; sys.modules['torch'] = None\n"  # any `import torch` now raises ImportError
+            "import damo_client\n"
+            "assert not any(m == 'torch' or m.startswith('torch.') for m in sys.modules if sys.modules[m])\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_base_install_pulls_no_torch():
+    requires = metadata.requires("damo-yolo") or []
+    base = [r for r in requires if "extra ==" not in r]
+    assert base, "no base requirements found"
+    assert not [r for r in base if r.split("[")[0].split("=")[0].split("<")[0].strip().lower() in HEAVY]
+    assert any(r.startswith("torch==") and 'extra == "train"' in r for r in requires)
+
+
+def test_no_generic_top_level_modules():
+    top_level = set()
+    for dist in metadata.distributions():
+        if dist.metadata["Name"] == "damo-yolo":
+            files = dist.files or []
+            top_level = {str(f).split("/")[0] for f in files}
+    assert not {"train", "export", "tests"} & top_level
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "bash scripts/test.sh" in readme and "scripts/test.sh" in ci
