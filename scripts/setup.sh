@@ -44,7 +44,7 @@ stamp=".venv/.damo-installed"
 want="$(cat setup.py pyproject.toml | sha256sum | cut -c1-16) $EXTRAS"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     say "installing damo-yolo[$EXTRAS] into .venv (about a minute on a fresh machine)"
-    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$EXTRAS]"
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$EXTRAS]" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
     echo "$want" > "$stamp"
 fi
 say "ready: $(.venv/bin/python -c 'import damo_yolo; print("damo_yolo", damo_yolo.__version__)') in $(pwd)/.venv"

@@ -1,0 +1,1 @@
+"""Training components: AlignedOTA assignment, GFL losses, the mmengine model, hooks and distillation."""
