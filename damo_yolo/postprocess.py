@@ -1,0 +1,61 @@
+"""Detection post-processing of the reference (damo/utils/boxes.py ``postprocess``), in numpy.
+
+Candidates are every (prior, class) pair scoring strictly above the threshold; class-aware NMS (a box
+suppresses a same-class box whose IoU with it exceeds the threshold); the best ``max_detections`` are
+kept, highest score first. Shared by evaluation and the serving backend, so both give the same boxes.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+
+def box_iou_one_to_many(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    lt = np.maximum(box[:2], boxes[:, :2])
+    rb = np.minimum(box[2:], boxes[:, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(1)
+    area = lambda b: np.clip(b[..., 2] - b[..., 0], 0, None) * np.clip(b[..., 3] - b[..., 1], 0, None)  # noqa: E731
+    union = area(box) + area(boxes) - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy NMS; returns kept indices, highest score first."""
+    order = np.argsort(-scores, kind="stable")
+    keep = []
+    while order.size:
+        i = order[0]
+        keep.append(i)
+        if order.size == 1:
+            break
+        rest = order[1:]
+        order = rest[box_iou_one_to_many(boxes[i], boxes[rest]) <= iou_threshold]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def batched_nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Class-aware NMS: boxes of different classes never suppress each other."""
+    if boxes.size == 0:
+        return np.zeros(0, np.int64)
+    span = float(boxes.max() - min(boxes.min(), 0.0)) + 1.0
+    shifted = boxes + (classes.astype(boxes.dtype) * span)[:, None]
+    return nms(shifted, scores, iou_threshold)
+
+
+def postprocess(scores: np.ndarray, boxes: np.ndarray, score_threshold: float, iou_threshold: float,
+                max_detections: int = 500, pre_nms_topk: Optional[int] = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One image: ``scores`` [N, C] probabilities, ``boxes`` [N, 4] xyxy → (boxes [K, 4], scores [K],
+    classes [K]) with K ≤ max_detections, sorted by score. ``pre_nms_topk`` optionally caps the candidates
+    entering NMS (the reference has no cap; None keeps it so)."""
+    scores = np.asarray(scores, np.float32)
+    boxes = np.asarray(boxes, np.float32)
+    prior_idx, classes = np.nonzero(scores > score_threshold)
+    cand_scores = scores[prior_idx, classes]
+    if pre_nms_topk is not None and cand_scores.size > pre_nms_topk:
+        top = np.argpartition(-cand_scores, pre_nms_topk - 1)[:pre_nms_topk]
+        prior_idx, classes, cand_scores = prior_idx[top], classes[top], cand_scores[top]
+    cand_boxes = boxes[prior_idx]
+    keep = batched_nms(cand_boxes, cand_scores, classes, iou_threshold)[:max_detections]
+    return cand_boxes[keep], cand_scores[keep], classes[keep].astype(np.int64)
