@@ -47,6 +47,7 @@ setup(
     entry_points={
         "console_scripts": [
             "damo-zoo=damo_yolo.tools.zoo:main",
+            "damo-synthetic=damo_yolo.data.synthetic:main",
         ],
     },
 )

@@ -1,6 +1,7 @@
 """The install contract: the client needs no torch, and CI runs the README's test command."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from importlib import metadata
@@ -23,6 +24,16 @@ def test_base_install_pulls_no_torch():
     assert base, "no base requirements found"
     assert not [r for r in base if r.split("[")[0].split("=")[0].split("<")[0].strip().lower() in HEAVY]
     assert any(r.startswith("torch==") and 'extra == "train"' in r for r in requires)
+
+
+def test_pip_install_of_the_client_resolves_no_torch(tmp_path):
+    """What `pip install .` would install on a clean machine (resolved by pip, nothing installed)."""
+    report = tmp_path / "report.json"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--ignore-installed",
+                    "--report", str(report), str(ROOT)], check=True, capture_output=True)
+    names = {item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]}
+    assert {"damo-yolo", "tritonclient", "numpy", "opencv-python-headless", "click"} <= names
+    assert not names & {"torch", "mmengine", "mmengine-lite", "onnxruntime", "nvidia-pytriton", "pycocotools"}
 
 
 def test_no_generic_top_level_modules():
