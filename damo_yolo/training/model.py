@@ -1,0 +1,75 @@
+"""The mmengine face of DAMO-YOLO: a BaseModel whose state dict is exactly the detector's.
+
+It adopts the ``backbone``, ``neck`` and ``head`` of :func:`damo_yolo.models.build_model`, so checkpoint
+keys stay in the official layout (``backbone.``, ``neck.``, ``head.``) and the weights load straight into
+the plain detector used by export. Modes: ``loss`` (AlignedOTA + GFL losses), ``predict`` (post-processed
+detections in original image pixels), ``tensor`` (the eval contract: scores, boxes).
+
+Data samples are dicts: ``boxes`` [n, 4] xyxy and ``labels`` [n] in input pixels for ``loss``;
+``img_id``, ``scale`` (scale_y, scale_x: input = original · scale) and ``orig_size`` (H, W) for ``predict``.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+from mmengine.model import BaseModel
+from mmengine.registry import MODELS
+
+from ..data.preprocess import ResizeInfo
+from ..models import DAMOYOLO, build_model
+from ..postprocess import postprocess
+from .losses import DAMOYOLOLoss
+
+
+@MODELS.register_module()
+class DAMOYOLODetector(BaseModel):
+    def __init__(self, variant: str, num_classes: int = 80, score_threshold: Optional[float] = None,
+                 iou_threshold: Optional[float] = None, max_detections: int = 500,
+                 data_preprocessor: Optional[dict] = None):
+        super().__init__(data_preprocessor=data_preprocessor)
+        detector = build_model(variant, num_classes)
+        self.model_cfg, self.num_classes = detector.cfg, num_classes
+        self.backbone, self.neck, self.head = detector.backbone, detector.neck, detector.head
+        self.criterion = DAMOYOLOLoss(num_classes, detector.cfg.reg_max)
+        self.score_threshold = detector.cfg.score_threshold if score_threshold is None else score_threshold
+        self.iou_threshold = detector.cfg.iou_threshold if iou_threshold is None else iou_threshold
+        self.max_detections = max_detections
+
+    def detector_state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights in the official layout (no extra keys such as distillation adapters)."""
+        return {k: v for k, v in self.state_dict().items() if k.split(".", 1)[0] in ("backbone", "neck", "head")}
+
+    def to_detector(self) -> DAMOYOLO:
+        """A plain :class:`DAMOYOLO` with these weights (for export and inference)."""
+        detector = build_model(self.model_cfg.name, self.num_classes)
+        detector.load_state_dict(self.detector_state_dict(), strict=True)
+        return detector
+
+    def forward(self, inputs: torch.Tensor, data_samples: Optional[list] = None, mode: str = "tensor"):
+        feats = self.neck(self.backbone(inputs))
+        if mode == "loss":
+            scores, reg_logits, priors = self.head.forward_raw(feats)
+            boxes = self.head.decode(reg_logits, priors)
+            gt_boxes = [torch.as_tensor(s["boxes"], dtype=boxes.dtype, device=boxes.device).reshape(-1, 4)
+                        for s in data_samples]
+            gt_labels = [torch.as_tensor(s["labels"], dtype=torch.long, device=boxes.device).reshape(-1)
+                         for s in data_samples]
+            return self.criterion(scores, reg_logits, boxes, priors, gt_boxes, gt_labels)
+        scores, boxes = self.head(feats)
+        if mode == "tensor":
+            return scores, boxes
+        if mode != "predict":
+            raise ValueError(f"unknown mode {mode!r}; use 'loss', 'predict' or 'tensor'")
+        results = []
+        for i, sample in enumerate(data_samples or [{}] * len(inputs)):
+            det_boxes, det_scores, det_labels = postprocess(
+                scores[i].float().cpu().numpy(), boxes[i].float().cpu().numpy(), self.score_threshold,
+                self.iou_threshold, self.max_detections)
+            if "scale" in sample:
+                h, w = sample["orig_size"]
+                det_boxes = ResizeInfo(int(h), int(w), *map(float, sample["scale"])).to_original(det_boxes)
+            results.append({"img_id": sample.get("img_id"), "boxes": det_boxes.astype(np.float32),
+                            "scores": det_scores, "labels": det_labels})
+        return results
