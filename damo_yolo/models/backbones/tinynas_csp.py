@@ -15,6 +15,7 @@ from torch import nn
 
 from ..layers import ConvKXBNRELU, Focus, ResConvBlock, SPPBottleneck
 from ..zoo import BackboneCfg, StageCfg
+from .common import run_and_collect
 
 
 def _csp_blocks(stage: StageCfg, act: str, reparam: bool) -> list[nn.Module]:
@@ -64,9 +65,4 @@ class TinyNASCSP(nn.Module):
             for i, group in enumerate(groups)])
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        outs = []
-        for i, stage in enumerate(self.csp_stage):
-            x = stage(x)
-            if i in self.out_indices:
-                outs.append(x)
-        return outs
+        return run_and_collect(self.csp_stage, x, self.out_indices)

@@ -10,27 +10,16 @@ import math
 import torch
 from torch import nn
 
-from ..layers import ConvKXBNRELU, Focus, InvertedResidual, SPPBottleneck, make_divisible
+from ..layers import ConvKXBNRELU, Focus, InvertedResidual, make_divisible
 from ..zoo import BackboneCfg, StageCfg
+from .common import BlockStage, run_and_collect
 
 
-class MobileStage(nn.Module):
-    def __init__(self, stage: StageCfg, stage_index: int, act: str, with_spp: bool):
-        super().__init__()
-        expansion = 3.5 + 0.5 * (stage_index - 1)
-        hidden = make_divisible(math.ceil(stage.out_ch * expansion), 8)
-        blocks: list[nn.Module] = []
-        for i in range(stage.depth):
-            blocks.append(InvertedResidual(stage.in_ch if i == 0 else stage.out_ch, stage.out_ch, hidden,
-                                           stage.stride if i == 0 else 1, act=act, with_se_slot=True))
-            if i == 0 and with_spp:
-                blocks.append(SPPBottleneck(stage.out_ch, stage.out_ch))
-        self.block_list = nn.ModuleList(blocks)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.block_list:
-            x = block(x)
-        return x
+def _mobile_stage(stage: StageCfg, stage_index: int, act: str, with_spp: bool) -> BlockStage:
+    expansion = 3.5 + 0.5 * (stage_index - 1)
+    hidden = make_divisible(math.ceil(stage.out_ch * expansion), 8)
+    return BlockStage(stage, lambda in_ch, stride: InvertedResidual(in_ch, stage.out_ch, hidden, stride, act=act),
+                      with_spp)
 
 
 class TinyNASMobile(nn.Module):
@@ -44,7 +33,7 @@ class TinyNASMobile(nn.Module):
             stem = ConvKXBNRELU(3, cfg.stem_out, 3, 2, act=cfg.act)
         last = len(cfg.stages) - 1
         self.block_list = nn.ModuleList([stem] + [
-            MobileStage(stage, i + 1, cfg.act, cfg.with_spp and i == last) for i, stage in enumerate(cfg.stages)])
+            _mobile_stage(stage, i + 1, cfg.act, cfg.with_spp and i == last) for i, stage in enumerate(cfg.stages)])
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -58,9 +47,4 @@ class TinyNASMobile(nn.Module):
                 nn.init.constant_(m.bias, 1e-4)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        outs = []
-        for i, block in enumerate(self.block_list):
-            x = block(x)
-            if i in self.out_indices:
-                outs.append(x)
-        return outs
+        return run_and_collect(self.block_list, x, self.out_indices)

@@ -6,32 +6,19 @@
 """
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import nn
 
-from ..layers import ConvKXBNRELU, Focus, ResConvBlock, SPPBottleneck
+from ..layers import ConvKXBNRELU, Focus, ResConvBlock
 from ..zoo import BackboneCfg, StageCfg
+from .common import BlockStage, run_and_collect
 
 
-class SuperResStem(nn.Module):
-    """One TinyNAS stage of ResConvBlocks (the first one strided), optionally with SPP after block 0."""
-
-    def __init__(self, stage: StageCfg, act: str, reparam: bool, with_spp: bool):
-        super().__init__()
-        blocks: list[nn.Module] = []
-        for i in range(stage.depth):
-            blocks.append(ResConvBlock(
-                stage.in_ch if i == 0 else stage.out_ch, stage.out_ch, stage.bottleneck, stage.kernel,
-                stage.stride if i == 0 else 1, act=act, first_kernel=stage.kernel if stage.kxkx else 1,
-                reparam=reparam))
-            if i == 0 and with_spp:
-                blocks.append(SPPBottleneck(stage.out_ch, stage.out_ch))
-        self.block_list = nn.ModuleList(blocks)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.block_list:
-            x = block(x)
-        return x
+def _res_block(stage: StageCfg, cfg: BackboneCfg, in_ch: int, stride: int) -> ResConvBlock:
+    return ResConvBlock(in_ch, stage.out_ch, stage.bottleneck, stage.kernel, stride, act=cfg.act,
+                        first_kernel=stage.kernel if stage.kxkx else 1, reparam=cfg.reparam)
 
 
 class TinyNASRes(nn.Module):
@@ -47,13 +34,8 @@ class TinyNASRes(nn.Module):
             stem = ConvKXBNRELU(3, cfg.stem_out, 3, 1, act=cfg.act)
         last = len(cfg.stages) - 1
         self.block_list = nn.ModuleList([stem] + [
-            SuperResStem(stage, cfg.act, cfg.reparam, cfg.with_spp and i == last)
+            BlockStage(stage, partial(_res_block, stage, cfg), cfg.with_spp and i == last)
             for i, stage in enumerate(cfg.stages)])
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        outs = []
-        for i, block in enumerate(self.block_list):
-            x = block(x)
-            if i in self.out_indices:
-                outs.append(x)
-        return outs
+        return run_and_collect(self.block_list, x, self.out_indices)
