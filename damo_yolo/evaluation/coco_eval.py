@@ -8,9 +8,12 @@ from __future__ import annotations
 import contextlib
 import io
 from pathlib import Path
-from typing import Sequence, Union
+from typing import TYPE_CHECKING, Sequence, Union
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from pycocotools.coco import COCO
 
 COCO_METRIC_NAMES = ("mAP", "mAP_50", "mAP_75", "mAP_s", "mAP_m", "mAP_l")
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from .backbones import build_backbone
 from .heads import ZeroHead
-from .layers import init_batch_norms, reparameterize_model
+from .layers import RepConv, init_batch_norms, reparameterize_model
 from .necks import GiraffeNeckV2
 from .zoo import ModelCfg
 
@@ -39,5 +39,4 @@ class DAMOYOLO(nn.Module):
 
     @property
     def is_deployed(self) -> bool:
-        from .layers import RepConv
         return all(m.deploy for m in self.modules() if isinstance(m, RepConv))

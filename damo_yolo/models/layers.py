@@ -6,8 +6,7 @@ the backbone's ConvKXBN, ``rbr_dense``/``rbr_1x1``/``rbr_reparam`` for RepConv.
 """
 from __future__ import annotations
 
-import math
-from typing import Callable, Optional, Union
+from typing import Callable, Union
 
 import torch
 import torch.nn.functional as F

@@ -9,7 +9,6 @@ import argparse
 import time
 
 import cv2
-import numpy as np
 import torch
 
 from damo_yolo.data.preprocess import preprocess
