@@ -24,7 +24,8 @@ CLIENT = [
 ]
 TORCH = ["torch==2.13.0"]  # the CPU build; other versions pull a multi-GB CUDA build
 EXTRAS = {
-    "train": TORCH + ["mmengine-lite==0.10.7", "matplotlib==3.11.2", "pycocotools==2.0.11"],
+    "train": TORCH + ["mmengine-lite==0.10.7", "matplotlib==3.11.2", "pycocotools==2.0.11",
+              "tensorboard==2.20.0"],  # newest release that accepts protobuf<5 (tritonclient caps it)
     "export": TORCH + ["onnx==1.22.0", "onnxruntime==1.32.0", "onnxslim==0.1.98"],
     "server": ["nvidia-pytriton==0.7.0", "onnxruntime==1.32.0"],
     "test": ["pytest==9.2.0"],
@@ -48,6 +49,8 @@ setup(
         "console_scripts": [
             "damo-zoo=damo_yolo.tools.zoo:main",
             "damo-synthetic=damo_yolo.data.synthetic:main",
+            "damo-train=damo_yolo.tools.train:main",
+            "damo-test=damo_yolo.tools.test:main",
         ],
     },
 )

@@ -27,20 +27,21 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
     while order.size:
         i = order[0]
         keep.append(i)
-        if order.size == 1:
-            break
         rest = order[1:]
         order = rest[box_iou_one_to_many(boxes[i], boxes[rest]) <= iou_threshold]
     return np.asarray(keep, dtype=np.int64)
 
 
 def batched_nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Class-aware NMS: boxes of different classes never suppress each other."""
+    """Class-aware NMS (boxes of different classes never suppress each other), highest score first."""
     if boxes.size == 0:
         return np.zeros(0, np.int64)
-    span = float(boxes.max() - min(boxes.min(), 0.0)) + 1.0
-    shifted = boxes + (classes.astype(boxes.dtype) * span)[:, None]
-    return nms(shifted, scores, iou_threshold)
+    kept = []
+    for cls in np.unique(classes):
+        members = np.nonzero(classes == cls)[0]
+        kept.append(members[nms(boxes[members], scores[members], iou_threshold)])
+    keep = np.concatenate(kept)
+    return keep[np.argsort(-scores[keep], kind="stable")]
 
 
 def postprocess(scores: np.ndarray, boxes: np.ndarray, score_threshold: float, iou_threshold: float,

@@ -27,6 +27,20 @@ class DataError(ValueError):
     """A data set that cannot be used at all (the message says why)."""
 
 
+def category_mapping(categories: list[dict], class_names: Optional[Sequence[str]] = None,
+                     source: object = "annotations") -> tuple[list[str], list[int]]:
+    """(class names, category ids) in contiguous-label order: by ``class_names`` when given (matched by
+    name, as the reference does), otherwise all categories in id order."""
+    categories = sorted(categories, key=lambda c: c["id"])
+    if class_names is None:
+        return [c["name"] for c in categories], [c["id"] for c in categories]
+    by_name = {c["name"]: c["id"] for c in categories}
+    unknown = [n for n in class_names if n not in by_name]
+    if unknown:
+        raise DataError(f"classes {unknown} are not categories of {source} (it has: {', '.join(sorted(by_name))})")
+    return list(class_names), [by_name[n] for n in class_names]
+
+
 class CocoDetection:
     """Samples as dicts: ``img`` (H×W×3 uint8 RGB), ``boxes`` [n, 4] xyxy float32, ``labels`` [n] int64,
     ``img_id``, ``file_name``, ``orig_size`` (H, W)."""
@@ -45,17 +59,7 @@ class CocoDetection:
         for key in ("images", "categories"):
             if not isinstance(coco.get(key), list):
                 raise DataError(f"{self.ann_file} has no '{key}' list: not a COCO instances file")
-        categories = sorted(coco["categories"], key=lambda c: c["id"])
-        if class_names is None:
-            self.cat_ids = [c["id"] for c in categories]
-            self.class_names = [c["name"] for c in categories]
-        else:
-            by_name = {c["name"]: c["id"] for c in categories}
-            unknown = [n for n in class_names if n not in by_name]
-            if unknown:
-                raise DataError(f"classes {unknown} are not categories of {self.ann_file} "
-                                f"(it has: {', '.join(sorted(by_name))})")
-            self.class_names, self.cat_ids = list(class_names), [by_name[n] for n in class_names]
+        self.class_names, self.cat_ids = category_mapping(coco["categories"], class_names, self.ann_file)
         self.cat_to_label = {cid: i for i, cid in enumerate(self.cat_ids)}
 
         per_image: dict[int, list[dict]] = {}

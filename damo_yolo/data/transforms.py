@@ -169,11 +169,12 @@ class TrainTransform:
                 f"scale={self.scale}, shear={self.shear}, flip_prob={self.flip_prob}, hsv_gains={self.hsv_gains}, "
                 f"keep_ratio={self.keep_ratio})")
 
-    def __call__(self, load, index: int, num_samples: int, rng: np.random.Generator) -> dict:
-        """``load(i)`` returns sample i (see CocoDetection.load); returns img HWC uint8, boxes, labels."""
+    def __call__(self, load, index: int, num_samples: int, rng: np.random.Generator, augment: bool = True) -> dict:
+        """``load(i)`` returns sample i (see CocoDetection.load); returns img HWC uint8, boxes, labels.
+        ``augment=False`` leaves only resize and flip (the recipe's last, "no augmentation" epochs)."""
         sample = load(index)
         img, boxes, labels = sample["img"], sample["boxes"], sample["labels"]
-        if rng.random() < self.mosaic_prob:
+        if augment and rng.random() < self.mosaic_prob:
             others = [load(int(i)) for i in rng.integers(0, num_samples, 3)]
             img, boxes, labels = mosaic([sample] + others, rng, self.mosaic_size)
             img, boxes, labels = random_affine(img, boxes, labels, rng, self.mosaic_size, self.degrees,
@@ -187,7 +188,7 @@ class TrainTransform:
         boxes = clip_boxes(boxes * np.array([info.scale_x, info.scale_y] * 2, np.float32), *self.input_size)
         if rng.random() < self.flip_prob:
             resized, boxes = hflip(resized, boxes)
-        if self.hsv_gains:
+        if augment and self.hsv_gains:
             resized = random_hsv(resized, rng, self.hsv_gains)
         boxes, labels = filter_boxes(boxes, labels)
         return {"img": resized, "boxes": boxes.astype(np.float32), "labels": labels.astype(np.int64),

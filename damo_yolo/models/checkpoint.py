@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 import torch
 from torch import nn
 
+from ..fileio import atomic_write
 from .zoo import COCO_CLASSES, ModelCfg
 
 PathLike = Union[str, os.PathLike]
@@ -49,27 +49,11 @@ def save_checkpoint(path: PathLike, model_or_state: Union[nn.Module, Mapping[str
                     meta: Optional[Mapping[str, Any]] = None, **extra: Any) -> Path:
     """Write ``{"model": state_dict, "meta": meta, **extra}`` atomically (temp file, fsync, rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else dict(model_or_state)
     payload = {"model": {k: v.detach().cpu() for k, v in state.items()}, **extra}
     if meta is not None:
         payload["meta"] = dict(meta)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    atomic_write(path, lambda f: torch.save(payload, f))
     return path
 
 

@@ -20,14 +20,15 @@ from mmengine.registry import MODELS
 from ..data.preprocess import ResizeInfo
 from ..models import DAMOYOLO, build_model
 from ..postprocess import postprocess
+from .distill import FeatureDistiller, distill_weight, load_teacher
 from .losses import DAMOYOLOLoss
 
 
 @MODELS.register_module()
 class DAMOYOLODetector(BaseModel):
     def __init__(self, variant: str, num_classes: int = 80, score_threshold: Optional[float] = None,
-                 iou_threshold: Optional[float] = None, max_detections: int = 500,
-                 data_preprocessor: Optional[dict] = None):
+                 iou_threshold: Optional[float] = None, max_detections: int = 500, channels_last: bool = False,
+                 teacher: Optional[dict] = None, data_preprocessor: Optional[dict] = None):
         super().__init__(data_preprocessor=data_preprocessor)
         detector = build_model(variant, num_classes)
         self.model_cfg, self.num_classes = detector.cfg, num_classes
@@ -36,6 +37,18 @@ class DAMOYOLODetector(BaseModel):
         self.score_threshold = detector.cfg.score_threshold if score_threshold is None else score_threshold
         self.iou_threshold = detector.cfg.iou_threshold if iou_threshold is None else iou_threshold
         self.max_detections = max_detections
+        # Distillation: the teacher is held outside the module tree (not trained, saved, or EMA-averaged);
+        # the align convs are trained with the student. ``train_progress`` is set by DAMOScheduleHook.
+        self.distiller, self.train_progress = None, 0.0
+        object.__setattr__(self, "_teacher", None)
+        if teacher:
+            teacher_model = load_teacher(teacher["config"], teacher["checkpoint"])
+            object.__setattr__(self, "_teacher", teacher_model)
+            self.distiller = FeatureDistiller(detector.cfg.neck_out_channels, teacher_model.cfg.neck_out_channels)
+        # NHWC activations: ~1.4x faster training on CPUs (and with AMP on GPUs); same weights and results
+        self.channels_last = channels_last
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
 
     def detector_state_dict(self) -> dict[str, torch.Tensor]:
         """The weights in the official layout (no extra keys such as distillation adapters)."""
@@ -44,10 +57,12 @@ class DAMOYOLODetector(BaseModel):
     def to_detector(self) -> DAMOYOLO:
         """A plain :class:`DAMOYOLO` with these weights (for export and inference)."""
         detector = build_model(self.model_cfg.name, self.num_classes)
-        detector.load_state_dict(self.detector_state_dict(), strict=True)
+        detector.load_state_dict({k: v.contiguous() for k, v in self.detector_state_dict().items()}, strict=True)
         return detector
 
     def forward(self, inputs: torch.Tensor, data_samples: Optional[list] = None, mode: str = "tensor"):
+        if self.channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
         feats = self.neck(self.backbone(inputs))
         if mode == "loss":
             scores, reg_logits, priors = self.head.forward_raw(feats)
@@ -56,7 +71,13 @@ class DAMOYOLODetector(BaseModel):
                         for s in data_samples]
             gt_labels = [torch.as_tensor(s["labels"], dtype=torch.long, device=boxes.device).reshape(-1)
                          for s in data_samples]
-            return self.criterion(scores, reg_logits, boxes, priors, gt_boxes, gt_labels)
+            losses = self.criterion(scores, reg_logits, boxes, priors, gt_boxes, gt_labels)
+            if self._teacher is not None:
+                teacher = self._teacher.to(inputs.device)
+                with torch.no_grad():
+                    teacher_feats = teacher.eval().extract_features(inputs)
+                losses["loss_distill"] = distill_weight(self.train_progress) * self.distiller(feats, teacher_feats)
+            return losses
         scores, boxes = self.head(feats)
         if mode == "tensor":
             return scores, boxes

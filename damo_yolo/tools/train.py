@@ -1,0 +1,85 @@
+"""`damo-train`: train DAMO-YOLO with an mmengine config (train/configs/*.py).
+
+    damo-train train/configs/damoyolo_tinynasL18_Ns_1xb16-40e_synthetic.py
+    damo-train CONFIG --resume                  # continue the last run in the work dir
+    damo-train CONFIG --resume work_dirs/x/epoch_7.pth
+    torchrun --nproc_per_node 8 -m damo_yolo.tools.train CONFIG --launcher pytorch
+
+The work dir receives mmengine checkpoints (epoch_N.pth, best_coco_mAP_epoch_N.pth; for --resume),
+``latest.pth`` and ``best.pth`` in the project's checkpoint format (for export), logs, scalars.json and
+tensorboard event files.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Optional
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="damo-train", description=__doc__.splitlines()[0])
+    parser.add_argument("config", help="mmengine config file")
+    parser.add_argument("--work-dir", help="where logs and checkpoints go (default: work_dirs/<config name>)")
+    parser.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CHECKPOINT",
+                        help="continue training: from the latest checkpoint of the work dir, or from CHECKPOINT")
+    parser.add_argument("--amp", action="store_true", help="automatic mixed precision (GPU)")
+    parser.add_argument("--auto-scale-lr", action="store_true", help="scale the lr to the actual total batch size")
+    parser.add_argument("--teacher-config", help="distil from this teacher's config (with --teacher-checkpoint)")
+    parser.add_argument("--teacher-checkpoint", help="the teacher's checkpoint")
+    parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override config settings, e.g. train_cfg.max_epochs=10")
+    parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none",
+                        help="job launcher for distributed training (torchrun: pytorch)")
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if "LOCAL_RANK" not in os.environ:
+        os.environ["LOCAL_RANK"] = str(args.local_rank)
+    if bool(args.teacher_config) != bool(args.teacher_checkpoint):
+        parser.error("--teacher-config and --teacher-checkpoint go together")
+    return args
+
+
+def _parse_options(options: list[str]) -> dict:
+    from mmengine.config import DictAction
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--o", nargs="+", action=DictAction, default={})
+    return parser.parse_args(["--o", *options]).o if options else {}
+
+
+def build_config(args: argparse.Namespace):
+    from mmengine.config import Config
+    config_path = Path(args.config)
+    if not config_path.is_file():
+        raise SystemExit(f"damo-train: config not found: {config_path}")
+    cfg = Config.fromfile(str(config_path))
+    cfg.merge_from_dict(_parse_options(args.cfg_options))
+    cfg.launcher = args.launcher
+    cfg.work_dir = args.work_dir or cfg.get("work_dir") or str(Path("work_dirs") / config_path.stem)
+    if args.resume == "auto":
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume:
+        cfg.resume, cfg.load_from = True, args.resume
+    if args.amp:
+        cfg.optim_wrapper.type = "AmpOptimWrapper"
+        cfg.optim_wrapper.loss_scale = "dynamic"
+    if args.auto_scale_lr:
+        cfg.auto_scale_lr.enable = True
+    if args.teacher_config:
+        cfg.model.teacher = dict(config=args.teacher_config, checkpoint=args.teacher_checkpoint)
+        cfg.optim_wrapper.clip_grad = dict(max_norm=30.0)  # the reference clips only when distilling
+    return cfg
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_args(argv)
+    import damo_yolo.training  # noqa: F401  registers the DAMO-YOLO modules with mmengine
+    from mmengine.runner import Runner
+    cfg = build_config(args)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,80 @@
+"""mmengine data sets for DAMO-YOLO: training samples through the augmentation recipe, validation samples
+through the inference preprocessing (the same code the serving backend uses), and their collate function.
+
+A training sample is a pure function of (seed, epoch, index), so runs are reproducible and a resumed run
+sees exactly the samples the interrupted one would have.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from mmengine.registry import DATASETS, FUNCTIONS
+from torch.utils.data import Dataset
+
+from ..data.coco import CocoDetection
+from ..data.preprocess import resize_image
+from ..data.transforms import TrainTransform
+
+
+def _to_chw(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+
+
+@DATASETS.register_module()
+class DetectionTrainDataset(Dataset):
+    def __init__(self, ann_file: str, img_dir: str, input_size: Sequence[int], class_names=None, seed: int = 0,
+                 **transform: object):
+        self.coco = CocoDetection(ann_file, img_dir, class_names)
+        self.transform = TrainTransform(tuple(input_size), **transform)
+        self.seed, self.epoch, self.augment = int(seed), 0, True
+
+    @property
+    def metainfo(self) -> dict:
+        return {"classes": tuple(self.coco.class_names)}
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.coco)
+
+    def __getitem__(self, index: int) -> dict:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        out = self.transform(self.coco.load, index, len(self.coco), rng, augment=self.augment)
+        return {"inputs": _to_chw(out["img"]),
+                "data_samples": {"boxes": torch.from_numpy(out["boxes"]), "labels": torch.from_numpy(out["labels"]),
+                                 "img_id": out["img_id"]}}
+
+
+@DATASETS.register_module()
+class DetectionValDataset(Dataset):
+    """Images resized as at inference (stretch, or letterbox with ``keep_ratio``) plus the mapping back."""
+
+    def __init__(self, ann_file: str, img_dir: str, input_size: Sequence[int], class_names=None,
+                 keep_ratio: bool = False, pad_value: float = 0.0):
+        self.coco = CocoDetection(ann_file, img_dir, class_names)
+        self.input_size = tuple(input_size)
+        self.mode, self.pad_value = ("letterbox" if keep_ratio else "stretch"), pad_value
+
+    @property
+    def metainfo(self) -> dict:
+        return {"classes": tuple(self.coco.class_names)}
+
+    def __len__(self) -> int:
+        return len(self.coco)
+
+    def __getitem__(self, index: int) -> dict:
+        sample = self.coco.load(index)
+        resized, info = resize_image(sample["img"], self.input_size, self.mode, self.pad_value)
+        return {"inputs": _to_chw(resized),
+                "data_samples": {"img_id": sample["img_id"], "scale": (info.scale_y, info.scale_x),
+                                 "orig_size": (info.orig_h, info.orig_w)}}
+
+
+@FUNCTIONS.register_module()
+def collate_detections(batch: list[dict]) -> dict:
+    """Stack images as float32 (RGB 0–255) and keep per-image targets/metadata as a list."""
+    return {"inputs": torch.stack([b["inputs"] for b in batch]).float(),
+            "data_samples": [b["data_samples"] for b in batch]}

@@ -1,0 +1,153 @@
+"""mmengine hooks and helpers of the DAMO-YOLO recipe.
+
+- ``DAMOScheduleHook``: the learning rate of every iteration (quadratic warm-up from 0, cosine down to
+  ``min_lr_ratio``·base, then constant for the last ``no_aug_epochs``), the data set's epoch, and the
+  switch to "no augmentation" for the last epochs.
+- ``DAMOModelEMA``: EMA with decay 0.9998·(1 − exp(−updates/2000)) over parameters and buffers.
+- ``ExportCheckpointHook``: after each validation, ``latest.pth`` (and ``best.pth`` on a new best) in the
+  project's checkpoint contract — official keys, EMA weights, metadata — written atomically.
+- ``atomic_local`` storage backend: mmengine's own checkpoints (used by ``--resume``) written atomically.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
+
+import torch
+from mmengine.fileio import LocalBackend, register_backend
+from mmengine.hooks import EMAHook, Hook
+from mmengine.model import ExponentialMovingAverage, is_model_wrapper
+from mmengine.registry import HOOKS, MODELS
+
+from .. import __version__
+from ..fileio import atomic_write_bytes
+from ..models import default_meta, save_checkpoint
+
+
+class AtomicLocalBackend(LocalBackend):
+    """LocalBackend whose writes go through a temporary file and a rename."""
+
+    def put(self, obj: bytes, filepath) -> None:
+        atomic_write_bytes(filepath, obj)
+
+    def put_text(self, obj: str, filepath, encoding: str = "utf-8") -> None:
+        atomic_write_bytes(filepath, obj.encode(encoding))
+
+
+register_backend("atomic_local", AtomicLocalBackend, force=True)
+
+
+def lr_factor(it: int, iters_per_epoch: int, max_epochs: int, warmup_epochs: float, no_aug_epochs: int,
+              min_lr_ratio: float) -> float:
+    """Multiplier of the base learning rate at iteration ``it`` (0-based)."""
+    warmup = int(warmup_epochs * iters_per_epoch)
+    total = max_epochs * iters_per_epoch
+    no_aug = no_aug_epochs * iters_per_epoch
+    if warmup > 0 and it < warmup:
+        return (it / warmup) ** 2
+    if it >= total - no_aug:
+        return min_lr_ratio
+    span = max(1, total - warmup - no_aug)
+    return min_lr_ratio + 0.5 * (1 - min_lr_ratio) * (1 + math.cos(math.pi * (it - warmup) / span))
+
+
+@HOOKS.register_module()
+class DAMOScheduleHook(Hook):
+    priority = "HIGH"  # the learning rate must be set before the optimiser steps
+
+    def __init__(self, warmup_epochs: float = 5, no_aug_epochs: int = 16, min_lr_ratio: float = 0.05):
+        self.warmup_epochs, self.no_aug_epochs, self.min_lr_ratio = warmup_epochs, no_aug_epochs, min_lr_ratio
+
+    def before_train(self, runner) -> None:
+        for group in runner.optim_wrapper.optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])  # restored by --resume with the optimiser state
+
+    def _dataset(self, runner):
+        dataset = runner.train_dataloader.dataset
+        return getattr(dataset, "dataset", dataset)
+
+    def before_train_epoch(self, runner) -> None:
+        dataset = self._dataset(runner)
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(runner.epoch)
+        augment = runner.epoch < runner.max_epochs - self.no_aug_epochs
+        if hasattr(dataset, "augment") and dataset.augment != augment:
+            dataset.augment = augment
+            if not augment:
+                runner.logger.info(f"epoch {runner.epoch + 1}: mosaic, mixup and HSV off for the last "
+                                   f"{self.no_aug_epochs} epochs")
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        factor = lr_factor(runner.iter, len(runner.train_dataloader), runner.max_epochs, self.warmup_epochs,
+                           self.no_aug_epochs, self.min_lr_ratio)
+        for group in runner.optim_wrapper.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * factor
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        if hasattr(model, "train_progress"):  # drives the distillation weight
+            model.train_progress = runner.iter / max(1, runner.max_iters)
+
+
+@MODELS.register_module()
+class DAMOModelEMA(ExponentialMovingAverage):
+    """EMA of the reference: decay(n) = 0.9998 · (1 − exp(−n / 2000)) at the n-th update."""
+
+    def __init__(self, model, momentum: float = 0.0002, interval: int = 1, device=None,
+                 update_buffers: bool = True, ramp: float = 2000.0):
+        super().__init__(model, momentum, interval, device, update_buffers)
+        self.ramp = ramp
+
+    def avg_func(self, averaged_param: torch.Tensor, source_param: torch.Tensor, steps) -> None:
+        decay = (1 - self.momentum) * (1 - math.exp(-float(steps) / self.ramp))
+        averaged_param.lerp_(source_param, 1 - decay)
+
+
+@HOOKS.register_module()
+class ExportCheckpointHook(Hook):
+    """Write ``latest.pth`` / ``best.pth`` in the project's checkpoint contract after each validation."""
+
+    priority = "LOW"
+
+    def __init__(self, metric: str = "coco/mAP"):
+        self.metric = metric
+        self.best: Optional[float] = None
+
+    def _weights(self, runner) -> dict:
+        for hook in runner.hooks:
+            if isinstance(hook, EMAHook):
+                module = hook.ema_model.module
+                break
+        else:
+            module = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        return {k: v for k, v in module.state_dict().items() if k.split(".", 1)[0] in ("backbone", "neck", "head")}
+
+    def meta(self, runner, metrics: dict) -> dict:
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        classes = list(getattr(runner.train_dataloader.dataset, "metainfo", {}).get("classes", []))
+        meta = default_meta(model.model_cfg, model.num_classes, classes or None)
+        val_set = runner.val_dataloader.dataset  # the preprocessing the metrics were measured with
+        meta.update(input_size=list(val_set.input_size), resize=val_set.mode, pad_value=val_set.pad_value,
+                    score_threshold=model.score_threshold,
+                    iou_threshold=model.iou_threshold, max_detections=model.max_detections,
+                    train_config=runner.cfg.pretty_text, damo_yolo_version=__version__,
+                    epoch=runner.epoch, iteration=runner.iter,
+                    metrics={k: float(v) for k, v in (metrics or {}).items()})
+        return meta
+
+    def after_val_epoch(self, runner, metrics: Optional[dict] = None) -> None:
+        if runner.rank != 0 or not runner.train_loop or runner.iter == 0:
+            return
+        weights, meta = self._weights(runner), self.meta(runner, metrics or {})
+        out = Path(runner.work_dir)
+        save_checkpoint(out / "latest.pth", weights, meta)
+        value = (metrics or {}).get(self.metric)
+        if value is not None and (self.best is None or value > self.best):
+            self.best = float(value)
+            save_checkpoint(out / "best.pth", weights, meta)
+            runner.logger.info(f"best {self.metric} {value:.4f}: {out / 'best.pth'}")
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        checkpoint.setdefault("meta", {})["export_best"] = self.best
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        self.best = checkpoint.get("meta", {}).get("export_best", self.best)

@@ -1,0 +1,51 @@
+"""COCO box mAP as an mmengine metric (pycocotools), over predictions in original image pixels."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional, Sequence
+
+from mmengine.evaluator import BaseMetric
+from mmengine.logging import print_log
+from mmengine.registry import METRICS
+
+from ..data.coco import category_mapping
+from ..evaluation import COCO_METRIC_NAMES, evaluate_coco_results
+
+
+def detections_to_coco(result: dict, cat_ids: Sequence[int]) -> list[dict]:
+    """One image's predictions (boxes xyxy, scores, labels) → COCO results dicts (bbox xywh)."""
+    out = []
+    for (x1, y1, x2, y2), score, label in zip(result["boxes"].tolist(), result["scores"].tolist(),
+                                              result["labels"].tolist()):
+        out.append({"image_id": int(result["img_id"]), "category_id": int(cat_ids[int(label)]),
+                    "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)],
+                    "score": round(float(score), 5)})
+    return out
+
+
+def format_per_class(per_class: dict[str, float]) -> str:
+    width = max([len(n) for n in per_class] + [5])
+    rows = [f"{'class':<{width}}  AP@[.5:.95]"] + [f"{n:<{width}}  {ap:.4f}" for n, ap in per_class.items()]
+    return "\n".join(rows)
+
+
+@METRICS.register_module()
+class CocoDetectionMetric(BaseMetric):
+    default_prefix = "coco"
+
+    def __init__(self, ann_file: str, class_names: Optional[Sequence[str]] = None, collect_device: str = "cpu",
+                 prefix: Optional[str] = None):
+        super().__init__(collect_device=collect_device, prefix=prefix)
+        self.ann_file = str(ann_file)
+        categories = json.loads(Path(ann_file).read_text())["categories"]
+        _, self.cat_ids = category_mapping(categories, class_names, ann_file)
+
+    def process(self, data_batch, data_samples: Sequence[dict]) -> None:
+        for result in data_samples:  # one entry per image: mmengine gathers ranks by sample count
+            self.results.append(detections_to_coco(result, self.cat_ids))
+
+    def compute_metrics(self, results: list) -> dict:
+        metrics = evaluate_coco_results(self.ann_file, [det for image in results for det in image])
+        print_log("\n" + metrics["summary"] + "\n" + format_per_class(metrics["per_class"]), logger="current")
+        return {name: round(metrics[name], 5) for name in COCO_METRIC_NAMES}

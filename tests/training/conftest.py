@@ -1,0 +1,48 @@
+"""Small synthetic data sets and configs for training tests (written once per session)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SYNTHETIC_CONFIG = ROOT / "train" / "configs" / "damoyolo_tinynasL18_Ns_1xb16-40e_synthetic.py"
+
+
+def make_synthetic(out: Path, train: int, val: int, size: int, backgrounds: Path) -> Path:
+    subprocess.run([sys.executable, "-m", "damo_yolo.data.synthetic", "--out", str(out), "--train", str(train),
+                    "--val", str(val), "--size", str(size), "--seed", "0", "--backgrounds", str(backgrounds)],
+                   check=True, capture_output=True)
+    return out
+
+
+def write_config(path: Path, data_root: Path, **overrides: str) -> Path:
+    """A config inheriting the synthetic Ns config with ``data_root`` and extra top-level overrides."""
+    lines = [f"_base_ = [{str(SYNTHETIC_CONFIG)!r}]",
+             f"data_root = {str(data_root) + '/'!r}",
+             "train_dataloader = dict(dataset=dict(ann_file=data_root + 'annotations/instances_train.json', "
+             "img_dir=data_root + 'train/'))",
+             "val_dataloader = dict(dataset=dict(ann_file=data_root + 'annotations/instances_val.json', "
+             "img_dir=data_root + 'val/'))",
+             "test_dataloader = val_dataloader",
+             "val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')",
+             "test_evaluator = val_evaluator"]
+    lines += [f"{key} = {value}" for key, value in overrides.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run_train(config: Path, work_dir: Path, *extra: str, wait: bool = True):
+    cmd = [sys.executable, "-m", "damo_yolo.tools.train", str(config), "--work-dir", str(work_dir), *extra]
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    if wait:
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
+
+
+@pytest.fixture(scope="session")
+def tiny_synthetic(tmp_path_factory, shared_dir) -> Path:
+    return make_synthetic(tmp_path_factory.mktemp("tiny_synthetic"), 16, 8, 128, shared_dir / "data" / "images")

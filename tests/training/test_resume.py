@@ -1,0 +1,61 @@
+"""A training run killed mid-way and resumed ends in exactly the state of an uninterrupted run."""
+from __future__ import annotations
+
+import signal
+import time
+
+import torch
+
+from conftest import run_train, write_config
+
+TINY = dict(
+    input_size="(128, 128)",
+    model="dict(channels_last=False)",
+    train_dataloader="dict(batch_size=4, num_workers=0, dataset=dict(input_size=input_size, "
+                     "mosaic_size=input_size))",
+    val_dataloader="dict(batch_size=8, num_workers=0, dataset=dict(input_size=input_size))",
+    train_cfg="dict(max_epochs=3, val_interval=1, dynamic_intervals=None)",
+    custom_hooks="[dict(type='DAMOScheduleHook', warmup_epochs=1, no_aug_epochs=1), "
+                 "dict(type='EMAHook', ema_type='DAMOModelEMA', update_buffers=True, priority=49, ramp=5.0), "
+                 "dict(type='ExportCheckpointHook')]",
+)
+
+
+def _state(path):
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)  # written by this test's own runs
+    return ckpt
+
+
+def test_killed_run_resumes_to_the_identical_state(tmp_path, tiny_synthetic):
+    config = write_config(tmp_path / "tiny.py", tiny_synthetic, **TINY)
+    straight = tmp_path / "straight"
+    done = run_train(config, straight)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    interrupted = tmp_path / "interrupted"
+    proc = run_train(config, interrupted, wait=False)
+    deadline = time.time() + 300
+    while not (interrupted / "epoch_2.pth").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    proc.send_signal(signal.SIGKILL)  # no chance to clean up: as a crash or a pre-empted machine
+    proc.wait()
+    assert not (interrupted / "epoch_3.pth").exists()
+    assert not list(interrupted.glob(".*.tmp")), "a half-written checkpoint was left behind"
+
+    resumed = run_train(config, interrupted, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed" in (resumed.stdout + resumed.stderr).lower() or (interrupted / "epoch_3.pth").exists()
+
+    a, b = _state(straight / "epoch_3.pth"), _state(interrupted / "epoch_3.pth")
+    assert a["meta"]["epoch"] == b["meta"]["epoch"] == 3 and a["meta"]["iter"] == b["meta"]["iter"]
+    for key in ("state_dict", "ema_state_dict"):
+        assert a[key].keys() == b[key].keys()
+        different = [k for k in a[key] if not torch.equal(a[key][k], b[key][k])]
+        assert different == [], f"{key} differs after resume: {different[:5]}"
+    opt_a, opt_b = a["optimizer"]["state"], b["optimizer"]["state"]
+    assert opt_a.keys() == opt_b.keys()
+    assert all(torch.equal(opt_a[i][k], opt_b[i][k]) for i in opt_a for k in opt_a[i] if torch.is_tensor(opt_a[i][k]))
+    # the exported contract checkpoints agree too
+    assert torch.equal(*(torch.load(d / "latest.pth", weights_only=True)["model"]["head.gfl_cls.0.weight"]
+                         for d in (straight, interrupted)))

@@ -1,0 +1,26 @@
+# mmengine runtime shared by every DAMO-YOLO config: hooks, logging, visualisation, environment.
+custom_imports = dict(imports=["damo_yolo.training"], allow_failed_imports=False)
+
+default_hooks = dict(
+    timer=dict(type="IterTimerHook"),
+    logger=dict(type="LoggerHook", interval=50),
+    param_scheduler=dict(type="ParamSchedulerHook"),
+    # mmengine checkpoints (for --resume), written atomically; best by val mAP kept
+    checkpoint=dict(type="CheckpointHook", interval=1, max_keep_ckpts=2, save_best="coco/mAP", rule="greater",
+                    backend_args=dict(backend="atomic_local")),
+    sampler_seed=dict(type="DistSamplerSeedHook"),
+)
+
+env_cfg = dict(
+    cudnn_benchmark=False,
+    mp_cfg=dict(mp_start_method="fork", opencv_num_threads=0),
+    dist_cfg=dict(backend="nccl"),
+)
+
+# scalars.json beside the logs, and tensorboard event files (tensorboard --logdir work_dirs)
+visualizer = dict(type="Visualizer", vis_backends=[dict(type="LocalVisBackend"), dict(type="TensorboardVisBackend")])
+log_processor = dict(type="LogProcessor", window_size=50, by_epoch=True)
+log_level = "INFO"
+load_from = None
+resume = False
+randomness = dict(seed=0)
