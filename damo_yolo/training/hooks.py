@@ -38,6 +38,36 @@ class AtomicLocalBackend(LocalBackend):
 register_backend("atomic_local", AtomicLocalBackend, force=True)
 
 
+def _plain(value):
+    """numpy scalars → Python numbers, recursively (a numpy scalar needs an unsafe global to unpickle)."""
+    import numpy as np
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return value
+
+
+@HOOKS.register_module()
+class SafeCheckpointContents(Hook):
+    """Keep mmengine's checkpoints loadable with ``torch.load(weights_only=True)`` — the default since torch
+    2.6, which ``--resume`` uses — so no pickled code ever has to be trusted: numpy scalars (the ETA) become
+    Python numbers, and the log-smoothing history (numpy arrays in HistoryBuffers, which need an unsafe
+    global) is not stored; a resumed run restarts its log smoothing windows, nothing else."""
+
+    priority = "VERY_LOW"
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        hub = checkpoint.get("message_hub")
+        if isinstance(hub, dict):
+            hub["runtime_info"] = _plain(hub.get("runtime_info", {}))
+            hub["log_scalars"] = {}
+        if "meta" in checkpoint:
+            checkpoint["meta"] = _plain(checkpoint["meta"])
+
+
 def lr_factor(it: int, iters_per_epoch: int, max_epochs: int, warmup_epochs: float, no_aug_epochs: int,
               min_lr_ratio: float) -> float:
     """Multiplier of the base learning rate at iteration ``it`` (0-based)."""

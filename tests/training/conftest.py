@@ -20,17 +20,22 @@ def make_synthetic(out: Path, train: int, val: int, size: int, backgrounds: Path
 
 
 def write_config(path: Path, data_root: Path, **overrides: str) -> Path:
-    """A config inheriting the synthetic Ns config with ``data_root`` and extra top-level overrides."""
-    lines = [f"_base_ = [{str(SYNTHETIC_CONFIG)!r}]",
-             f"data_root = {str(data_root) + '/'!r}",
-             "train_dataloader = dict(dataset=dict(ann_file=data_root + 'annotations/instances_train.json', "
-             "img_dir=data_root + 'train/'))",
-             "val_dataloader = dict(dataset=dict(ann_file=data_root + 'annotations/instances_val.json', "
-             "img_dir=data_root + 'val/'))",
-             "test_dataloader = val_dataloader",
-             "val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')",
-             "test_evaluator = val_evaluator"]
-    lines += [f"{key} = {value}" for key, value in overrides.items()]
+    """A config inheriting the synthetic Ns config with ``data_root`` (in a base file of its own, so that
+    ``overrides`` of the same dicts merge with it instead of replacing it) and top-level overrides."""
+    base = path.with_name(path.stem + "_data.py")
+    base.write_text("\n".join([
+        f"_base_ = [{str(SYNTHETIC_CONFIG)!r}]",
+        f"data_root = {str(data_root) + '/'!r}",
+        "train_dataloader = dict(dataset=dict(ann_file=data_root + 'annotations/instances_train.json', "
+        "img_dir=data_root + 'train/'))",
+        "val_dataloader = dict(dataset=dict(ann_file=data_root + 'annotations/instances_val.json', "
+        "img_dir=data_root + 'val/'))",
+        "test_dataloader = val_dataloader",
+        "val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')",
+        "test_evaluator = val_evaluator"]) + "\n")
+    lines = [f"_base_ = [{str(base)!r}]"] + [f"{key} = {value}" for key, value in overrides.items()]
+    if "val_dataloader" in overrides:
+        lines.append("test_dataloader = val_dataloader")
     path.write_text("\n".join(lines) + "\n")
     return path
 

@@ -9,6 +9,7 @@ default_hooks = dict(
     checkpoint=dict(type="CheckpointHook", interval=1, max_keep_ckpts=2, save_best="coco/mAP", rule="greater",
                     backend_args=dict(backend="atomic_local")),
     sampler_seed=dict(type="DistSamplerSeedHook"),
+    safe_checkpoints=dict(type="SafeCheckpointContents"),  # resume loads with torch.load(weights_only=True)
 )
 
 env_cfg = dict(

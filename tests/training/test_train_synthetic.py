@@ -1,0 +1,51 @@
+"""The synthetic Ns config trains on a CPU: the loss falls and val mAP clears a measured level; the
+standalone evaluation of the exported checkpoint reproduces the mAP the run logged."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, make_synthetic, run_train, write_config
+
+# Measured on 2 CPU cores (train 400 / val 100 images of 256 px, 8 epochs, seed 0): see TRAINING_LEVELS.md
+# in tests/training. The threshold keeps a margin under the measured value for thread-count noise.
+EPOCHS = 8
+MIN_MAP = 0.20
+
+SMALL = dict(
+    input_size="(256, 256)",
+    train_dataloader="dict(batch_size=16, num_workers=2, dataset=dict(input_size=input_size, "
+                     "mosaic_size=input_size))",
+    val_dataloader="dict(batch_size=16, num_workers=2, dataset=dict(input_size=input_size))",
+    train_cfg=f"dict(max_epochs={EPOCHS}, val_interval=4, dynamic_intervals=None)",
+    default_hooks="dict(logger=dict(interval=5))",
+    custom_hooks="[dict(type='DAMOScheduleHook', warmup_epochs=1, no_aug_epochs=2), "
+                 "dict(type='EMAHook', ema_type='DAMOModelEMA', update_buffers=True, priority=49, ramp=100.0), "
+                 "dict(type='ExportCheckpointHook')]",
+)
+
+
+@pytest.mark.slow
+def test_synthetic_training_learns(tmp_path_factory, shared_dir):
+    data = make_synthetic(tmp_path_factory.mktemp("synthetic_small"), 400, 100, 256, shared_dir / "data" / "images")
+    work = tmp_path_factory.mktemp("train_small")
+    config = write_config(work / "small.py", data, **SMALL)
+    run = run_train(config, work / "run")
+    assert run.returncode == 0, run.stderr[-4000:]
+
+    scalars = [json.loads(line) for line in next((work / "run").glob("*/vis_data/scalars.json")).read_text().splitlines()]
+    losses = [s["loss"] for s in scalars if "loss" in s]
+    maps = [s["coco/mAP"] for s in scalars if "coco/mAP" in s]
+    print(f"loss {losses[0]:.3f} → {losses[-1]:.3f}; val mAP per validation {maps}")
+    assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:3]) / 3
+    assert len(maps) == 2 and maps[-1] > maps[0] and maps[-1] >= MIN_MAP
+
+    best = work / "run" / "best.pth"
+    test = subprocess.run([sys.executable, "-m", "damo_yolo.tools.test", str(config), str(best), "--workers", "0"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert test.returncode == 0, test.stderr[-3000:]
+    reported = float(test.stdout.strip().splitlines()[-1].split()[0].split("=")[1])
+    assert reported == pytest.approx(max(maps), abs=1e-3)
