@@ -10,10 +10,11 @@ import pytest
 
 from conftest import ROOT, make_synthetic, run_train, write_config
 
-# Measured on 2 CPU cores (train 400 / val 100 images of 256 px, 8 epochs, seed 0): see TRAINING_LEVELS.md
-# in tests/training. The threshold keeps a margin under the measured value for thread-count noise.
+# Measured on 2 CPU cores (train 400 / val 100 images of 256 px, batch 16, 8 epochs = 200 iterations, seed 0;
+# 4 min 23 s for the whole test): loss 2.253 → 0.946, val mAP 0.165 after epoch 4 and 0.418 after epoch 8.
+# The threshold keeps a margin under 0.418 for numeric differences between machines and thread counts.
 EPOCHS = 8
-MIN_MAP = 0.20
+MIN_MAP = 0.30
 
 SMALL = dict(
     input_size="(256, 256)",
