@@ -55,6 +55,12 @@ def build_config(args: argparse.Namespace):
     cfg = Config.fromfile(str(config_path))
     cfg.merge_from_dict(_parse_options(args.cfg_options))
     cfg.launcher = args.launcher
+    import torch
+    if not torch.cuda.is_available():  # CPU processes: gloo instead of NCCL, and no SyncBN (CUDA only)
+        cfg.env_cfg.setdefault("dist_cfg", {})["backend"] = "gloo"
+        cfg.sync_bn = None
+        if args.launcher != "none":  # DDP over CPU modules takes no device ids
+            cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None, broadcast_buffers=False)
     cfg.work_dir = args.work_dir or cfg.get("work_dir") or str(Path("work_dirs") / config_path.stem)
     if args.resume == "auto":
         cfg.resume, cfg.load_from = True, None
@@ -76,6 +82,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     import damo_yolo.training  # noqa: F401  registers the DAMO-YOLO modules with mmengine
     from mmengine.runner import Runner
     cfg = build_config(args)
+    import torch
+    if args.launcher == "pytorch" and not torch.cuda.is_available():
+        # mmengine's pytorch launcher selects a CUDA device unconditionally; on CPU hosts join the group
+        # with gloo here (torchrun's environment), and the Runner uses the initialised group as it is.
+        import torch.distributed as dist
+        if not dist.is_initialized():
+            dist.init_process_group(backend="gloo")
     runner = Runner.from_cfg(cfg)
     runner.train()
     return 0

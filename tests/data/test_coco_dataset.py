@@ -95,3 +95,20 @@ def test_unknown_class_names_are_named(tmp_path):
     ann = _write(tmp_path, [{"id": 1, "file_name": "a.jpg", "height": 8, "width": 8}], [])
     with pytest.raises(DataError, match=r"classes \['person'\] are not categories.*thing"):
         CocoDetection(ann, tmp_path, class_names=["person"])
+
+
+def test_training_pass_survives_an_undecodable_image(tmp_path):
+    from damo_yolo.training.data import DetectionTrainDataset, collate_detections
+    for name in ("a.jpg", "b.jpg"):
+        img = np.full((64, 80, 3), 90, np.uint8)
+        img[10:40, 20:60] = (0, 0, 255)
+        cv2.imwrite(str(tmp_path / name), img)
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff" + b"\x00" * 50)  # a truncated JPEG
+    images = [{"id": i, "file_name": f, "height": 64, "width": 80} for i, f in enumerate(["a.jpg", "bad.jpg", "b.jpg"], 1)]
+    annotations = [{"id": i, "image_id": i, "category_id": 7, "bbox": [20, 10, 40, 30], "iscrowd": 0} for i in (1, 2, 3)]
+    dataset = DetectionTrainDataset(_write(tmp_path, images, annotations), tmp_path, (64, 64), mosaic_size=(64, 64))
+    loader = __import__("torch").utils.data.DataLoader(dataset, batch_size=3, collate_fn=collate_detections)
+    for epoch in range(3):  # mosaic draws random partners, the bad image among them: never an exception
+        dataset.set_epoch(epoch)
+        batch = next(iter(loader))
+        assert batch["inputs"].shape == (3, 3, 64, 64)

@@ -37,7 +37,9 @@ def test_synthetic_training_learns(tmp_path_factory, shared_dir):
     run = run_train(config, work / "run")
     assert run.returncode == 0, run.stderr[-4000:]
 
-    scalars = [json.loads(line) for line in next((work / "run").glob("*/vis_data/scalars.json")).read_text().splitlines()]
+    vis = next((work / "run").glob("*/vis_data"))
+    assert list(vis.glob("events.out.tfevents.*")), "no tensorboard event file"
+    scalars = [json.loads(line) for line in (vis / "scalars.json").read_text().splitlines()]
     losses = [s["loss"] for s in scalars if "loss" in s]
     maps = [s["coco/mAP"] for s in scalars if "coco/mAP" in s]
     print(f"loss {losses[0]:.3f} → {losses[-1]:.3f}; val mAP per validation {maps}")

@@ -96,4 +96,5 @@ custom_hooks = [
     dict(type="EMAHook", ema_type="DAMOModelEMA", update_buffers=True, priority=49),
     dict(type="ExportCheckpointHook", metric="coco/mAP"),
 ]
-auto_scale_lr = dict(enable=False, base_batch_size=256)  # --auto-scale-lr rescales base_lr to your batch
+auto_scale_lr = dict(enable=False, base_batch_size=256)
+sync_bn = "torch"  # BN statistics over all GPUs when distributed, as the reference  # --auto-scale-lr rescales base_lr to your batch
