@@ -62,6 +62,8 @@ class CocoDetection:
         self.class_names, self.cat_ids = category_mapping(coco["categories"], class_names, self.ann_file)
         self.cat_to_label = {cid: i for i, cid in enumerate(self.cat_ids)}
 
+        if not coco.get("annotations"):
+            logger.warning("%s has no annotations: every image is a background image", self.ann_file.name)
         per_image: dict[int, list[dict]] = {}
         for ann in coco.get("annotations") or []:
             per_image.setdefault(ann.get("image_id"), []).append(ann)

@@ -112,3 +112,10 @@ def test_training_pass_survives_an_undecodable_image(tmp_path):
         dataset.set_epoch(epoch)
         batch = next(iter(loader))
         assert batch["inputs"].shape == (3, 3, 64, 64)
+
+
+def test_empty_annotation_list_gives_background_images(tmp_path, caplog):
+    cv2.imwrite(str(tmp_path / "a.jpg"), np.zeros((8, 8, 3), np.uint8))
+    with caplog.at_level(logging.WARNING):
+        ds = CocoDetection(_write(tmp_path, [{"id": 1, "file_name": "a.jpg", "height": 8, "width": 8}], []), tmp_path)
+    assert "no annotations" in caplog.text and len(ds) == 1 and len(ds.load(0)["boxes"]) == 0

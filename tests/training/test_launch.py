@@ -40,3 +40,13 @@ def test_distillation_from_the_command_line(tmp_path, tiny_synthetic):
     assert "loss_distill" in log and "max_norm" in log
     exported = torch.load(tmp_path / "student" / "latest.pth", weights_only=True)["model"]
     assert not any(k.startswith(("distiller", "_teacher")) for k in exported)  # the contract holds the detector only
+
+
+def test_damo_test_refuses_a_truncated_checkpoint(tmp_path, tiny_synthetic):
+    config = write_config(tmp_path / "cfg.py", tiny_synthetic, **ONE_EPOCH)
+    from damo_yolo.models import build_model, save_checkpoint
+    path = save_checkpoint(tmp_path / "model.pth", build_model("Ns", num_classes=8))
+    path.write_bytes(path.read_bytes()[:1000])
+    run = subprocess.run([sys.executable, "-m", "damo_yolo.tools.test", str(config), str(path)],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 1 and "truncated or corrupt" in run.stderr and "Traceback" not in run.stderr
