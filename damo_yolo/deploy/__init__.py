@@ -1,0 +1,2 @@
+"""Deployment: ONNX export, the end2end (EfficientNMS) graph, the TensorRT builder and the Triton
+model repository generator."""
