@@ -1,0 +1,103 @@
+"""`tritonserver`: the Triton Inference Server bundled in the ``nvidia-pytriton`` wheel, on any host.
+
+Passes every argument through to the real binary and adds what a plain install lacks:
+- ``--backend-directory``: a copy of the wheel's backends with the python-backend stub of this Python
+  version beside ``libtriton_python.so`` (made once, under ~/.cache/damo-yolo);
+- the shared-library path: the wheel's own libraries and this interpreter's ``libpython`` (the stub must
+  run the interpreter whose packages the models import);
+- ``--http-address/--grpc-address/--metrics-address 127.0.0.1``: the server listens on localhost unless
+  told otherwise (``--http-address 0.0.0.0`` etc. expose it).
+
+    tritonserver --model-repository triton_models
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import sysconfig
+from pathlib import Path
+from typing import Optional
+
+LOCAL_ONLY = ("--http-address", "--grpc-address", "--metrics-address")
+
+
+class ServerNotInstalled(RuntimeError):
+    pass
+
+
+def _site_packages() -> Path:
+    try:
+        import pytriton
+    except ImportError as exc:
+        raise ServerNotInstalled("the bundled Triton server is not installed: pip install '.[server]' "
+                                 "(nvidia-pytriton==0.7.0), or run scripts/setup.sh") from exc
+    return Path(pytriton.__file__).resolve().parents[1]
+
+
+def server_paths() -> dict[str, Path]:
+    sp = _site_packages()
+    root = sp / "pytriton" / "tritonserver"
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    paths = {"binary": root / "bin" / "tritonserver", "backends": root / "backends",
+             "stub": root / "python_backend_stubs" / version / "triton_python_backend_stub",
+             "libs": sp / "nvidia_pytriton.libs"}
+    for name, path in paths.items():
+        if not path.exists():
+            raise ServerNotInstalled(f"the nvidia-pytriton wheel lacks {name} ({path}); reinstall it with pip")
+    return paths
+
+
+def backend_directory(paths: dict[str, Path], cache_root: Optional[Path] = None) -> Path:
+    """The backends folder with the stub in place, created once per wheel/Python version."""
+    cache_root = cache_root or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "damo-yolo"
+    key = f"{paths['binary'].stat().st_mtime_ns}-py{sys.version_info.major}.{sys.version_info.minor}"
+    target = cache_root / f"triton-backends-{key}"
+    ready = target / ".ready"
+    if not ready.exists():
+        tmp = cache_root / f".tmp-backends-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(paths["backends"], tmp / "backends", symlinks=True)
+        shutil.copy2(paths["stub"], tmp / "backends" / "python" / "triton_python_backend_stub")
+        (tmp / ".ready").write_text("ok\n")
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+    return target / "backends"
+
+
+def server_environment(paths: dict[str, Path], base: Optional[dict] = None) -> dict[str, str]:
+    env = dict(os.environ if base is None else base)
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    parts = [str(paths["libs"]), libdir] + [p for p in env.get("LD_LIBRARY_PATH", "").split(":") if p]
+    env["LD_LIBRARY_PATH"] = ":".join(dict.fromkeys(p for p in parts if p))
+    bindir = str(Path(sys.executable).parent)
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def server_command(args: list[str], backends: Path, binary: Path) -> list[str]:
+    cmd = [str(binary), *args]
+    given = {a.split("=", 1)[0] for a in args if a.startswith("--")}
+    if "--backend-directory" not in given:
+        cmd.append(f"--backend-directory={backends}")
+    for option in LOCAL_ONLY:
+        if option not in given:
+            cmd.append(f"{option}=127.0.0.1")
+    return cmd
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        paths = server_paths()
+        backends = backend_directory(paths)
+    except (ServerNotInstalled, OSError) as exc:
+        print(f"tritonserver: {exc}", file=sys.stderr)
+        return 1
+    cmd = server_command(args, backends, paths["binary"])
+    os.execve(cmd[0], cmd, server_environment(paths))
+    return 0  # not reached
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
