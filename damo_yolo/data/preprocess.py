@@ -13,6 +13,39 @@ import cv2
 import numpy as np
 
 RESIZE_MODES = ("stretch", "letterbox")
+MAX_PIXELS = 1 << 30  # OpenCV's own decoding limit (CV_IO_MAX_IMAGE_PIXELS)
+
+
+class ImageDecodeError(ValueError):
+    """Bytes that are not a usable JPEG or PNG image (the message says why)."""
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """Encoded JPEG/PNG bytes → an H×W×3 uint8 BGR image, as every stage of the project reads images.
+
+    OpenCV's colour decoding: EXIF orientation applied, grayscale and CMYK converted, alpha dropped,
+    16-bit channels scaled to 8 bits. A JPEG without its end-of-image marker is refused as truncated
+    (decoders would otherwise return a partly grey image).
+    """
+    if data is None or len(data) == 0:
+        raise ImageDecodeError("empty input (0 bytes): expected an encoded JPEG or PNG image")
+    buf = np.frombuffer(bytes(data), dtype=np.uint8)
+    is_jpeg = buf[:3].tobytes() == b"\xff\xd8\xff"
+    is_png = buf[:8].tobytes() == b"\x89PNG\r\n\x1a\n"
+    if not (is_jpeg or is_png):
+        raise ImageDecodeError(f"not a JPEG or PNG image (starts with {buf[:8].tobytes()!r}, {buf.size} bytes)")
+    if is_jpeg and b"\xff\xd9" not in buf[-64:].tobytes():
+        raise ImageDecodeError(f"truncated JPEG: no end-of-image marker ({buf.size} bytes)")
+    try:
+        image = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        raise ImageDecodeError(f"cannot decode the {'JPEG' if is_jpeg else 'PNG'} image: {exc}") from exc
+    if image is None:
+        raise ImageDecodeError(f"cannot decode the {'JPEG' if is_jpeg else 'PNG'} image (corrupt or truncated, "
+                               f"{buf.size} bytes)")
+    if image.shape[0] * image.shape[1] > MAX_PIXELS:
+        raise ImageDecodeError(f"image of {image.shape[1]}x{image.shape[0]} pixels exceeds the limit of {MAX_PIXELS}")
+    return image
 
 
 @dataclass(frozen=True)
