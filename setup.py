@@ -51,6 +51,7 @@ setup(
             "damo-synthetic=damo_yolo.data.synthetic:main",
             "damo-train=damo_yolo.tools.train:main",
             "damo-test=damo_yolo.tools.test:main",
+            "damo-export=damo_yolo.tools.export:main",
             "tritonserver=damo_yolo.deploy.tritonserver:main",
         ],
     },

@@ -23,3 +23,24 @@ def sample_images(shared_dir: Path) -> list[Path]:
     if not images:
         pytest.skip(f"no photographs under {shared_dir / 'data' / 'images'}")
     return images
+
+
+@pytest.fixture(scope="session")
+def tiny_synthetic(tmp_path_factory, shared_dir) -> Path:
+    """16 training and 8 validation images of 128 px: for runs that only need to run."""
+    from training_utils import make_synthetic
+    return make_synthetic(tmp_path_factory.mktemp("tiny_synthetic"), 16, 8, 128, shared_dir / "data" / "images")
+
+
+@pytest.fixture(scope="session")
+def trained_synthetic(tmp_path_factory, shared_dir) -> dict:
+    """The synthetic Ns config trained once per session on CPU (400 / 100 images of 256 px, 8 epochs): the
+    training test checks how it learned; export and serving tests use its checkpoint."""
+    from training_utils import SMALL_TRAINING, make_synthetic, run_train, write_config
+    data = make_synthetic(tmp_path_factory.mktemp("synthetic_small"), 400, 100, 256, shared_dir / "data" / "images")
+    work = tmp_path_factory.mktemp("train_small")
+    config = write_config(work / "small.py", data, **SMALL_TRAINING)
+    run = run_train(config, work / "run")
+    if run.returncode != 0:
+        pytest.fail(f"training the synthetic model failed:\n{run.stderr[-4000:]}")
+    return {"data": data, "config": config, "work_dir": work / "run", "checkpoint": work / "run" / "best.pth"}

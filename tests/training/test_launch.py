@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from conftest import ROOT, run_train, write_config
+from training_utils import ROOT, run_train, write_config
 from test_resume import TINY
 
 ONE_EPOCH = dict(TINY, train_cfg="dict(max_epochs=1, val_interval=1, dynamic_intervals=None)")

@@ -6,7 +6,7 @@ import time
 
 import torch
 
-from conftest import run_train, write_config
+from training_utils import run_train, write_config
 
 TINY = dict(
     input_size="(128, 128)",

@@ -8,34 +8,18 @@ import sys
 
 import pytest
 
-from conftest import ROOT, make_synthetic, run_train, write_config
+from training_utils import ROOT
 
-# Measured on 2 CPU cores (train 400 / val 100 images of 256 px, batch 16, 8 epochs = 200 iterations, seed 0;
+# Measured on 2 CPU cores (SMALL_TRAINING in training_utils: train 400 / val 100 images of 256 px, batch 16,
+# 8 epochs = 200 iterations, seed 0;
 # 4 min 23 s for the whole test): loss 2.253 → 0.946, val mAP 0.165 after epoch 4 and 0.418 after epoch 8.
 # The threshold keeps a margin under 0.418 for numeric differences between machines and thread counts.
-EPOCHS = 8
 MIN_MAP = 0.30
-
-SMALL = dict(
-    input_size="(256, 256)",
-    train_dataloader="dict(batch_size=16, num_workers=2, dataset=dict(input_size=input_size, "
-                     "mosaic_size=input_size))",
-    val_dataloader="dict(batch_size=16, num_workers=2, dataset=dict(input_size=input_size))",
-    train_cfg=f"dict(max_epochs={EPOCHS}, val_interval=4, dynamic_intervals=None)",
-    default_hooks="dict(logger=dict(interval=5))",
-    custom_hooks="[dict(type='DAMOScheduleHook', warmup_epochs=1, no_aug_epochs=2), "
-                 "dict(type='EMAHook', ema_type='DAMOModelEMA', update_buffers=True, priority=49, ramp=100.0), "
-                 "dict(type='ExportCheckpointHook')]",
-)
 
 
 @pytest.mark.slow
-def test_synthetic_training_learns(tmp_path_factory, shared_dir):
-    data = make_synthetic(tmp_path_factory.mktemp("synthetic_small"), 400, 100, 256, shared_dir / "data" / "images")
-    work = tmp_path_factory.mktemp("train_small")
-    config = write_config(work / "small.py", data, **SMALL)
-    run = run_train(config, work / "run")
-    assert run.returncode == 0, run.stderr[-4000:]
+def test_synthetic_training_learns(trained_synthetic):
+    config, work = trained_synthetic["config"], trained_synthetic["work_dir"].parent
 
     vis = next((work / "run").glob("*/vis_data"))
     assert list(vis.glob("events.out.tfevents.*")), "no tensorboard event file"

@@ -1,4 +1,4 @@
-"""Small synthetic data sets and configs for training tests (written once per session)."""
+"""Helpers of the tests that train: synthetic data sets, configs inheriting the synthetic Ns config, runs."""
 from __future__ import annotations
 
 import os
@@ -6,9 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 SYNTHETIC_CONFIG = ROOT / "train" / "configs" / "damoyolo_tinynasL18_Ns_1xb16-40e_synthetic.py"
 
 
@@ -48,6 +47,17 @@ def run_train(config: Path, work_dir: Path, *extra: str, wait: bool = True):
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
 
 
-@pytest.fixture(scope="session")
-def tiny_synthetic(tmp_path_factory, shared_dir) -> Path:
-    return make_synthetic(tmp_path_factory.mktemp("tiny_synthetic"), 16, 8, 128, shared_dir / "data" / "images")
+EPOCHS = 8
+SMALL_TRAINING = dict(
+    input_size="(256, 256)",
+    train_dataloader="dict(batch_size=16, num_workers=2, dataset=dict(input_size=input_size, "
+                     "mosaic_size=input_size))",
+    val_dataloader="dict(batch_size=16, num_workers=2, dataset=dict(input_size=input_size))",
+    train_cfg=f"dict(max_epochs={EPOCHS}, val_interval=4, dynamic_intervals=None)",
+    default_hooks="dict(logger=dict(interval=5))",
+    custom_hooks="[dict(type='DAMOScheduleHook', warmup_epochs=1, no_aug_epochs=2), "
+                 "dict(type='EMAHook', ema_type='DAMOModelEMA', update_buffers=True, priority=49, ramp=100.0), "
+                 "dict(type='ExportCheckpointHook')]",
+)
+
+

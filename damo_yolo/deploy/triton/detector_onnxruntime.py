@@ -1,0 +1,40 @@
+"""Triton python backend: the detector's ONNX graph in onnxruntime (the CPU target).
+
+Inputs:  INPUT   FP32 [3, H, W]
+Outputs: SCORES  FP32 [N, C]   sigmoid class probabilities
+         BOXES   FP32 [N, 4]   x1, y1, x2, y2 in input pixels
+All requests of one dynamic batch run through the session together.
+"""
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        instances = sum(g.get("count", 1) for g in config.get("instance_group", [])) or 1
+        threads = int(params.get("intra_op_threads", "0")) or max(1, (os.cpu_count() or 1) // instances)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        path = Path(args["model_repository"]) / args["model_version"] / params.get("onnx_file", "model.onnx")
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def execute(self, requests):
+        batches = [pb_utils.get_input_tensor_by_name(r, "INPUT").as_numpy() for r in requests]
+        scores, boxes = self.session.run(None, {self.input_name: np.concatenate(batches)})
+        responses, start = [], 0
+        for batch in batches:
+            end = start + batch.shape[0]
+            responses.append(pb_utils.InferenceResponse(output_tensors=[
+                pb_utils.Tensor("SCORES", scores[start:end]), pb_utils.Tensor("BOXES", boxes[start:end])]))
+            start = end
+        return responses

@@ -1,0 +1,72 @@
+"""Triton python backend: score filter, class-aware NMS, top-k, boxes mapped back to the original image.
+
+Inputs:  SCORES FP32 [N, C], BOXES FP32 [N, 4], SCALE FP32 [2], ORIG_SIZE INT32 [2],
+         SCORE_THRESHOLD FP32 [1] and IOU_THRESHOLD FP32 [1] (optional: the export's defaults otherwise)
+Outputs: num_detections INT32 [1]; boxes FP32 [K, 4] (x1, y1, x2, y2, original pixels, clipped);
+         scores FP32 [K]; classes INT32 [K] — padded to K rows, the first num_detections are valid.
+"""
+import json
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from damo_yolo.data.preprocess import ResizeInfo
+from damo_yolo.postprocess import postprocess
+
+
+def _optional(request, name, default, count):
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    if tensor is None:
+        return np.full(count, default, np.float32)
+    return tensor.as_numpy().reshape(-1).astype(np.float32)
+
+
+def _client_error(message):
+    """A per-request error with the 'invalid argument' code (HTTP 400) where the backend supports codes."""
+    code = getattr(pb_utils.TritonError, "INVALID_ARG", None)
+    return pb_utils.TritonError(message) if code is None else pb_utils.TritonError(message, code)
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        self.score_threshold = float(params["score_threshold"])
+        self.iou_threshold = float(params["iou_threshold"])
+        self.max_detections = int(params["max_detections"])
+
+    def _one_request(self, request):
+        scores = pb_utils.get_input_tensor_by_name(request, "SCORES").as_numpy()
+        boxes = pb_utils.get_input_tensor_by_name(request, "BOXES").as_numpy()
+        scales = pb_utils.get_input_tensor_by_name(request, "SCALE").as_numpy()
+        sizes = pb_utils.get_input_tensor_by_name(request, "ORIG_SIZE").as_numpy()
+        count, k = scores.shape[0], self.max_detections
+        score_thr = _optional(request, "SCORE_THRESHOLD", self.score_threshold, count)
+        iou_thr = _optional(request, "IOU_THRESHOLD", self.iou_threshold, count)
+        if np.any((score_thr < 0) | (score_thr >= 1)) or np.any((iou_thr <= 0) | (iou_thr > 1)):
+            raise ValueError("SCORE_THRESHOLD must be in [0, 1) and IOU_THRESHOLD in (0, 1]")
+        num = np.zeros((count, 1), np.int32)
+        out_boxes = np.zeros((count, k, 4), np.float32)
+        out_scores = np.zeros((count, k), np.float32)
+        out_classes = np.zeros((count, k), np.int32)
+        for i in range(count):
+            det_boxes, det_scores, det_classes = postprocess(scores[i], boxes[i], float(score_thr[i]),
+                                                             float(iou_thr[i]), k)
+            info = ResizeInfo(int(sizes[i][0]), int(sizes[i][1]), float(scales[i][0]), float(scales[i][1]))
+            n = len(det_scores)
+            num[i, 0] = n
+            out_boxes[i, :n] = info.to_original(det_boxes)
+            out_scores[i, :n] = det_scores
+            out_classes[i, :n] = det_classes
+        return pb_utils.InferenceResponse(output_tensors=[
+            pb_utils.Tensor("num_detections", num), pb_utils.Tensor("boxes", out_boxes),
+            pb_utils.Tensor("scores", out_scores), pb_utils.Tensor("classes", out_classes)])
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            try:
+                responses.append(self._one_request(request))
+            except ValueError as exc:
+                responses.append(pb_utils.InferenceResponse(error=_client_error(str(exc))))
+        return responses

@@ -1,0 +1,57 @@
+"""Triton python backend: encoded image bytes → model input, with the mapping back to the original image.
+
+Inputs:  IMAGE      BYTES  [1]          one encoded JPEG or PNG per batch item
+Outputs: INPUT      FP32   [3, H, W]    RGB 0–255, resized as the checkpoint was trained
+         SCALE      FP32   [2]          (scale_y, scale_x): input pixels = original pixels · scale
+         ORIG_SIZE  INT32  [2]          (height, width) of the original image
+A request whose image cannot be decoded gets an error naming the item and the reason; the other
+requests of the batch are answered normally.
+"""
+import json
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from damo_yolo.data.preprocess import ImageDecodeError, decode_image, preprocess
+
+
+def _client_error(message):
+    """A per-request error with the 'invalid argument' code (HTTP 400) where the backend supports codes."""
+    code = getattr(pb_utils.TritonError, "INVALID_ARG", None)
+    return pb_utils.TritonError(message) if code is None else pb_utils.TritonError(message, code)
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        self.size = (int(params["input_height"]), int(params["input_width"]))
+        self.resize = params.get("resize", "stretch")
+        self.pad_value = float(params.get("pad_value", "0"))
+
+    def _one_request(self, request):
+        images = pb_utils.get_input_tensor_by_name(request, "IMAGE").as_numpy().reshape(-1)
+        if images.size == 0:
+            raise ImageDecodeError("the request holds no image")
+        inputs, scales, sizes = [], [], []
+        for i, data in enumerate(images):
+            try:
+                chw, info = preprocess(decode_image(data), self.size, self.resize, self.pad_value)
+            except ImageDecodeError as exc:
+                raise ImageDecodeError(f"image {i} of the request: {exc}") from None
+            inputs.append(chw)
+            scales.append((info.scale_y, info.scale_x))
+            sizes.append((info.orig_h, info.orig_w))
+        return pb_utils.InferenceResponse(output_tensors=[
+            pb_utils.Tensor("INPUT", np.stack(inputs).astype(np.float32)),
+            pb_utils.Tensor("SCALE", np.asarray(scales, np.float32)),
+            pb_utils.Tensor("ORIG_SIZE", np.asarray(sizes, np.int32))])
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            try:
+                responses.append(self._one_request(request))
+            except (ImageDecodeError, ValueError) as exc:
+                responses.append(pb_utils.InferenceResponse(error=_client_error(str(exc))))
+        return responses

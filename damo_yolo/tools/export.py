@@ -1,0 +1,108 @@
+"""`damo-export`: a checkpoint → a Triton model repository (`tritonserver --model-repository OUT`).
+
+    damo-export work_dirs/x/best.pth --out triton_models
+    damo-export damoyolo_tinynasL25_S.pth --variant S --out triton_models     # an official checkpoint
+    damo-export best.pth --target gpu --precision fp16 --out triton_models   # on a GPU host
+
+The project's checkpoints carry their variant, classes, input size and resize policy; official ones get
+their variant's reference settings (``--variant`` names it). Exits 1 with a one-line reason on failure.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def export_repository(checkpoint: Path, out: Path, variant: Optional[str] = None, target: str = "cpu",
+                      name: str = "damo_yolo", score_threshold: Optional[float] = None,
+                      iou_threshold: Optional[float] = None, max_detections: Optional[int] = None,
+                      max_batch_size: int = 8, detector_instances: int = 1, precision: str = "fp16",
+                      trusted: bool = False) -> Path:
+    import onnx
+    import onnxruntime
+    import torch
+
+    from damo_yolo import __version__
+    from damo_yolo.deploy.onnx_export import export_onnx
+    from damo_yolo.deploy.repository import RepositorySpec, write_repository
+    from damo_yolo.models import CheckpointError, build_model, default_meta, get_model_cfg, load_state_dict_strict
+    from damo_yolo.models import read_checkpoint
+
+    ckpt = read_checkpoint(checkpoint, trusted=trusted)
+    meta = ckpt.get("meta") if isinstance(ckpt.get("meta"), dict) and "variant" in ckpt.get("meta", {}) else None
+    if meta is None:
+        if not variant:
+            raise CheckpointError(f"{checkpoint} carries no metadata (an official checkpoint?): name its variant "
+                                  f"with --variant")
+        state = ckpt["model"]
+        num_classes = next((v.shape[0] for k, v in state.items() if k.endswith("gfl_cls.0.weight")), 80)
+        meta = default_meta(get_model_cfg(variant), 80 if num_classes == 81 else int(num_classes))
+    model = build_model(meta["variant"], meta["num_classes"])
+    load_state_dict_strict(model, ckpt["model"], source=f"checkpoint {checkpoint}")
+    h, w = meta["input_size"]
+    spec = RepositorySpec(
+        input_size=(h, w), class_names=list(meta["class_names"]), name=name, resize=meta.get("resize", "stretch"),
+        pad_value=float(meta.get("pad_value", 0.0)),
+        score_threshold=meta["score_threshold"] if score_threshold is None else score_threshold,
+        iou_threshold=meta["iou_threshold"] if iou_threshold is None else iou_threshold,
+        max_detections=meta.get("max_detections", 100) if max_detections is None else max_detections,
+        target=target, max_batch_size=max_batch_size, detector_instances=detector_instances,
+        extra={"checkpoint": str(checkpoint), "checkpoint_sha256": _sha256(Path(checkpoint)),
+               "variant": meta["variant"], "precision": "fp32" if target == "cpu" else precision,
+               "versions": {"damo_yolo": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
+                            "onnxruntime": onnxruntime.__version__},
+               "train_metrics": meta.get("metrics", {})})
+    num_priors = sum((h // s) * (w // s) for s in model.cfg.strides)
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = export_onnx(model, Path(tmp) / "model.onnx", input_size=(h, w))
+        plan_path = None
+        if target == "gpu":
+            from damo_yolo.deploy.tensorrt_builder import BuildOptions, build_engine
+            plan_path = build_engine(onnx_path, Path(tmp) / "model.plan",
+                                     BuildOptions(input_size=(h, w), precision=precision, max_batch=max_batch_size,
+                                                  opt_batch=min(4, max_batch_size)))
+        return write_repository(spec, out, num_priors, onnx_path=onnx_path, plan_path=plan_path)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="damo-export", description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("--out", type=Path, default=Path("triton_models"), help="model repository folder")
+    parser.add_argument("--variant", help="variant of an official checkpoint without metadata (T, S, M, L, Ns, ...)")
+    parser.add_argument("--target", choices=["cpu", "gpu"], default="cpu")
+    parser.add_argument("--name", default="damo_yolo", help="ensemble name clients call (default: damo_yolo)")
+    parser.add_argument("--score-threshold", type=float)
+    parser.add_argument("--iou-threshold", type=float)
+    parser.add_argument("--max-detections", type=int)
+    parser.add_argument("--max-batch-size", type=int, default=8)
+    parser.add_argument("--instances", type=int, default=1, help="detector instances")
+    parser.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp16", help="GPU target only")
+    parser.add_argument("--trusted", action="store_true", help="allow pickled Python objects in the checkpoint")
+    args = parser.parse_args(argv)
+    from damo_yolo.deploy.tensorrt_builder import TensorRTUnavailable
+    from damo_yolo.models import CheckpointError
+    try:
+        out = export_repository(args.checkpoint, args.out, args.variant, args.target, args.name,
+                                args.score_threshold, args.iou_threshold, args.max_detections,
+                                args.max_batch_size, args.instances, args.precision, args.trusted)
+    except (CheckpointError, TensorRTUnavailable, ValueError) as exc:
+        print(f"damo-export: {exc}", file=sys.stderr)
+        return 1
+    print(f"model repository written to {out}: tritonserver --model-repository {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
