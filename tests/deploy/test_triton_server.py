@@ -98,9 +98,9 @@ def _infer(client, mod, images: list[bytes], score_threshold=None):
             for i, n in enumerate(num)]
 
 
-def _assert_same(served, local, k: int, margin: float = 2e-3):
+def _assert_same(served, local, k: int, margin: float = 2e-3) -> int:
     """Same detections, ignoring only those within ``margin`` of the cut-offs (threshold, top-k), where a
-    1e-5 difference of score may legitimately decide inclusion."""
+    1e-5 difference of score may legitimately decide inclusion. Returns how many were compared."""
     (sb, ss, sc), (lb, ls, lc) = served, local
     floor = max(ss.min() if len(ss) == k else 0.0, ls.min() if len(ls) == k else 0.0) + margin
     for (ab, as_, ac), (bb, bs, bc) in (((sb, ss, sc), (lb, ls, lc)), ((lb, ls, lc), (sb, ss, sc))):
@@ -109,18 +109,24 @@ def _assert_same(served, local, k: int, margin: float = 2e-3):
                 continue
             close = (bc == cls) & (np.abs(bb - box).max(1) <= 1.0) & (np.abs(bs - score) <= 1e-3)
             assert close.any(), f"no match for class {cls} score {score:.4f} box {box}"
-    assert (ss >= floor).sum() > 0, "nothing compared: the model detects nothing on these images"
+    return int((ss >= floor + margin).sum())
 
 
-def test_served_detections_equal_pytorch(server, local_model, sample_images):
+def _synthetic_val(trained_synthetic, count: int) -> list[Path]:
+    return sorted((trained_synthetic["data"] / "val").glob("*.jpg"))[:count]
+
+
+def test_served_detections_equal_pytorch(server, local_model, sample_images, trained_synthetic):
     model, meta = local_model
-    k = meta["max_detections"]
-    for path in sample_images:
+    k, compared = meta["max_detections"], 0
+    # the real photographs, and images of the kind the model was trained on (confident detections)
+    for path in sample_images + _synthetic_val(trained_synthetic, 3):
         data = path.read_bytes()
         want = _local_detections(model, meta, data)
         for proto in ("http", "grpc"):
             (got,) = _infer(server[proto], server[f"{proto}_mod"], [data])
-            _assert_same(got, want, k)
+            compared += _assert_same(got, want, k)
+    assert compared > 50, f"only {compared} detections compared"
 
 
 def test_batch_of_four_different_sizes(server, local_model, sample_images):
@@ -133,12 +139,13 @@ def test_batch_of_four_different_sizes(server, local_model, sample_images):
         assert (got[0][:, [0, 2]] <= w).all() and (got[0][:, [1, 3]] <= h).all() and (got[0] >= 0).all()
 
 
-def test_per_request_score_threshold(server, local_model, sample_images):
+def test_per_request_score_threshold(server, local_model, trained_synthetic):
     model, meta = local_model
-    data = sample_images[0].read_bytes()
+    data = _synthetic_val(trained_synthetic, 1)[0].read_bytes()
+    (everything,) = _infer(server["grpc"], server["grpc_mod"], [data])
     (got,) = _infer(server["grpc"], server["grpc_mod"], [data], score_threshold=0.4)
-    assert (got[1] > 0.4).all()
-    _assert_same(got, _local_detections(model, meta, data, score_threshold=0.4), meta["max_detections"])
+    assert (got[1] > 0.4).all() and 0 < len(got[1]) < len(everything[1])
+    assert _assert_same(got, _local_detections(model, meta, data, score_threshold=0.4), meta["max_detections"]) > 0
 
 
 def _encode(image, ext=".jpg"):
