@@ -66,3 +66,20 @@ def test_wrong_class_and_poor_boxes_score_less(gt_file):
     assert metrics["per_class"]["dog"] == pytest.approx(0.1)
     assert metrics["mAP_50"] == pytest.approx(0.25)  # (cat 0 + dog 0.5) / 2
     assert evaluate_coco_results(gt_file, [])["mAP"] == 0.0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_vectorised_nms_equals_the_greedy_loop(seed, monkeypatch):
+    import damo_yolo.postprocess as pp
+    rng = np.random.default_rng(seed)
+    for _ in range(40):
+        n = int(rng.integers(1, 600))
+        xy = rng.uniform(0, 200, (n, 2))
+        boxes = np.c_[xy, xy + rng.uniform(1, 80, (n, 2))].astype(np.float32)
+        scores = rng.random(n).astype(np.float32)
+        classes = rng.integers(0, 4, n)
+        thr = float(rng.uniform(0.05, 0.95))
+        fast = pp.batched_nms(boxes, scores, classes, thr)
+        monkeypatch.setattr(pp, "_MATRIX_LIMIT", -1)  # force the one-box-at-a-time loop
+        assert np.array_equal(fast, pp.batched_nms(boxes, scores, classes, thr))
+        monkeypatch.undo()
