@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,16 +22,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def _percentiles(times_ms):
@@ -50,6 +39,7 @@ def main(argv=None) -> int:
     import tritonclient.http as httpclient
 
     from damo_yolo.data.preprocess import decode_image, preprocess
+    from damo_yolo.deploy.tritonserver import free_ports
     from damo_yolo.tools.export import export_repository
 
     images = [p.read_bytes() for p in sorted(args.images.glob("*.jpg"))]
@@ -71,7 +61,7 @@ def main(argv=None) -> int:
             raw.append((time.perf_counter() - start) * 1e3)
         del session
 
-        http_port, grpc_port, metrics_port = _ports(3)
+        http_port, grpc_port, metrics_port = free_ports(3)
         server = subprocess.Popen([str(Path(sys.executable).parent / "tritonserver"), "--model-repository", str(repo),
                                    f"--http-port={http_port}", f"--grpc-port={grpc_port}",
                                    f"--metrics-port={metrics_port}"],

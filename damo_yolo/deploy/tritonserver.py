@@ -75,6 +75,19 @@ def server_environment(paths: dict[str, Path], base: Optional[dict] = None) -> d
     return env
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` TCP ports free on localhost right now (for test and benchmark servers)."""
+    import socket
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 def server_command(args: list[str], backends: Path, binary: Path) -> list[str]:
     cmd = [str(binary), *args]
     given = {a.split("=", 1)[0] for a in args if a.startswith("--")}

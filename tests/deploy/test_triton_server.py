@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,21 +16,12 @@ import pytest
 import torch
 
 from damo_yolo.data.preprocess import decode_image, preprocess
+from damo_yolo.deploy.tritonserver import free_ports
 from damo_yolo.models import build_model, load_checkpoint
 from damo_yolo.postprocess import postprocess
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +31,7 @@ def server(trained_synthetic, tmp_path_factory):
 
     from damo_yolo.tools.export import export_repository
     repo = export_repository(trained_synthetic["checkpoint"], tmp_path_factory.mktemp("repo") / "triton_models")
-    http_port, grpc_port, metrics_port = _free_ports(3)
+    http_port, grpc_port, metrics_port = free_ports(3)
     log = open(repo.parent / "server.log", "w")
     proc = subprocess.Popen([str(Path(sys.executable).parent / "tritonserver"), "--model-repository", str(repo),
                              f"--http-port={http_port}", f"--grpc-port={grpc_port}", f"--metrics-port={metrics_port}"],

@@ -28,3 +28,14 @@ def test_environment_puts_the_wheel_libraries_and_this_python_first():
     libs = env["LD_LIBRARY_PATH"].split(":")
     assert libs[0] == str(paths["libs"]) and libs[-1] == "/opt/x"
     assert env["PATH"].startswith(str(__import__("pathlib").Path(sys.executable).parent))
+
+
+def test_free_ports_are_distinct_and_bindable():
+    import socket
+
+    from damo_yolo.deploy.tritonserver import free_ports
+    ports = free_ports(3)
+    assert len(set(ports)) == 3
+    for port in ports:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))

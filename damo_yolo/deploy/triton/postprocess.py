@@ -10,6 +10,8 @@ import json
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from damo_yolo.deploy.triton.common import client_error
+
 from damo_yolo.data.preprocess import ResizeInfo
 from damo_yolo.postprocess import postprocess
 
@@ -19,12 +21,6 @@ def _optional(request, name, default, count):
     if tensor is None:
         return np.full(count, default, np.float32)
     return tensor.as_numpy().reshape(-1).astype(np.float32)
-
-
-def _client_error(message):
-    """A per-request error with the 'invalid argument' code (HTTP 400) where the backend supports codes."""
-    code = getattr(pb_utils.TritonError, "INVALID_ARG", None)
-    return pb_utils.TritonError(message) if code is None else pb_utils.TritonError(message, code)
 
 
 class TritonPythonModel:
@@ -68,5 +64,5 @@ class TritonPythonModel:
             try:
                 responses.append(self._one_request(request))
             except ValueError as exc:
-                responses.append(pb_utils.InferenceResponse(error=_client_error(str(exc))))
+                responses.append(pb_utils.InferenceResponse(error=client_error(pb_utils, str(exc))))
         return responses
