@@ -14,16 +14,7 @@ base_lr = 0.01 / 64 * 256          # lr per image x total batch
 val_interval = 10
 
 # ======================= possibly modified =========================
-coco_classes = (
-    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
-    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
-    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
-    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
-    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
-    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
-    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard",
-    "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase",
-    "scissors", "teddy bear", "hair drier", "toothbrush")
+from damo_yolo.models.zoo import COCO_CLASSES as coco_classes  # noqa: E402  the 80 names, contiguous order
 mosaic_size = (640, 640)           # stays 640 for the Nano models too
 mixup_prob = 0.15
 affine_scale = (0.1, 2.0)          # Ns: (0.75, 1.25)
