@@ -2,7 +2,7 @@
 
 `pip install .` installs the client alone (no torch); extras add the rest:
 `.[train]` training + evaluation, `.[export]` ONNX export, `.[server]` the bundled tritonserver and the
-CPU serving backend, `.[test]` the test tools, `.[all]` everything that runs on a CPU host,
+CPU serving backend, `.[dali]` NVIDIA DALI preprocessing, `.[test]` the test tools, `.[all]` everything that runs on a CPU host,
 `.[gpu]` TensorRT + DALI for GPU hosts.
 """
 from pathlib import Path
@@ -29,9 +29,11 @@ EXTRAS = {
     "export": TORCH + ["onnx==1.22.0", "onnxruntime==1.32.0", "onnxslim==0.1.98"],
     "server": ["nvidia-pytriton==0.7.0", "onnxruntime==1.32.0"],
     "test": ["pytest==9.2.0"],
+    # NVIDIA DALI: the GPU target's preprocessing; its CPU operators run (and are tested) anywhere
+    "dali": ["nvidia-dali-cuda120==2.4.0"],
     "gpu": ["tensorrt", "nvidia-dali-cuda120==2.4.0"],  # GPU hosts only (NVIDIA's containers have them)
 }
-EXTRAS["all"] = sorted({req for key in ("train", "export", "server", "test") for req in EXTRAS[key]})
+EXTRAS["all"] = sorted({req for key in ("train", "export", "server", "dali", "test") for req in EXTRAS[key]})
 
 setup(
     name="damo-yolo",

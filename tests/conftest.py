@@ -37,8 +37,15 @@ def trained_synthetic(tmp_path_factory, shared_dir) -> dict:
     """The synthetic Ns config trained once per session on CPU (400 / 100 images of 256 px, 8 epochs): the
     training test checks how it learned; export and serving tests use its checkpoint."""
     from training_utils import SMALL_TRAINING, make_synthetic, run_train, write_config
-    data = make_synthetic(tmp_path_factory.mktemp("synthetic_small"), 400, 100, 256, shared_dir / "data" / "images")
-    work = tmp_path_factory.mktemp("train_small")
+    cache = os.environ.get("DAMO_TEST_CACHE")  # developers: keep the trained model between pytest runs
+    if cache and (Path(cache) / "train_small" / "run" / "best.pth").is_file():
+        work, data = Path(cache) / "train_small", Path(cache) / "synthetic_small"
+        return {"data": data, "config": work / "small.py", "work_dir": work / "run", "checkpoint": work / "run" / "best.pth"}
+    root = Path(cache) if cache else None
+    data = make_synthetic(root / "synthetic_small" if root else tmp_path_factory.mktemp("synthetic_small"), 400, 100,
+                          256, shared_dir / "data" / "images")
+    work = root / "train_small" if root else tmp_path_factory.mktemp("train_small")
+    work.mkdir(parents=True, exist_ok=True)
     config = write_config(work / "small.py", data, **SMALL_TRAINING)
     run = run_train(config, work / "run")
     if run.returncode != 0:

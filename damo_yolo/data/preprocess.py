@@ -20,12 +20,11 @@ class ImageDecodeError(ValueError):
     """Bytes that are not a usable JPEG or PNG image (the message says why)."""
 
 
-def decode_image(data: bytes) -> np.ndarray:
-    """Encoded JPEG/PNG bytes → an H×W×3 uint8 BGR image, as every stage of the project reads images.
+def check_encoded(data: bytes) -> tuple[np.ndarray, str]:
+    """The container checks every decoder here relies on: non-empty, JPEG or PNG, JPEG not truncated.
 
-    OpenCV's colour decoding: EXIF orientation applied, grayscale and CMYK converted, alpha dropped,
-    16-bit channels scaled to 8 bits. A JPEG without its end-of-image marker is refused as truncated
-    (decoders would otherwise return a partly grey image).
+    Returns the bytes as a uint8 array and the format name. A JPEG without its end-of-image marker is
+    refused as truncated (decoders would otherwise return a partly grey image).
     """
     if data is None or len(data) == 0:
         raise ImageDecodeError("empty input (0 bytes): expected an encoded JPEG or PNG image")
@@ -36,16 +35,29 @@ def decode_image(data: bytes) -> np.ndarray:
         raise ImageDecodeError(f"not a JPEG or PNG image (starts with {buf[:8].tobytes()!r}, {buf.size} bytes)")
     if is_jpeg and b"\xff\xd9" not in buf[-64:].tobytes():
         raise ImageDecodeError(f"truncated JPEG: no end-of-image marker ({buf.size} bytes)")
+    return buf, "JPEG" if is_jpeg else "PNG"
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """Encoded JPEG/PNG bytes → an H×W×3 uint8 BGR image, as every stage of the project reads images.
+
+    OpenCV's colour decoding: EXIF orientation applied, grayscale and CMYK converted, alpha dropped,
+    16-bit channels scaled to 8 bits.
+    """
+    buf, kind = check_encoded(data)
     try:
         image = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     except cv2.error as exc:
-        raise ImageDecodeError(f"cannot decode the {'JPEG' if is_jpeg else 'PNG'} image: {exc}") from exc
+        raise ImageDecodeError(f"cannot decode the {kind} image: {exc}") from exc
     if image is None:
-        raise ImageDecodeError(f"cannot decode the {'JPEG' if is_jpeg else 'PNG'} image (corrupt or truncated, "
-                               f"{buf.size} bytes)")
-    if image.shape[0] * image.shape[1] > MAX_PIXELS:
-        raise ImageDecodeError(f"image of {image.shape[1]}x{image.shape[0]} pixels exceeds the limit of {MAX_PIXELS}")
+        raise ImageDecodeError(f"cannot decode the {kind} image (corrupt or truncated, {buf.size} bytes)")
+    check_pixels(image.shape[0], image.shape[1])
     return image
+
+
+def check_pixels(height: int, width: int) -> None:
+    if height * width > MAX_PIXELS:
+        raise ImageDecodeError(f"image of {width}x{height} pixels exceeds the limit of {MAX_PIXELS}")
 
 
 @dataclass(frozen=True)

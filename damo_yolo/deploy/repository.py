@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 TARGETS = ("cpu", "gpu")
+PREPROCESSORS = ("opencv", "dali")  # python backend with OpenCV, or with an NVIDIA DALI pipeline
 TEMPLATES = Path(__file__).resolve().parent / "triton"
 
 
@@ -29,6 +30,7 @@ class RepositorySpec:
     iou_threshold: float = 0.65
     max_detections: int = 100
     target: str = "cpu"
+    preprocess: Optional[str] = None  # default: dali on the GPU target, opencv on the CPU target
     max_batch_size: int = 8
     preferred_batch_sizes: tuple[int, ...] = (4, 8)
     max_queue_delay_us: int = 2000
@@ -40,6 +42,10 @@ class RepositorySpec:
     def __post_init__(self):
         if self.target not in TARGETS:
             raise ValueError(f"unknown target {self.target!r}; choose {' or '.join(TARGETS)}")
+        if self.preprocess is None:
+            self.preprocess = "dali" if self.target == "gpu" else "opencv"
+        if self.preprocess not in PREPROCESSORS:
+            raise ValueError(f"unknown preprocess {self.preprocess!r}; choose {' or '.join(PREPROCESSORS)}")
         if self.max_batch_size < 1 or any(b < 1 or b > self.max_batch_size for b in self.preferred_batch_sizes):
             raise ValueError("preferred batch sizes must lie in 1..max_batch_size")
         if not self.class_names:
@@ -88,9 +94,12 @@ def model_configs(spec: RepositorySpec, num_priors: int) -> dict:
     pre.input.append(_tensor(In, "IMAGE", "TYPE_STRING", [1]))
     pre.output.extend([_tensor(Out, "INPUT", "TYPE_FP32", [3, h, w]), _tensor(Out, "SCALE", "TYPE_FP32", [2]),
                        _tensor(Out, "ORIG_SIZE", "TYPE_INT32", [2])])
-    pre.instance_group.append(pb.ModelInstanceGroup(kind=pb.ModelInstanceGroup.KIND_CPU,
-                                                    count=spec.preprocess_instances))
-    _params(pre, {"input_height": h, "input_width": w, "resize": spec.resize, "pad_value": spec.pad_value})
+    pre_params = {"input_height": h, "input_width": w, "resize": spec.resize, "pad_value": spec.pad_value}
+    if spec.preprocess == "dali":  # decode + resize on the instance's GPU (or DALI's CPU operators)
+        pre_params["dali_device"] = "gpu" if spec.target == "gpu" else "cpu"
+    pre_kind = kind if spec.preprocess == "dali" else pb.ModelInstanceGroup.KIND_CPU
+    pre.instance_group.append(pb.ModelInstanceGroup(kind=pre_kind, count=spec.preprocess_instances))
+    _params(pre, pre_params)
     _batching(spec, pre)
 
     det = pb.ModelConfig(name=names["detector"], max_batch_size=spec.max_batch_size)
@@ -173,7 +182,8 @@ def write_repository(spec: RepositorySpec, out_dir, num_priors: int, onnx_path: 
             shutil.rmtree(model_dir)
         (model_dir / "1").mkdir(parents=True)
         (model_dir / "config.pbtxt").write_text(config_text(config))
-    shutil.copy2(TEMPLATES / "preprocess.py", out / names["preprocess"] / "1" / "model.py")
+    preprocess_template = "preprocess_dali.py" if spec.preprocess == "dali" else "preprocess.py"
+    shutil.copy2(TEMPLATES / preprocess_template, out / names["preprocess"] / "1" / "model.py")
     shutil.copy2(TEMPLATES / "postprocess.py", out / names["postprocess"] / "1" / "model.py")
     if spec.target == "cpu":
         if onnx_path is None:
@@ -186,4 +196,73 @@ def write_repository(spec: RepositorySpec, out_dir, num_priors: int, onnx_path: 
     record = {k: v for k, v in asdict(spec).items() if k != "extra"}
     record.update(spec.extra, models=list(configs), num_priors=num_priors)
     (out / spec.name / "export.json").write_text(json.dumps(record, indent=2) + "\n")
+    validate_repository(out, spec.name, require_artifacts=spec.target == "cpu" or plan_path is not None)
     return out
+
+
+def validate_repository(repo_dir, name: str = "damo_yolo", require_artifacts: bool = True) -> list:
+    """Check an ensemble's wiring the way Triton will at load time; returns the parsed step configs.
+
+    Every config parses; each step's mapped inputs and outputs exist on its model; every required input
+    is fed; each tensor passed between steps has the same type and shape on both sides; the model
+    files each backend loads are present. Raises ValueError listing every problem found.
+    """
+    repo = Path(repo_dir)
+    problems = []
+
+    def load(model):
+        path = repo / model / "config.pbtxt"
+        if not path.is_file():
+            problems.append(f"{model}: no config.pbtxt")
+            return None
+        return parse_config(path.read_text())
+
+    ens = load(name)
+    if ens is None:
+        raise ValueError("; ".join(problems))
+    known = {t.name: (t.data_type, list(t.dims)) for t in ens.input}  # tensor name → (type, dims)
+    steps = []
+    for step in ens.ensemble_scheduling.step:
+        config = load(step.model_name)
+        if config is None:
+            continue
+        steps.append(config)
+        inputs = {t.name: (t.data_type, list(t.dims)) for t in config.input}
+        outputs = {t.name: (t.data_type, list(t.dims)) for t in config.output}
+        for model_input, tensor in step.input_map.items():
+            if model_input not in inputs:
+                problems.append(f"{config.name}: no input {model_input!r}")
+            elif tensor not in known:
+                problems.append(f"{config.name}: input {model_input!r} reads {tensor!r}, which nothing produces")
+            elif known[tensor] != inputs[model_input]:
+                problems.append(f"{config.name}: input {model_input!r} is {inputs[model_input]}, "
+                                f"but {tensor!r} is {known[tensor]}")
+        for t in config.input:
+            if not t.optional and t.name not in step.input_map:
+                problems.append(f"{config.name}: required input {t.name!r} is not fed")
+        for model_output, tensor in step.output_map.items():
+            if model_output not in outputs:
+                problems.append(f"{config.name}: no output {model_output!r}")
+            else:
+                known[tensor] = outputs[model_output]
+        if config.max_batch_size < ens.max_batch_size:
+            problems.append(f"{config.name}: max_batch_size {config.max_batch_size} < the ensemble's")
+        if require_artifacts:
+            version = repo / config.name / "1"
+            artifact = "model.plan" if config.platform == "tensorrt_plan" else "model.py"
+            if not (version / artifact).is_file():
+                problems.append(f"{config.name}: missing 1/{artifact}")
+            onnx_file = config.parameters["onnx_file"].string_value if "onnx_file" in config.parameters else ""
+            if onnx_file and not (version / onnx_file).is_file():
+                problems.append(f"{config.name}: missing 1/{onnx_file}")
+    for t in ens.output:
+        if t.name not in known:
+            problems.append(f"{name}: output {t.name!r} is produced by no step")
+        elif known[t.name] != (t.data_type, list(t.dims)):
+            problems.append(f"{name}: output {t.name!r} is {(t.data_type, list(t.dims))}, steps give {known[t.name]}")
+    labels = [t.label_filename for t in ens.output if t.label_filename]
+    if require_artifacts and labels and not (repo / name / labels[0]).is_file():
+        problems.append(f"{name}: missing {labels[0]}")
+    if problems:
+        raise ValueError(f"model repository {repo} ({name}): " + "; ".join(problems))
+    return steps

@@ -2,7 +2,8 @@
 
     damo-export work_dirs/x/best.pth --out triton_models
     damo-export damoyolo_tinynasL25_S.pth --variant S --out triton_models     # an official checkpoint
-    damo-export best.pth --target gpu --precision fp16 --out triton_models   # on a GPU host
+    damo-export best.pth --target gpu --precision fp16 --out triton_models   # on a GPU host (DALI preprocess)
+    damo-export best.pth --preprocess dali --out triton_models               # CPU target, DALI CPU decoding
 
 The project's checkpoints carry their variant, classes, input size and resize policy; official ones get
 their variant's reference settings (``--variant`` names it). Exits 1 with a one-line reason on failure.
@@ -29,7 +30,7 @@ def export_repository(checkpoint: Path, out: Path, variant: Optional[str] = None
                       name: str = "damo_yolo", score_threshold: Optional[float] = None,
                       iou_threshold: Optional[float] = None, max_detections: Optional[int] = None,
                       max_batch_size: int = 8, detector_instances: int = 1, precision: str = "fp16",
-                      trusted: bool = False) -> Path:
+                      trusted: bool = False, preprocess: Optional[str] = None) -> Path:
     import onnx
     import onnxruntime
     import torch
@@ -58,7 +59,7 @@ def export_repository(checkpoint: Path, out: Path, variant: Optional[str] = None
         score_threshold=meta["score_threshold"] if score_threshold is None else score_threshold,
         iou_threshold=meta["iou_threshold"] if iou_threshold is None else iou_threshold,
         max_detections=meta.get("max_detections", 100) if max_detections is None else max_detections,
-        target=target, max_batch_size=max_batch_size, detector_instances=detector_instances,
+        target=target, preprocess=preprocess, max_batch_size=max_batch_size, detector_instances=detector_instances,
         extra={"checkpoint": str(checkpoint), "checkpoint_sha256": _sha256(Path(checkpoint)),
                "variant": meta["variant"], "precision": "fp32" if target == "cpu" else precision,
                "versions": {"damo_yolo": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
@@ -89,6 +90,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--max-batch-size", type=int, default=8)
     parser.add_argument("--instances", type=int, default=1, help="detector instances")
     parser.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp16", help="GPU target only")
+    parser.add_argument("--preprocess", choices=["opencv", "dali"],
+                        help="decode + resize with OpenCV or NVIDIA DALI (default: dali on gpu, opencv on cpu)")
     parser.add_argument("--trusted", action="store_true", help="allow pickled Python objects in the checkpoint")
     args = parser.parse_args(argv)
     from damo_yolo.deploy.tensorrt_builder import TensorRTUnavailable
@@ -96,7 +99,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         out = export_repository(args.checkpoint, args.out, args.variant, args.target, args.name,
                                 args.score_threshold, args.iou_threshold, args.max_detections,
-                                args.max_batch_size, args.instances, args.precision, args.trusted)
+                                args.max_batch_size, args.instances, args.precision, args.trusted,
+                                args.preprocess)
     except (CheckpointError, TensorRTUnavailable, ValueError) as exc:
         print(f"damo-export: {exc}", file=sys.stderr)
         return 1

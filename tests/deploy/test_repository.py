@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from damo_yolo.deploy.repository import RepositorySpec, model_configs, parse_config, write_repository
+from damo_yolo.deploy.repository import (RepositorySpec, config_text, model_configs, parse_config,
+                                         validate_repository, write_repository)
 
 SPEC = dict(input_size=(256, 320), class_names=["disc", "square", "star"], score_threshold=0.03,
             iou_threshold=0.65, max_detections=50)
@@ -62,6 +63,55 @@ def test_gpu_repository_uses_a_tensorrt_plan(tmp_path):
     assert [i.name for i in det.input] == ["images"] and [o.name for o in det.output] == ["scores", "boxes"]
     ens = parse_config((repo / "damo_yolo" / "config.pbtxt").read_text())
     assert dict(ens.ensemble_scheduling.step[1].input_map) == {"images": "_input"}
+    # preprocessing on the GPU: the DALI python model on a KIND_GPU instance
+    pre = parse_config((repo / "damo_yolo_preprocess" / "config.pbtxt").read_text())
+    assert pre.instance_group[0].kind == pb.ModelInstanceGroup.KIND_GPU
+    assert pre.parameters["dali_device"].string_value == "gpu"
+    assert "DALI" in (repo / "damo_yolo_preprocess" / "1" / "model.py").read_text()
+    with pytest.raises(ValueError, match="missing 1/model.plan"):
+        validate_repository(repo)
+    (repo / "damo_yolo_detector" / "1" / "model.plan").write_bytes(b"engine")
+    steps = validate_repository(repo)
+    assert [s.name for s in steps] == ["damo_yolo_preprocess", "damo_yolo_detector", "damo_yolo_postprocess"]
+
+
+def _cpu_repo(tmp_path, **kwargs):
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"graph")
+    return write_repository(RepositorySpec(**SPEC, **kwargs), tmp_path / "repo", num_priors=1680, onnx_path=onnx)
+
+
+def test_cpu_target_with_dali_preprocessing(tmp_path):
+    repo = _cpu_repo(tmp_path, preprocess="dali")
+    from tritonclient.grpc import model_config_pb2 as pb
+    pre = parse_config((repo / "damo_yolo_preprocess" / "config.pbtxt").read_text())
+    assert pre.parameters["dali_device"].string_value == "cpu"
+    assert pre.instance_group[0].kind == pb.ModelInstanceGroup.KIND_CPU
+    assert json.loads((repo / "damo_yolo" / "export.json").read_text())["preprocess"] == "dali"
+
+
+def _rewrite(path, edit):
+    config = parse_config(path.read_text())
+    edit(config)
+    path.write_text(config_text(config))
+
+
+def test_validation_finds_broken_wiring(tmp_path):
+    repo = _cpu_repo(tmp_path)
+    validate_repository(repo)
+    _rewrite(repo / "damo_yolo_detector" / "config.pbtxt", lambda c: c.input[0].dims.__setitem__(1, 320))
+    with pytest.raises(ValueError, match="damo_yolo_detector: input 'INPUT' is"):
+        validate_repository(repo)
+
+
+def test_validation_finds_unfed_inputs_and_missing_files(tmp_path):
+    repo = _cpu_repo(tmp_path)
+    _rewrite(repo / "damo_yolo" / "config.pbtxt",
+             lambda c: c.ensemble_scheduling.step[2].input_map.pop("SCALE"))
+    (repo / "damo_yolo_detector" / "1" / "model.onnx").unlink()
+    with pytest.raises(ValueError) as info:
+        validate_repository(repo)
+    assert "required input 'SCALE' is not fed" in str(info.value) and "missing 1/model.onnx" in str(info.value)
 
 
 def test_parse_rejects_unknown_fields():
@@ -71,7 +121,8 @@ def test_parse_rejects_unknown_fields():
 
 @pytest.mark.parametrize("kwargs,match", [(dict(target="tpu"), "unknown target"),
                                           (dict(preferred_batch_sizes=(16,)), "preferred batch sizes"),
-                                          (dict(class_names=[]), "class_names")])
+                                          (dict(class_names=[]), "class_names"),
+                                          (dict(preprocess="pillow"), "unknown preprocess")])
 def test_bad_specs(kwargs, match):
     with pytest.raises(ValueError, match=match):
         RepositorySpec(**{**SPEC, **kwargs})

@@ -1,0 +1,60 @@
+"""NVIDIA DALI preprocessing: the GPU target's decode + resize, equal to ``damo_yolo.data.preprocess``.
+
+One pipeline definition serves both devices: ``device="gpu"`` decodes with nvJPEG (DALI's "mixed"
+decoder) and resizes on the GPU; ``device="cpu"`` builds the same graph with CPU operators, which is how
+hosts without a GPU (CI included) check it against the OpenCV preprocessing.
+
+Per image (fed by name ``IMAGE``, encoded bytes as uint8):
+    decode → RGB (EXIF orientation applied) → resize linear, no antialias, rounded to uint8 (OpenCV's
+    INTER_LINEAR) → [letterbox: top-left, padded with pad_value] → float32 CHW
+Outputs: ``INPUT`` [3, H, W] float32, ``SCALE`` (scale_y, scale_x) float32, ``ORIG_SIZE`` (h, w) int32 —
+the same tensors as the OpenCV python-backend model.
+"""
+from __future__ import annotations
+
+from damo_yolo.data.preprocess import RESIZE_MODES
+
+DEVICES = ("gpu", "cpu")
+OUTPUT_NAMES = ("INPUT", "SCALE", "ORIG_SIZE")
+
+
+def build_pipeline(input_size: tuple[int, int], resize: str = "stretch", pad_value: float = 0.0,
+                   max_batch_size: int = 8, device: str = "gpu", device_id: int = 0, num_threads: int = 2):
+    """A built DALI pipeline for the model input ``input_size`` = (H, W); feed it with ``feed_input("IMAGE", ...)``."""
+    import nvidia.dali.fn as fn
+    import nvidia.dali.math as dmath
+    import nvidia.dali.types as types
+    from nvidia.dali import pipeline_def
+
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"unknown resize mode {resize!r}; known: {', '.join(RESIZE_MODES)}")
+    if device not in DEVICES:
+        raise ValueError(f"unknown DALI device {device!r}; choose {' or '.join(DEVICES)}")
+    th, tw = (int(v) for v in input_size)
+
+    @pipeline_def(batch_size=max_batch_size, num_threads=num_threads,
+                  device_id=device_id if device == "gpu" else None, prefetch_queue_depth=1)
+    def pipeline():
+        encoded = fn.external_source(name="IMAGE", dtype=types.UINT8, ndim=1, device="cpu")
+        image = fn.decoders.image(encoded, device="mixed" if device == "gpu" else "cpu", output_type=types.RGB)
+        shape = image.shape(dtype=types.FLOAT)  # (h, w, 3), always a CPU node
+        h, w = shape[0], shape[1]
+        if resize == "stretch":
+            new_h, new_w = th, tw
+            scale = fn.stack(th / h, tw / w)
+        else:
+            ratio = dmath.min(th / h, tw / w)
+            new_h = dmath.max(dmath.floor(h * ratio), 1.0)
+            new_w = dmath.max(dmath.floor(w * ratio), 1.0)
+            scale = fn.stack(new_h / h, new_w / w)
+        image = fn.resize(image, resize_x=new_w, resize_y=new_h, interp_type=types.INTERP_LINEAR,
+                          antialias=False, dtype=types.UINT8)
+        if resize == "letterbox":
+            image = fn.pad(image, axes=(0, 1), shape=(th, tw), fill_value=float(pad_value))
+        chw = fn.transpose(fn.cast(image, dtype=types.FLOAT), perm=[2, 0, 1])
+        return chw, scale, fn.cast(fn.stack(h, w), dtype=types.INT32)
+
+    pipe = pipeline()
+    pipe.build()
+    return pipe
+

@@ -1,0 +1,138 @@
+"""The GPU target's DALI preprocessing, built here with DALI's CPU operators: it equals the OpenCV
+preprocessing of the CPU target (photographs, synthetic images, both resize modes, the awkward inputs),
+and the DALI python-backend model serves through the real tritonserver with per-request errors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bad_inputs import bad_inputs
+from damo_yolo.data.preprocess import ResizeInfo, decode_image, preprocess
+from serving import assert_same_detections, infer_raw, local_detections, running_server
+
+dali = pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed (pip install -e .[dali])")
+from damo_yolo.deploy.dali_preprocess import build_pipeline  # noqa: E402
+
+SIZE = (256, 320)
+
+
+def _dali(pipe, datas: list[bytes]):
+    pipe.feed_input("IMAGE", [np.frombuffer(d, np.uint8) for d in datas])
+    out, scale, size = pipe.run()
+    return out.as_array(), scale.as_array(), size.as_array()
+
+
+def _assert_close(got, want, max_diff=1.0, min_identical=0.8):
+    diff = np.abs(got - want)
+    assert diff.max() <= max_diff, f"max difference {diff.max()} levels"
+    assert (diff == 0).mean() >= min_identical, f"only {(diff == 0).mean():.1%} of the values are identical"
+
+
+@pytest.mark.parametrize("mode,pad", [("stretch", 0.0), ("letterbox", 114.0)])
+def test_dali_equals_opencv_on_photographs(sample_images, mode, pad):
+    pipe = build_pipeline(SIZE, mode, pad, max_batch_size=8, device="cpu")
+    datas = [p.read_bytes() for p in sample_images]
+    chw, scale, size = _dali(pipe, datas)
+    assert chw.shape == (len(datas), 3, *SIZE) and chw.dtype == np.float32
+    for i, data in enumerate(datas):
+        want, info = preprocess(decode_image(data), SIZE, mode, pad)
+        _assert_close(chw[i], want)
+        assert tuple(size[i]) == (info.orig_h, info.orig_w)
+        np.testing.assert_allclose(scale[i], (info.scale_y, info.scale_x), rtol=1e-6)
+    # a smaller batch through the same pipeline
+    assert _dali(pipe, datas[:2])[0].shape[0] == 2
+
+
+def test_dali_handles_the_awkward_inputs_like_opencv(sample_images):
+    good = sample_images[0].read_bytes()
+    for name, (data, expect) in bad_inputs(good).items():
+        pipe = build_pipeline(SIZE, "stretch", 0.0, max_batch_size=1, device="cpu")
+        if expect == "error":
+            with pytest.raises(RuntimeError):
+                _dali(pipe, [data])
+            continue
+        try:
+            want, info = preprocess(decode_image(data), SIZE)
+        except ValueError:
+            continue  # "either": OpenCV refuses it, DALI may too
+        chw, scale, size = _dali(pipe, [data])
+        assert tuple(size[0]) == (info.orig_h, info.orig_w), name  # EXIF rotation applied by both
+        # CMYK → RGB conversion formulas differ by a level or two; everything else within rounding
+        _assert_close(chw[0], want, max_diff=2.0 if name == "CMYK JPEG" else 1.0,
+                      min_identical=0.0 if name == "CMYK JPEG" else 0.8)
+
+
+def test_bad_options():
+    with pytest.raises(ValueError, match="unknown resize mode"):
+        build_pipeline(SIZE, "crop", device="cpu")
+    with pytest.raises(ValueError, match="unknown DALI device"):
+        build_pipeline(SIZE, device="tpu")
+
+
+@pytest.fixture(scope="module")
+def dali_server(trained_synthetic, tmp_path_factory):
+    import tritonclient.http as httpclient
+
+    from damo_yolo.tools.export import export_repository
+    repo = export_repository(trained_synthetic["checkpoint"], tmp_path_factory.mktemp("dali") / "triton_models",
+                             preprocess="dali")
+    with running_server(repo, repo.parent / "server.log") as srv:
+        yield httpclient.InferenceServerClient(srv.http_url, network_timeout=120.0, concurrency=8), httpclient
+
+
+@pytest.mark.slow
+def test_served_with_dali_equals_pytorch(dali_server, trained_synthetic, sample_images):
+    from damo_yolo.models import build_model, load_checkpoint
+    client, mod = dali_server
+    model = build_model("Ns", num_classes=8)
+    meta = load_checkpoint(model, trained_synthetic["checkpoint"])
+    model.eval()
+    pipe = build_pipeline(tuple(meta["input_size"]), meta["resize"], meta["pad_value"], 8, device="cpu")
+    paths = sample_images[:4] + sorted((trained_synthetic["data"] / "val").glob("*.jpg"))[:4]
+    datas = [p.read_bytes() for p in paths]
+    compared = 0
+    for batch in (datas[:4], datas[4:]):  # batches of 4 different-sized images
+        chw, scale, size = _dali(pipe, batch)
+        for i, got in enumerate(infer_raw(client, mod, batch)):
+            info = ResizeInfo(int(size[i][0]), int(size[i][1]), float(scale[i][0]), float(scale[i][1]))
+            want = local_detections(model, meta, batch[i], chw_info=(chw[i], info))
+            compared += assert_same_detections(got, want, meta["max_detections"])
+            # and against the OpenCV path: the confident detections agree
+            cv_boxes, cv_scores, cv_classes = local_detections(model, meta, batch[i])
+            for box, score, cls in zip(*got):
+                if score > 0.5:
+                    assert ((cv_classes == cls) & (np.abs(cv_boxes - box).max(1) <= 2.0)).any(), (paths[i], box)
+    assert compared > 30
+
+
+@pytest.mark.slow
+def test_dali_server_answers_good_requests_batched_with_bad_ones(dali_server, sample_images):
+    client, mod = dali_server
+    good = sample_images[1].read_bytes()
+    cases = bad_inputs(good)
+    # the refused ones, and a corrupt JPEG body that passes the container checks and fails in DALI's decoder
+    payloads = [good] + [data for data, expect in cases.values() if expect != "answer"] + [good, good]
+
+    def send(data):
+        image = mod.InferInput("IMAGE", [1, 1], "BYTES")
+        image.set_data_from_numpy(np.array([[data]], dtype=object))
+        return client.async_infer("damo_yolo", [image])
+
+    def outcome(pending):
+        try:
+            out = pending.get_result()
+            return out.as_numpy("boxes")[0], out.as_numpy("scores")[0, :out.as_numpy("num_detections")[0, 0]]
+        except Exception as exc:  # InferenceServerException
+            return exc
+
+    for _ in range(3):  # concurrent requests, so the dynamic batcher mixes good and bad ones
+        results = [outcome(p) for p in [send(data) for data in payloads]]
+        for data, result in zip(payloads, results):
+            if data is good:
+                assert not isinstance(result, Exception), result
+                assert len(result[1]) > 0
+            else:
+                assert isinstance(result, Exception), "a bad image got an answer"
+                message = str(result)
+                assert ("image 0 of the request" in message or "cannot decode the image" in message) and \
+                    len(message) < 400, message

@@ -1,0 +1,120 @@
+"""Start the real tritonserver (the installed ``tritonserver`` launcher) on free localhost ports for a test."""
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from damo_yolo.deploy.tritonserver import free_ports
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen
+    http_port: int
+    grpc_port: int
+    metrics_port: int
+    log_path: Path
+
+    @property
+    def http_url(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+
+def start_server(repo: Path, log_path: Path, model: str = "damo_yolo", timeout: float = 180.0,
+                 extra_args: tuple = ()) -> Server:
+    """Launch tritonserver on ``repo`` and wait until ``model`` is ready (fails the test with the log otherwise)."""
+    import tritonclient.http as httpclient
+    http_port, grpc_port, metrics_port = free_ports(3)
+    log = open(log_path, "w")
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "tritonserver"), "--model-repository", str(repo),
+                             f"--http-port={http_port}", f"--grpc-port={grpc_port}",
+                             f"--metrics-port={metrics_port}", *extra_args],
+                            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+    log.close()
+    server = Server(proc, http_port, grpc_port, metrics_port, Path(log_path))
+    client = httpclient.InferenceServerClient(server.http_url, network_timeout=30.0)
+    deadline = time.time() + timeout
+    while True:
+        with contextlib.suppress(Exception):
+            if client.is_server_ready() and client.is_model_ready(model):
+                return server
+        if proc.poll() is not None or time.time() > deadline:
+            stop_server(server)
+            pytest.fail(f"tritonserver did not become ready:\n{server.log_tail()}")
+        time.sleep(0.5)
+
+
+def stop_server(server: Server) -> None:
+    server.proc.terminate()
+    try:
+        server.proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+        server.proc.wait()
+
+
+@contextlib.contextmanager
+def running_server(repo: Path, log_path: Path, **kwargs):
+    server = start_server(repo, log_path, **kwargs)
+    try:
+        yield server
+    finally:
+        stop_server(server)
+
+
+def local_detections(model, meta, data: bytes, score_threshold=None, chw_info=None):
+    """The PyTorch model's detections on encoded image bytes, preprocessed as ``meta`` says (or ``chw_info``)."""
+    import torch
+
+    from damo_yolo.data.preprocess import decode_image, preprocess
+    from damo_yolo.postprocess import postprocess
+    chw, info = chw_info or preprocess(decode_image(data), tuple(meta["input_size"]), meta["resize"], meta["pad_value"])
+    with torch.inference_mode():
+        scores, boxes = model(torch.from_numpy(chw)[None])
+    thr = meta["score_threshold"] if score_threshold is None else score_threshold
+    det_boxes, det_scores, det_classes = postprocess(scores[0].numpy(), boxes[0].numpy(), thr, meta["iou_threshold"],
+                                                     meta["max_detections"])
+    return info.to_original(det_boxes), det_scores, det_classes
+
+
+def infer_raw(client, mod, images: list[bytes], score_threshold=None):
+    """One request of encoded images straight through tritonclient → [(boxes, scores, classes)] per image."""
+    inputs = [mod.InferInput("IMAGE", [len(images), 1], "BYTES")]
+    inputs[0].set_data_from_numpy(np.array([[d] for d in images], dtype=object))
+    if score_threshold is not None:
+        thr = mod.InferInput("SCORE_THRESHOLD", [len(images), 1], "FP32")
+        thr.set_data_from_numpy(np.full((len(images), 1), score_threshold, np.float32))
+        inputs.append(thr)
+    result = client.infer("damo_yolo", inputs)
+    num = result.as_numpy("num_detections")[:, 0]
+    return [(result.as_numpy("boxes")[i, :n], result.as_numpy("scores")[i, :n], result.as_numpy("classes")[i, :n])
+            for i, n in enumerate(num)]
+
+
+def assert_same_detections(served, local, k: int, margin: float = 2e-3) -> int:
+    """Same detections, ignoring only those within ``margin`` of the cut-offs (threshold, top-k), where a
+    1e-5 difference of score may legitimately decide inclusion. Returns how many were compared."""
+    (sb, ss, sc), (lb, ls, lc) = served, local
+    floor = max(ss.min() if len(ss) == k else 0.0, ls.min() if len(ls) == k else 0.0) + margin
+    for (ab, as_, ac), (bb, bs, bc) in (((sb, ss, sc), (lb, ls, lc)), ((lb, ls, lc), (sb, ss, sc))):
+        for box, score, cls in zip(ab, as_, ac):
+            if score < floor + (0 if len(ss) < k else margin):
+                continue
+            close = (bc == cls) & (np.abs(bb - box).max(1) <= 1.0) & (np.abs(bs - score) <= 1e-3)
+            assert close.any(), f"no match for class {cls} score {score:.4f} box {box}"
+    return int((ss >= floor + margin).sum())
