@@ -55,6 +55,7 @@ setup(
             "damo-test=damo_yolo.tools.test:main",
             "damo-export=damo_yolo.tools.export:main",
             "tritonserver=damo_yolo.deploy.tritonserver:main",
+            "damo-client=damo_client.cli:cli",
         ],
     },
 )

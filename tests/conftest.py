@@ -51,3 +51,13 @@ def trained_synthetic(tmp_path_factory, shared_dir) -> dict:
     if run.returncode != 0:
         pytest.fail(f"training the synthetic model failed:\n{run.stderr[-4000:]}")
     return {"data": data, "config": config, "work_dir": work / "run", "checkpoint": work / "run" / "best.pth"}
+
+
+@pytest.fixture(scope="session")
+def served_synthetic(trained_synthetic, tmp_path_factory):
+    """The trained synthetic model exported (CPU target) and served by the real tritonserver on free ports."""
+    from damo_yolo.tools.export import export_repository
+    from serving import running_server
+    repo = export_repository(trained_synthetic["checkpoint"], tmp_path_factory.mktemp("served") / "triton_models")
+    with running_server(repo, repo.parent / "server.log") as server:
+        yield server

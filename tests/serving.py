@@ -22,6 +22,7 @@ class Server:
     grpc_port: int
     metrics_port: int
     log_path: Path
+    repo: Path
 
     @property
     def http_url(self) -> str:
@@ -46,7 +47,7 @@ def start_server(repo: Path, log_path: Path, model: str = "damo_yolo", timeout: 
                              f"--metrics-port={metrics_port}", *extra_args],
                             stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
     log.close()
-    server = Server(proc, http_port, grpc_port, metrics_port, Path(log_path))
+    server = Server(proc, http_port, grpc_port, metrics_port, Path(log_path), Path(repo))
     client = httpclient.InferenceServerClient(server.http_url, network_timeout=30.0)
     deadline = time.time() + timeout
     while True:

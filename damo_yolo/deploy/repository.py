@@ -135,6 +135,7 @@ def model_configs(spec: RepositorySpec, num_priors: int) -> dict:
                       _tensor(In, "SCORE_THRESHOLD", "TYPE_FP32", [1], optional=True),
                       _tensor(In, "IOU_THRESHOLD", "TYPE_FP32", [1], optional=True)])
     ens.output.extend(_contract_outputs(Out, k, label_filename="labels.txt"))
+    _params(ens, {"class_names": json.dumps(spec.class_names)})  # what clients read to name the classes
     det_in, det_scores, det_boxes = (("INPUT", "SCORES", "BOXES") if spec.target == "cpu"
                                      else ("images", "scores", "boxes"))
     steps = [
@@ -170,6 +171,16 @@ def parse_config(text: str):
     return text_format.Parse(text, _pb().ModelConfig())
 
 
+def _write_model_py(model_dir: Path, module: str) -> None:
+    """The python-backend model.py: the model class imported from the installed package (one definition)."""
+    if not (TEMPLATES / f"{module}.py").is_file():
+        raise FileNotFoundError(TEMPLATES / f"{module}.py")
+    (model_dir / "1" / "model.py").write_text(
+        f'"""Written by damo-export: {module.replace("_", " ")} model of the DAMO-YOLO ensemble; the code is the '
+        f'installed damo_yolo package\'s."""\n'
+        f"from damo_yolo.deploy.triton.{module} import TritonPythonModel  # noqa: F401\n")
+
+
 def write_repository(spec: RepositorySpec, out_dir, num_priors: int, onnx_path: Optional[Path] = None,
                      plan_path: Optional[Path] = None) -> Path:
     """Write (or update) the models of ``spec`` under ``out_dir``; other models there are left alone."""
@@ -182,13 +193,12 @@ def write_repository(spec: RepositorySpec, out_dir, num_priors: int, onnx_path: 
             shutil.rmtree(model_dir)
         (model_dir / "1").mkdir(parents=True)
         (model_dir / "config.pbtxt").write_text(config_text(config))
-    preprocess_template = "preprocess_dali.py" if spec.preprocess == "dali" else "preprocess.py"
-    shutil.copy2(TEMPLATES / preprocess_template, out / names["preprocess"] / "1" / "model.py")
-    shutil.copy2(TEMPLATES / "postprocess.py", out / names["postprocess"] / "1" / "model.py")
+    _write_model_py(out / names["preprocess"], "preprocess_dali" if spec.preprocess == "dali" else "preprocess")
+    _write_model_py(out / names["postprocess"], "postprocess")
     if spec.target == "cpu":
         if onnx_path is None:
             raise ValueError("the CPU target needs the detector's ONNX graph")
-        shutil.copy2(TEMPLATES / "detector_onnxruntime.py", out / names["detector"] / "1" / "model.py")
+        _write_model_py(out / names["detector"], "detector_onnxruntime")
         shutil.copy2(onnx_path, out / names["detector"] / "1" / "model.onnx")
     elif plan_path is not None:
         shutil.copy2(plan_path, out / names["detector"] / "1" / "model.plan")

@@ -67,7 +67,7 @@ def test_gpu_repository_uses_a_tensorrt_plan(tmp_path):
     pre = parse_config((repo / "damo_yolo_preprocess" / "config.pbtxt").read_text())
     assert pre.instance_group[0].kind == pb.ModelInstanceGroup.KIND_GPU
     assert pre.parameters["dali_device"].string_value == "gpu"
-    assert "DALI" in (repo / "damo_yolo_preprocess" / "1" / "model.py").read_text()
+    assert "triton.preprocess_dali import" in (repo / "damo_yolo_preprocess" / "1" / "model.py").read_text()
     with pytest.raises(ValueError, match="missing 1/model.plan"):
         validate_repository(repo)
     (repo / "damo_yolo_detector" / "1" / "model.plan").write_bytes(b"engine")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bad_inputs import bad_inputs
-from serving import assert_same_detections, infer_raw, local_detections, running_server
+from serving import assert_same_detections, infer_raw, local_detections
 from damo_yolo.data.preprocess import decode_image
 from damo_yolo.models import build_model, load_checkpoint
 
@@ -18,16 +18,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def server(trained_synthetic, tmp_path_factory):
+def server(served_synthetic):
     import tritonclient.grpc as grpcclient
     import tritonclient.http as httpclient
-
-    from damo_yolo.tools.export import export_repository
-    repo = export_repository(trained_synthetic["checkpoint"], tmp_path_factory.mktemp("repo") / "triton_models")
-    with running_server(repo, repo.parent / "server.log") as srv:
-        yield {"http": httpclient.InferenceServerClient(srv.http_url, network_timeout=120.0),
-               "grpc": grpcclient.InferenceServerClient(srv.grpc_url), "http_mod": httpclient,
-               "grpc_mod": grpcclient, "repo": repo, "proc": srv.proc}
+    yield {"http": httpclient.InferenceServerClient(served_synthetic.http_url, network_timeout=120.0),
+           "grpc": grpcclient.InferenceServerClient(served_synthetic.grpc_url), "http_mod": httpclient,
+           "grpc_mod": grpcclient, "repo": served_synthetic.repo, "proc": served_synthetic.proc}
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,208 @@
+"""`damo-client`: detections, health and latency of a DAMO-YOLO model served by Triton."""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from damo_client.client import DamoClient, default_url
+from damo_client.errors import DamoClientError, ImageError
+from damo_client.images import expand_paths, to_bytes
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _connection_options(fn):
+    fn = click.option("--model", "-m", default="damo_yolo", show_default=True, envvar="DAMO_MODEL",
+                      help="Ensemble name on the server.")(fn)
+    fn = click.option("--timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
+                      help="Seconds to wait for an answer.")(fn)
+    fn = click.option("--protocol", "-p", type=click.Choice(["http", "grpc"]), default="http", show_default=True,
+                      envvar="DAMO_PROTOCOL")(fn)
+    fn = click.option("--url", "-u", envvar="DAMO_URL",
+                      help="Server host:port [default: 127.0.0.1:8000 for http, :8001 for grpc; env DAMO_URL].")(fn)
+    return fn
+
+
+def _client(url, protocol, model, timeout, **kwargs) -> DamoClient:
+    return DamoClient(url or default_url(protocol), protocol, model, timeout=timeout, **kwargs)
+
+
+def _fail(exc: Exception):
+    raise click.ClickException(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(package_name="damo-yolo", prog_name="damo-client")
+def cli():
+    """Call a DAMO-YOLO detector served by Triton Inference Server.
+
+    \b
+    Start the server first:   tritonserver --model-repository triton_models
+    Then:
+        damo-client health
+        damo-client detect bus.jpg zidane.jpg --save-dir annotated/ --json detections.json
+        damo-client detect photos/ --protocol grpc --score-thr 0.4
+        damo-client models
+        damo-client perf --images photos/ --concurrency 1:8:1 --csv perf.csv --plot perf.png
+    """
+
+
+def _image_id(path: Path, index: int) -> int:
+    """COCO image ids: the number in a COCO-style file name (000000000520.jpg → 520), else the position."""
+    match = re.search(r"(\d+)$", path.stem)
+    return int(match.group(1)) if match else index
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@_connection_options
+@click.option("--score-thr", type=click.FloatRange(0, 1, max_open=True), help="Score threshold for this call.")
+@click.option("--iou-thr", type=click.FloatRange(0, 1, min_open=True), help="NMS IoU threshold for this call.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write COCO-results-style JSON (image_id, category_id = class id, bbox xywh, score).")
+@click.option("--save-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write copies of the images with labelled boxes here.")
+@click.option("--quiet", "-q", is_flag=True, help="No per-image tables.")
+def detect(paths, url, protocol, model, timeout, score_thr, iou_thr, json_path, save_dir, quiet):
+    """Detect objects in images (files or folders of .jpg/.jpeg/.png).
+
+    \b
+    Prints a table per image. Exit code 0 when every image was answered; 1 (with the reasons on
+    stderr) when any image failed or the server cannot be reached.
+    """
+    files = expand_paths(paths)
+    if not files:
+        raise click.ClickException(f"no .jpg/.jpeg/.png images in {', '.join(map(str, paths))}")
+    results, failures = [], 0
+    with _client(url, protocol, model, timeout) as client:
+        try:
+            client.connect()
+        except DamoClientError as exc:
+            _fail(exc)
+        for index, path in enumerate(files):
+            try:
+                data = to_bytes(path)
+                detections = client.detect(data, score_thr, iou_thr)
+            except ImageError as exc:
+                failures += 1
+                click.echo(str(exc), err=True)
+                continue
+            except DamoClientError as exc:
+                failures += 1
+                click.echo(f"{path}: {str(exc).splitlines()[0]}", err=True)
+                if "cannot reach the server" in str(exc):
+                    break
+                continue
+            if not quiet:
+                click.echo(f"{path}: {len(detections)} detection(s)")
+                from damo_client.results import format_table
+                click.echo(format_table(detections))
+            image_id = _image_id(path, index)
+            results.extend(dict(d.to_coco(image_id), category_name=d.class_name, file_name=path.name)
+                           for d in detections)
+            if save_dir is not None:
+                from damo_client.draw import save_annotated
+                save_annotated(data, detections, save_dir / f"{path.stem}.jpg")
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text("[\n" + ",\n".join(json.dumps(r) for r in results) + "\n]\n")
+        click.echo(f"{len(results)} detections written to {json_path}")
+    if save_dir is not None:
+        click.echo(f"annotated images in {save_dir}")
+    if failures:
+        raise click.ClickException(f"{failures} of {len(files)} image(s) failed")
+
+
+@cli.command(context_settings=CONTEXT)
+@_connection_options
+def health(url, protocol, model, timeout):
+    """Is the server live and the ensemble ready? Exit code 0 only if both."""
+    client = _client(url, protocol, model, timeout, retries=0)
+    try:
+        live = client.is_live()
+        ready = client.is_ready()
+    except DamoClientError as exc:
+        _fail(exc)
+    finally:
+        client.close()
+    click.echo(f"server {client.url} ({protocol}): live={live} model {model} ready={ready}")
+    if not (live and ready):
+        raise click.ClickException(f"model {model} is not ready")
+
+
+@cli.command(context_settings=CONTEXT)
+@_connection_options
+def models(url, protocol, model, timeout):
+    """The models of the server's repository with their versions and states."""
+    client = _client(url, protocol, model, timeout, retries=0)
+    try:
+        index = client.models()
+    except DamoClientError as exc:
+        _fail(exc)
+    finally:
+        client.close()
+    width = max([len("model")] + [len(m["name"]) for m in index])
+    click.echo(f"{'model':<{width}}  version  state")
+    for m in index:
+        reason = f"  ({m['reason']})" if m["reason"] else ""
+        click.echo(f"{m['name']:<{width}}  {m['version'] or '-':<7}  {m['state'] or '-'}{reason}")
+
+
+def _concurrency_range(ctx, param, value: str) -> str:
+    parts = value.split(":")
+    if not 1 <= len(parts) <= 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise click.BadParameter(f"{value!r}: expected START[:END[:STEP]] of positive integers, e.g. 1:16:2")
+    return value
+
+
+@cli.command(context_settings=CONTEXT)
+@_connection_options
+@click.option("--images", type=click.Path(exists=True, path_type=Path), multiple=True, required=True,
+              help="Images (or folders) to send; repeat the option for more.")
+@click.option("--concurrency", default="1:8:1", show_default=True, callback=_concurrency_range,
+              help="Concurrent requests: START[:END[:STEP]].")
+@click.option("--batch-size", "-b", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--measurement-interval", type=click.IntRange(min=100), default=2000, show_default=True,
+              help="Milliseconds per measurement window.")
+@click.option("--max-trials", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Measurement windows per level before giving up on stability.")
+@click.option("--stability", type=click.FloatRange(min=1), default=20.0, show_default=True,
+              help="Accepted spread (%) of throughput and latency across the last 3 windows.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), help="Save perf_analyzer's CSV.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Save a throughput/latency plot (PNG).")
+def perf(url, protocol, model, timeout, images, concurrency, batch_size, measurement_interval, max_trials,
+         stability, csv_path, plot_path):
+    """Latency percentiles and throughput per concurrency with perf_analyzer, using real images."""
+    from damo_client.perf import format_rows, plot_rows, run_perf_analyzer
+    files = expand_paths(images)
+    try:
+        datas = [to_bytes(f) for f in files]
+        rows = run_perf_analyzer(datas, url or default_url(protocol), protocol, model, concurrency, batch_size,
+                                 measurement_interval, max_trials, stability, csv_path)
+        click.echo(f"{model} at {url or default_url(protocol)} ({protocol}), batch {batch_size}, "
+                   f"{len(datas)} image(s)")
+        click.echo(format_rows(rows))
+        if csv_path:
+            click.echo(f"CSV written to {csv_path}")
+        if plot_path:
+            click.echo(f"plot written to {plot_rows(rows, plot_path)}")
+    except DamoClientError as exc:
+        _fail(exc)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    try:
+        cli.main(args=argv, prog_name="damo-client", standalone_mode=True)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

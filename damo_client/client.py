@@ -1,0 +1,323 @@
+"""DamoClient / AsyncDamoClient: detections from the DAMO-YOLO Triton ensemble over HTTP or gRPC.
+
+    from damo_client import DamoClient
+    with DamoClient("127.0.0.1:8000") as client:
+        for det in client.detect("bus.jpg"):
+            print(det.class_name, det.score, det.box)
+
+On first use the client reads the ensemble's metadata and config and checks the contract it relies on
+(input IMAGE BYTES; outputs num_detections, boxes, scores, classes), the batch limit and the class names.
+Connection failures are retried with exponential backoff; errors the server answers with are not
+retried and keep the server's message.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Iterable, Optional
+
+import numpy as np
+
+from damo_client.errors import ContractError, DamoClientError, InferenceError, ServerUnavailable
+from damo_client.images import ImageInput, to_bytes
+from damo_client.results import Detection
+
+PROTOCOLS = ("http", "grpc")
+DEFAULT_PORTS = {"http": 8000, "grpc": 8001}
+OUTPUTS = ("num_detections", "boxes", "scores", "classes")
+
+
+def default_url(protocol: str) -> str:
+    return f"127.0.0.1:{DEFAULT_PORTS[protocol]}"
+
+
+def _connection_error(exc: BaseException) -> bool:
+    """Could the request not reach the server? (Those are safe to retry; a timeout or an answer is not.)"""
+    if isinstance(exc, TimeoutError):
+        return False
+    if isinstance(exc, (ConnectionError, OSError)):
+        return True
+    try:
+        import aiohttp
+        if isinstance(exc, aiohttp.ClientConnectionError) and not isinstance(exc, aiohttp.ServerTimeoutError):
+            return True
+    except ImportError:
+        pass
+    status = getattr(exc, "status", None)
+    return callable(status) and str(status()) == "StatusCode.UNAVAILABLE"
+
+
+def _server_message(exc: BaseException) -> str:
+    message = exc.message() if callable(getattr(exc, "message", None)) else str(exc)
+    return str(message or exc).strip()
+
+
+class _ClientBase:
+    """What the sync and async clients share: settings, the contract check, request and response forms."""
+
+    def __init__(self, url: Optional[str] = None, protocol: str = "http", model: str = "damo_yolo",
+                 timeout: float = 60.0, retries: int = 3, backoff: float = 0.5,
+                 score_threshold: Optional[float] = None, iou_threshold: Optional[float] = None):
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {protocol!r}; choose http or grpc")
+        if retries < 0 or backoff < 0 or timeout <= 0:
+            raise ValueError("retries and backoff must be >= 0 and timeout > 0")
+        url = url or default_url(protocol)
+        for prefix in ("http://", "https://", "grpc://"):
+            url = url[len(prefix):] if url.startswith(prefix) else url
+        self.url, self.protocol, self.model = url.rstrip("/"), protocol, model
+        self.timeout, self.retries, self.backoff = float(timeout), int(retries), float(backoff)
+        self.score_threshold, self.iou_threshold = score_threshold, iou_threshold
+        self.max_batch_size: Optional[int] = None
+        self.class_names: list[str] = []
+        self._mod = None
+
+    @property
+    def module(self):
+        """The tritonclient module of the protocol (for InferInput)."""
+        if self._mod is None:
+            if self.protocol == "http":
+                import tritonclient.http as mod
+            else:
+                import tritonclient.grpc as mod
+            self._mod = mod
+        return self._mod
+
+    def _delay(self, attempt: int) -> float:
+        return self.backoff * (2 ** attempt)
+
+    def _unavailable(self, exc: BaseException, what: str) -> ServerUnavailable:
+        return ServerUnavailable(f"cannot reach the server at {self.url} ({self.protocol}) for {what} after "
+                                 f"{self.retries + 1} attempt(s): {_server_message(exc)} — is tritonserver running?")
+
+    def _error(self, exc: BaseException, what: str) -> DamoClientError:
+        if isinstance(exc, DamoClientError):
+            return exc
+        if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) or "DEADLINE_EXCEEDED" in str(exc) \
+                or "timed out" in str(exc).lower():
+            return ServerUnavailable(f"{what}: no answer from {self.url} within {self.timeout:g} s")
+        return InferenceError(f"{what}: {_server_message(exc)}")
+
+    def _accept_contract(self, metadata: dict, config: dict) -> None:
+        config = config.get("config", config)  # gRPC wraps the config
+        inputs = {t["name"]: t["datatype"] for t in metadata.get("inputs", [])}
+        outputs = {t["name"] for t in metadata.get("outputs", [])}
+        if inputs.get("IMAGE") != "BYTES" or not set(OUTPUTS) <= outputs:
+            raise ContractError(f"model {self.model!r} at {self.url} is not the DAMO-YOLO ensemble: expected input "
+                                f"IMAGE (BYTES) and outputs {', '.join(OUTPUTS)}; got inputs {inputs} and outputs "
+                                f"{sorted(outputs)}")
+        self.max_batch_size = max(1, int(config.get("max_batch_size", 1)))
+        names = config.get("parameters", {}).get("class_names", {}).get("string_value")
+        self.class_names = json.loads(names) if names else []
+
+    def _inputs(self, datas: list[bytes], score_threshold: Optional[float], iou_threshold: Optional[float]):
+        mod, n = self.module, len(datas)
+        image = mod.InferInput("IMAGE", [n, 1], "BYTES")
+        image.set_data_from_numpy(np.array([[d] for d in datas], dtype=np.object_))
+        inputs = [image]
+        for name, value in (("SCORE_THRESHOLD", score_threshold if score_threshold is not None
+                             else self.score_threshold),
+                            ("IOU_THRESHOLD", iou_threshold if iou_threshold is not None else self.iou_threshold)):
+            if value is not None:
+                tensor = mod.InferInput(name, [n, 1], "FP32")
+                tensor.set_data_from_numpy(np.full((n, 1), value, np.float32))
+                inputs.append(tensor)
+        return inputs
+
+    def _outputs(self):
+        return [self.module.InferRequestedOutput(name) for name in OUTPUTS]
+
+    def _parse(self, result) -> list[list[Detection]]:
+        num = result.as_numpy("num_detections").reshape(-1)
+        boxes, scores, classes = (result.as_numpy(name) for name in ("boxes", "scores", "classes"))
+        out = []
+        for i, n in enumerate(num):
+            out.append([Detection(box=tuple(float(v) for v in boxes[i, j]), score=float(scores[i, j]),
+                                  class_id=int(classes[i, j]), class_name=self._name(int(classes[i, j])))
+                        for j in range(int(n))])
+        return out
+
+    def _name(self, class_id: int) -> str:
+        return self.class_names[class_id] if 0 <= class_id < len(self.class_names) else f"class_{class_id}"
+
+    def _chunks(self, datas: list[bytes]) -> Iterable[list[bytes]]:
+        step = self.max_batch_size or 1
+        return (datas[i:i + step] for i in range(0, len(datas), step))
+
+    @staticmethod
+    def _validate_thresholds(score_threshold, iou_threshold):
+        if score_threshold is not None and not 0 <= score_threshold < 1:
+            raise ValueError(f"score_threshold must be in [0, 1), got {score_threshold}")
+        if iou_threshold is not None and not 0 < iou_threshold <= 1:
+            raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
+
+
+class DamoClient(_ClientBase):
+    """A synchronous client; safe to use from one thread (make one per thread)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._client = None
+
+    @property
+    def triton(self):
+        """The underlying tritonclient InferenceServerClient."""
+        if self._client is None:
+            if self.protocol == "http":
+                self._client = self.module.InferenceServerClient(self.url, connection_timeout=self.timeout,
+                                                                 network_timeout=self.timeout)
+            else:
+                self._client = self.module.InferenceServerClient(self.url)
+        return self._client
+
+    def _call(self, what: str, fn, *args, **kwargs):
+        if self.protocol == "grpc":
+            kwargs.setdefault("client_timeout", self.timeout)
+        for attempt in range(self.retries + 1):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:  # tritonclient raises OSError subclasses or InferenceServerException
+                if not _connection_error(exc):
+                    raise self._error(exc, what) from exc
+                if attempt == self.retries:
+                    raise self._unavailable(exc, what) from exc
+                if self.protocol == "http":  # a fresh connection pool after a reset
+                    self.close()
+                    fn = getattr(self.triton, fn.__name__)
+                time.sleep(self._delay(attempt))
+
+    def connect(self) -> "DamoClient":
+        """Read and check the ensemble's contract (done automatically on first use)."""
+        if self.max_batch_size is None:
+            kw = {"as_json": True} if self.protocol == "grpc" else {}
+            metadata = self._call("model metadata", self.triton.get_model_metadata, self.model, **kw)
+            config = self._call("model config", self.triton.get_model_config, self.model, **kw)
+            self._accept_contract(metadata, config)
+        return self
+
+    def detect(self, image: ImageInput, score_threshold: Optional[float] = None,
+               iou_threshold: Optional[float] = None) -> list[Detection]:
+        """Detections in one image (a path, encoded bytes, a BGR numpy array or a binary file object)."""
+        return self.detect_batch([image], score_threshold, iou_threshold)[0]
+
+    def detect_batch(self, images: list[ImageInput], score_threshold: Optional[float] = None,
+                     iou_threshold: Optional[float] = None) -> list[list[Detection]]:
+        """Detections per image; images go in requests of up to the model's max batch size."""
+        self._validate_thresholds(score_threshold, iou_threshold)
+        datas = [to_bytes(image) for image in images]
+        self.connect()
+        out = []
+        for chunk in self._chunks(datas):
+            result = self._call("inference", self.triton.infer, self.model,
+                                self._inputs(chunk, score_threshold, iou_threshold), outputs=self._outputs())
+            out.extend(self._parse(result))
+        return out
+
+    def is_live(self) -> bool:
+        return bool(self._call("liveness", self.triton.is_server_live))
+
+    def is_ready(self) -> bool:
+        """Server ready and the ensemble loaded."""
+        return bool(self._call("readiness", self.triton.is_server_ready)) and \
+            bool(self._call("model readiness", self.triton.is_model_ready, self.model))
+
+    def metadata(self) -> dict:
+        kw = {"as_json": True} if self.protocol == "grpc" else {}
+        return self._call("model metadata", self.triton.get_model_metadata, self.model, **kw)
+
+    def models(self) -> list[dict]:
+        """The repository's models: name, version, state (READY, UNAVAILABLE, ...) and reason."""
+        kw = {"as_json": True} if self.protocol == "grpc" else {}
+        index = self._call("repository index", self.triton.get_model_repository_index, **kw)
+        index = index.get("models", []) if isinstance(index, dict) else index
+        return [{"name": m.get("name", ""), "version": m.get("version", ""), "state": m.get("state", ""),
+                 "reason": m.get("reason", "")} for m in index]
+
+    def close(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.close()
+            finally:
+                self._client = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class AsyncDamoClient(_ClientBase):
+    """The asyncio client (tritonclient.http.aio / grpc.aio): the same methods, awaited."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._client = None
+
+    @property
+    def triton(self):
+        if self._client is None:
+            if self.protocol == "http":
+                import tritonclient.http.aio as aio
+                self._client = aio.InferenceServerClient(self.url, conn_timeout=self.timeout)
+            else:
+                import tritonclient.grpc.aio as aio
+                self._client = aio.InferenceServerClient(self.url)
+        return self._client
+
+    async def _call(self, what: str, name: str, *args, **kwargs):
+        for attempt in range(self.retries + 1):
+            try:
+                return await asyncio.wait_for(getattr(self.triton, name)(*args, **kwargs), self.timeout)
+            except Exception as exc:
+                if not _connection_error(exc):
+                    raise self._error(exc, what) from exc
+                if attempt == self.retries:
+                    raise self._unavailable(exc, what) from exc
+                await self.close()
+                await asyncio.sleep(self._delay(attempt))
+
+    async def connect(self) -> "AsyncDamoClient":
+        if self.max_batch_size is None:
+            kw = {"as_json": True} if self.protocol == "grpc" else {}
+            metadata = await self._call("model metadata", "get_model_metadata", self.model, **kw)
+            config = await self._call("model config", "get_model_config", self.model, **kw)
+            self._accept_contract(metadata, config)
+        return self
+
+    async def detect(self, image: ImageInput, score_threshold: Optional[float] = None,
+                     iou_threshold: Optional[float] = None) -> list[Detection]:
+        return (await self.detect_batch([image], score_threshold, iou_threshold))[0]
+
+    async def detect_batch(self, images: list[ImageInput], score_threshold: Optional[float] = None,
+                           iou_threshold: Optional[float] = None) -> list[list[Detection]]:
+        self._validate_thresholds(score_threshold, iou_threshold)
+        datas = [to_bytes(image) for image in images]
+        await self.connect()
+        out = []
+        for chunk in self._chunks(datas):
+            result = await self._call("inference", "infer", self.model,
+                                      self._inputs(chunk, score_threshold, iou_threshold), outputs=self._outputs())
+            out.extend(self._parse(result))
+        return out
+
+    async def is_ready(self) -> bool:
+        return bool(await self._call("readiness", "is_server_ready")) and \
+            bool(await self._call("model readiness", "is_model_ready", self.model))
+
+    async def is_live(self) -> bool:
+        return bool(await self._call("liveness", "is_server_live"))
+
+    async def close(self) -> None:
+        if self._client is not None:
+            try:
+                await self._client.close()
+            finally:
+                self._client = None
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.close()

@@ -1,0 +1,43 @@
+"""Labelled boxes drawn on a copy of an image (the client decodes only to draw, never to send)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from damo_client.results import Detection
+
+
+def _colour(class_id: int) -> tuple[int, int, int]:
+    hue = (class_id * 47) % 180  # well-spread hues, the same colour for a class in every image
+    import cv2
+    bgr = cv2.cvtColor(np.uint8([[[hue, 200, 230]]]), cv2.COLOR_HSV2BGR)[0, 0]
+    return tuple(int(v) for v in bgr)
+
+
+def annotate(image: np.ndarray, detections: list[Detection]) -> np.ndarray:
+    """A copy of a BGR image with each detection's box and 'name score' label."""
+    import cv2
+    out = image.copy()
+    thickness = max(1, round(max(out.shape[:2]) / 400))
+    scale = max(0.4, max(out.shape[:2]) / 1400)
+    for det in sorted(detections, key=lambda d: d.score):
+        x1, y1, x2, y2 = (int(round(v)) for v in det.box)
+        colour = _colour(det.class_id)
+        cv2.rectangle(out, (x1, y1), (x2, y2), colour, thickness)
+        label = f"{det.class_name} {det.score:.2f}"
+        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        top = max(0, y1 - th - base - 2)
+        cv2.rectangle(out, (x1, top), (x1 + tw + 2, top + th + base + 2), colour, -1)
+        cv2.putText(out, label, (x1 + 1, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return out
+
+
+def save_annotated(data: bytes, detections: list[Detection], path: Path) -> Path:
+    import cv2
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"cannot decode the image to annotate {path.name}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), annotate(image, detections))
+    return path

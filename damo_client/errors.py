@@ -1,0 +1,21 @@
+"""The client's exceptions: one base class, so callers can catch everything the SDK raises."""
+
+
+class DamoClientError(Exception):
+    """Base class of every error raised by damo_client."""
+
+
+class ServerUnavailable(DamoClientError):
+    """The server could not be reached (after the configured retries)."""
+
+
+class InferenceError(DamoClientError):
+    """The server answered with an error; the message is the server's own (e.g. why an image was refused)."""
+
+
+class ContractError(DamoClientError):
+    """The model on the server is not the DAMO-YOLO ensemble this client speaks to (expected vs got)."""
+
+
+class ImageError(DamoClientError):
+    """A local input that cannot be sent: missing file, unreadable, or an array that is not an image."""

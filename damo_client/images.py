@@ -1,0 +1,62 @@
+"""Turning what a caller has into the encoded bytes the ensemble takes. Files and bytes are sent as they
+are (never decoded and re-encoded); only a numpy array has to be encoded, losslessly as PNG."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+
+from damo_client.errors import ImageError
+
+ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, np.ndarray, BinaryIO]
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def to_bytes(image: ImageInput) -> bytes:
+    """A path, encoded bytes, an H×W×3 (or H×W) uint8 BGR array, or a binary file object → encoded bytes."""
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        data = bytes(image)
+    elif isinstance(image, (str, os.PathLike)):
+        path = Path(image)
+        if not path.is_file():
+            raise ImageError(f"{path}: no such file")
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ImageError(f"{path}: cannot read it ({exc.strerror})") from exc
+    elif isinstance(image, np.ndarray):
+        data = encode_array(image)
+    elif hasattr(image, "read"):
+        data = image.read()
+        if not isinstance(data, (bytes, bytearray)):
+            raise ImageError("the file object must be opened in binary mode ('rb')")
+        data = bytes(data)
+    else:
+        raise ImageError(f"cannot send a {type(image).__name__}: give a path, bytes, a numpy BGR array or a "
+                         f"binary file object")
+    if not data:
+        raise ImageError("the image is empty (0 bytes)")
+    return data
+
+
+def encode_array(array: np.ndarray) -> bytes:
+    import cv2
+    if array.dtype != np.uint8 or array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
+        raise ImageError(f"expected an HxWx3 uint8 BGR array, got {array.dtype} of shape {array.shape}")
+    ok, buf = cv2.imencode(".png", array)
+    if not ok:
+        raise ImageError(f"OpenCV could not encode the array of shape {array.shape}")
+    return buf.tobytes()
+
+
+def expand_paths(paths) -> list[Path]:
+    """Files as given, folders expanded to their JPEG/PNG files (sorted)."""
+    out = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()))
+        else:
+            out.append(p)
+    return out

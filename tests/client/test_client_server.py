@@ -1,0 +1,149 @@
+"""The SDK and the CLI against the real tritonserver serving the trained synthetic model: HTTP and gRPC, sync
+and async, every input form, thresholds, batching beyond the model's batch limit, server errors, and the
+perf command through the real perf_analyzer."""
+from __future__ import annotations
+
+import asyncio
+import json
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from damo_client import AsyncDamoClient, ContractError, DamoClient, InferenceError
+from damo_client.cli import cli
+from serving import assert_same_detections, local_detections
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def local_model(trained_synthetic):
+    from damo_yolo.models import build_model, load_checkpoint
+    model = build_model("Ns", num_classes=8)
+    meta = load_checkpoint(model, trained_synthetic["checkpoint"])
+    return model.eval(), meta
+
+
+def _as_arrays(detections):
+    return (np.array([d.box for d in detections], np.float32).reshape(-1, 4),
+            np.array([d.score for d in detections], np.float32), np.array([d.class_id for d in detections]))
+
+
+def _url(server, protocol):
+    return server.http_url if protocol == "http" else server.grpc_url
+
+
+def _images(trained_synthetic, sample_images, count=3):
+    return sample_images[:2] + sorted((trained_synthetic["data"] / "val").glob("*.jpg"))[:count]
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_sdk_detections_equal_pytorch(served_synthetic, local_model, trained_synthetic, sample_images, protocol):
+    model, meta = local_model
+    compared = 0
+    with DamoClient(_url(served_synthetic, protocol), protocol) as client:
+        for path in _images(trained_synthetic, sample_images):
+            got = client.detect(path)
+            want = local_detections(model, meta, path.read_bytes())
+            compared += assert_same_detections(_as_arrays(got), want, meta["max_detections"])
+            assert all(d.class_name == meta["class_names"][d.class_id] for d in got)
+        assert client.class_names == list(meta["class_names"]) and client.max_batch_size == 8
+    assert compared > 20
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_async_sdk_equals_sync(served_synthetic, trained_synthetic, sample_images, protocol):
+    paths = _images(trained_synthetic, sample_images)
+    with DamoClient(_url(served_synthetic, protocol), protocol) as client:
+        want = client.detect_batch(paths)
+
+    async def run():
+        async with AsyncDamoClient(_url(served_synthetic, protocol), protocol) as client:
+            assert await client.is_ready()
+            one_by_one = await asyncio.gather(*(client.detect(p) for p in paths))  # concurrent requests
+            return one_by_one, await client.detect_batch(paths)
+
+    one_by_one, batched = asyncio.run(run())
+    for a, b, c in zip(want, one_by_one, batched):
+        assert_same_detections(_as_arrays(a), _as_arrays(b), 100)
+        assert_same_detections(_as_arrays(a), _as_arrays(c), 100)
+
+
+def test_every_input_form_and_batches_beyond_the_limit(served_synthetic, trained_synthetic, sample_images):
+    path = sorted((trained_synthetic["data"] / "val").glob("*.jpg"))[0]
+    with DamoClient(served_synthetic.http_url) as client:
+        want = client.detect(path)
+        with open(path, "rb") as f:
+            forms = [path.read_bytes(), str(path), f]
+            for form in forms:
+                assert client.detect(form) == want
+        # a BGR array is sent as PNG: lossless, so the same pixels as the decoded JPEG
+        from_array = client.detect(cv2.imread(str(path)))
+        assert_same_detections(_as_arrays(from_array), _as_arrays(want), 100)
+        many = client.detect_batch([path] * 11)  # two requests: 8 + 3
+        assert len(many) == 11 and all(d == want for d in many)
+
+
+def test_thresholds_and_server_errors(served_synthetic, trained_synthetic):
+    path = sorted((trained_synthetic["data"] / "val").glob("*.jpg"))[0]
+    with DamoClient(served_synthetic.grpc_url, "grpc") as client:
+        everything = client.detect(path)
+        strict = client.detect(path, score_threshold=0.4)
+        assert strict and all(d.score > 0.4 for d in strict) and len(strict) < len(everything)
+        assert len(client.detect(path, iou_threshold=0.3)) <= len(everything)
+        with pytest.raises(InferenceError, match="image 0 of the request: not a JPEG or PNG"):
+            client.detect(b"GIF89a not supported here")
+        assert client.detect(path) == everything  # the server keeps serving
+    with pytest.raises(ContractError, match="expected input IMAGE"):
+        DamoClient(served_synthetic.http_url, model="damo_yolo_detector").connect()
+
+
+def test_health_and_models(served_synthetic):
+    with DamoClient(served_synthetic.http_url) as client:
+        assert client.is_live() and client.is_ready()
+        states = {m["name"]: m["state"] for m in client.models()}
+    assert states == {name: "READY" for name in ("damo_yolo", "damo_yolo_detector", "damo_yolo_postprocess",
+                                                  "damo_yolo_preprocess")}
+    runner = CliRunner()
+    for protocol in ("http", "grpc"):
+        result = runner.invoke(cli, ["health", "-u", _url(served_synthetic, protocol), "-p", protocol])
+        assert result.exit_code == 0 and "ready=True" in result.output
+    result = runner.invoke(cli, ["models", "-u", served_synthetic.http_url])
+    assert result.exit_code == 0 and "damo_yolo_detector     1        READY" in result.output
+    result = runner.invoke(cli, ["health", "-u", served_synthetic.http_url, "-m", "no_such_model"])
+    assert result.exit_code == 1
+
+
+def test_cli_detect_writes_json_and_annotated_images(served_synthetic, trained_synthetic, sample_images, tmp_path):
+    val = sorted((trained_synthetic["data"] / "val").glob("*.jpg"))[:3]
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(val[0].read_bytes()[:500])
+    runner = CliRunner()
+    args = ["detect", *map(str, val), str(sample_images[0]), "-u", served_synthetic.grpc_url, "-p", "grpc",
+            "--score-thr", "0.3", "--json", str(tmp_path / "out.json"), "--save-dir", str(tmp_path / "annotated")]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert f"{val[0]}:" in result.output and "score" in result.output
+    results = json.loads((tmp_path / "out.json").read_text())
+    assert results and {"image_id", "category_id", "bbox", "score", "category_name"} <= set(results[0])
+    assert {r["image_id"] for r in results} <= {0, 1, 2, 3} and all(r["score"] >= 0.3 for r in results)
+    for path in val + [sample_images[0]]:
+        drawn = cv2.imread(str(tmp_path / "annotated" / f"{path.stem}.jpg"))
+        assert drawn is not None and drawn.shape == cv2.imread(str(path)).shape
+    result = runner.invoke(cli, ["detect", str(val[0]), str(bad), "-u", served_synthetic.http_url])
+    assert result.exit_code == 1 and "broken.jpg" in result.output and "truncated JPEG" in result.output
+
+
+def test_cli_perf_runs_perf_analyzer_with_real_images(served_synthetic, sample_images, tmp_path):
+    result = CliRunner().invoke(cli, [
+        "perf", "-u", served_synthetic.http_url, "--images", str(sample_images[0].parent), "--concurrency", "1:2:1",
+        "--measurement-interval", "800", "--max-trials", "3", "--stability", "100",
+        "--csv", str(tmp_path / "perf.csv"), "--plot", str(tmp_path / "perf.png")])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    rows = [line.split() for line in lines if line.strip()[:1].isdigit()]
+    assert [r[0] for r in rows] == ["1", "2"] and all(float(r[1]) > 0 and float(r[2]) > 0 for r in rows)
+    assert len((tmp_path / "perf.csv").read_text().splitlines()) == 3
+    assert (tmp_path / "perf.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

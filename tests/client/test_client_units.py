@@ -1,0 +1,129 @@
+"""The client's local pieces: image inputs, results, perf_analyzer input/CSV forms, retry classification, and
+the CLI's behaviour when there is nothing to talk to."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import struct
+import time
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from damo_client import DamoClient, Detection, ImageError, ServerUnavailable
+from damo_client.cli import cli
+from damo_client.client import _connection_error
+from damo_client.images import expand_paths, to_bytes
+from damo_client.perf import parse_csv, write_input_data
+from damo_client.results import format_table
+from damo_yolo.deploy.tritonserver import free_ports
+
+
+def test_files_and_bytes_are_sent_as_they_are(sample_images, tmp_path):
+    data = sample_images[0].read_bytes()
+    assert to_bytes(sample_images[0]) == data and to_bytes(str(sample_images[0])) == data
+    assert to_bytes(bytearray(data)) == data and to_bytes(io.BytesIO(data)) == data
+    with open(sample_images[0], "rb") as f:
+        assert to_bytes(f) == data
+
+
+def test_arrays_are_encoded_losslessly(sample_images):
+    bgr = cv2.imread(str(sample_images[0]))
+    png = to_bytes(bgr)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    np.testing.assert_array_equal(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR), bgr)
+
+
+@pytest.mark.parametrize("bad,match", [("/no/such/file.jpg", "no such file"), (b"", "empty"),
+                                       (np.zeros((4, 4, 3), np.float32), "uint8"), (3.5, "cannot send a float")])
+def test_bad_local_inputs(bad, match):
+    with pytest.raises(ImageError, match=match):
+        to_bytes(bad)
+
+
+def test_text_mode_file_is_refused(tmp_path):
+    (tmp_path / "a.txt").write_text("x")
+    with open(tmp_path / "a.txt") as f, pytest.raises(ImageError, match="binary mode"):
+        to_bytes(f)
+
+
+def test_expand_paths(tmp_path):
+    for name in ("b.jpg", "a.PNG", "c.txt", "d.jpeg"):
+        (tmp_path / name).write_bytes(b"x")
+    assert [p.name for p in expand_paths([tmp_path])] == ["a.PNG", "b.jpg", "d.jpeg"]
+    assert expand_paths([tmp_path / "c.txt"]) == [tmp_path / "c.txt"]
+
+
+def test_detection_forms():
+    det = Detection(box=(10.0, 20.0, 40.0, 60.5), score=0.87654321, class_id=3, class_name="star")
+    assert det.to_coco(7) == {"image_id": 7, "category_id": 3, "bbox": [10.0, 20.0, 30.0, 40.5], "score": 0.87654}
+    assert det.to_coco(7, category_id=90)["category_id"] == 90
+    table = format_table([det, Detection((0, 0, 1, 1), 0.95, 0, "disc")])
+    assert table.splitlines()[1].split()[:2] == ["disc", "0.950"] and "star" in table.splitlines()[2]
+    assert "no detections" in format_table([])
+
+
+def test_perf_input_data_holds_serialized_bytes_elements(tmp_path):
+    datas = [b"\xff\xd8\xffjpeg", b"\x89PNG\r\n\x1a\npng-bytes"]
+    entries = json.loads(write_input_data(datas, tmp_path / "in.json").read_text())["data"]
+    for entry, data in zip(entries, datas):
+        raw = base64.b64decode(entry["IMAGE"]["b64"])
+        assert struct.unpack("<I", raw[:4])[0] == len(data) and raw[4:] == data
+
+
+def test_parse_perf_analyzer_csv(tmp_path):
+    # the header and a row as perf_analyzer 2.51 writes them (latencies in µs)
+    (tmp_path / "p.csv").write_text(
+        "Concurrency,Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue,Server Compute Input,"
+        "Server Compute Infer,Server Compute Output,Client Recv,p50 latency,p90 latency,p95 latency,p99 latency\n"
+        "2,19.6752,149,13579,1,366,85469,824,1,100566,152291,159028,179844\n"
+        "1,15.1994,241,7756,1,231,56025,632,1,57643,98101,101703,108464\n")
+    rows = parse_csv(tmp_path / "p.csv")
+    assert [r.concurrency for r in rows] == [1, 2]
+    assert rows[0].p50_ms == pytest.approx(57.643) and rows[1].throughput == pytest.approx(19.6752)
+    assert rows[0].server_compute_ms == pytest.approx(56.888)
+
+
+def test_only_connection_errors_are_retried():
+    from tritonclient.utils import InferenceServerException
+    assert _connection_error(ConnectionRefusedError(111, "refused"))
+    assert _connection_error(InferenceServerException("x", status="StatusCode.UNAVAILABLE"))
+    assert not _connection_error(TimeoutError("timed out"))
+    assert not _connection_error(InferenceServerException("image 0: not a JPEG", status="400"))
+    assert not _connection_error(ValueError("bad"))
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_unreachable_server_is_retried_with_backoff_then_reported(protocol):
+    (port,) = free_ports(1)
+    client = DamoClient(f"127.0.0.1:{port}", protocol, retries=2, backoff=0.1, timeout=5)
+    start = time.perf_counter()
+    with pytest.raises(ServerUnavailable, match=f"cannot reach the server at 127.0.0.1:{port}.*3 attempt"):
+        client.detect(b"\xff\xd8\xff")
+    assert time.perf_counter() - start >= 0.1 + 0.2  # two waits: backoff, then twice the backoff
+
+
+def test_client_settings_are_checked():
+    with pytest.raises(ValueError, match="unknown protocol"):
+        DamoClient(protocol="ftp")
+    assert DamoClient("http://host:8000/").url == "host:8000"
+    assert DamoClient(protocol="grpc").url == "127.0.0.1:8001"
+    with pytest.raises(ValueError, match="score_threshold"):
+        DamoClient().detect_batch([b"x"], score_threshold=1.5)
+
+
+def test_cli_help_and_failures_without_a_server(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(cli, ["-h"])
+    assert result.exit_code == 0 and "damo-client detect" in result.output
+    (port,) = free_ports(1)
+    result = runner.invoke(cli, ["health", "--url", f"127.0.0.1:{port}"])
+    assert result.exit_code == 1 and "cannot reach the server" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    result = runner.invoke(cli, ["detect", str(tmp_path)])  # an empty folder
+    assert result.exit_code == 1 and "no .jpg/.jpeg/.png images" in result.output
+    result = runner.invoke(cli, ["perf", "--images", str(tmp_path), "--concurrency", "0:4"])
+    assert result.exit_code == 2 and "START[:END[:STEP]]" in result.output
