@@ -1,72 +1,21 @@
-"""Start the real tritonserver (the installed ``tritonserver`` launcher) on free localhost ports for a test."""
+"""The real tritonserver for tests (damo_yolo's LocalServer, failing the test with the server's log), and the
+comparisons the serving tests share."""
 from __future__ import annotations
 
 import contextlib
-import os
-import subprocess
-import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from damo_yolo.deploy.tritonserver import free_ports
+from damo_yolo.deploy.tritonserver import LocalServer
 
 
-@dataclass
-class Server:
-    proc: subprocess.Popen
-    http_port: int
-    grpc_port: int
-    metrics_port: int
-    log_path: Path
-    repo: Path
-
-    @property
-    def http_url(self) -> str:
-        return f"127.0.0.1:{self.http_port}"
-
-    @property
-    def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
-
-    def log_tail(self, chars: int = 4000) -> str:
-        return self.log_path.read_text(errors="replace")[-chars:]
-
-
-def start_server(repo: Path, log_path: Path, model: str = "damo_yolo", timeout: float = 180.0,
-                 extra_args: tuple = ()) -> Server:
-    """Launch tritonserver on ``repo`` and wait until ``model`` is ready (fails the test with the log otherwise)."""
-    import tritonclient.http as httpclient
-    http_port, grpc_port, metrics_port = free_ports(3)
-    log = open(log_path, "w")
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "tritonserver"), "--model-repository", str(repo),
-                             f"--http-port={http_port}", f"--grpc-port={grpc_port}",
-                             f"--metrics-port={metrics_port}", *extra_args],
-                            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
-    log.close()
-    server = Server(proc, http_port, grpc_port, metrics_port, Path(log_path), Path(repo))
-    client = httpclient.InferenceServerClient(server.http_url, network_timeout=30.0)
-    deadline = time.time() + timeout
-    while True:
-        with contextlib.suppress(Exception):
-            if client.is_server_ready() and client.is_model_ready(model):
-                return server
-        if proc.poll() is not None or time.time() > deadline:
-            stop_server(server)
-            pytest.fail(f"tritonserver did not become ready:\n{server.log_tail()}")
-        time.sleep(0.5)
-
-
-def stop_server(server: Server) -> None:
-    server.proc.terminate()
+def start_server(repo: Path, log_path: Path, **kwargs) -> LocalServer:
     try:
-        server.proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        server.proc.kill()
-        server.proc.wait()
+        return LocalServer(repo, log_path, **kwargs).start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 @contextlib.contextmanager
@@ -75,7 +24,7 @@ def running_server(repo: Path, log_path: Path, **kwargs):
     try:
         yield server
     finally:
-        stop_server(server)
+        server.stop()
 
 
 def local_detections(model, meta, data: bytes, score_threshold=None, chw_info=None):

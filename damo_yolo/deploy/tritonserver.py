@@ -99,6 +99,75 @@ def server_command(args: list[str], backends: Path, binary: Path) -> list[str]:
     return cmd
 
 
+class LocalServer:
+    """A tritonserver child process on free localhost ports, for tests, benchmarks and the demo.
+
+        with LocalServer(repo) as server:
+            DamoClient(server.http_url).detect("bus.jpg")
+    """
+
+    def __init__(self, repo, log_path=None, model: str = "damo_yolo", ready_timeout: float = 180.0,
+                 extra_args: tuple = ()):
+        self.repo, self.model, self.ready_timeout = Path(repo), model, ready_timeout
+        self.log_path = Path(log_path) if log_path else self.repo.parent / "tritonserver.log"
+        self.extra_args = list(extra_args)
+        self.http_port, self.grpc_port, self.metrics_port = free_ports(3)
+        self.proc = None
+
+    @property
+    def http_url(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.is_file() else ""
+
+    def start(self) -> "LocalServer":
+        """Start the server and wait until the model is ready; RuntimeError (with the log's tail) otherwise."""
+        import subprocess
+        import time
+        import urllib.request
+        args = ["--model-repository", str(self.repo), f"--http-port={self.http_port}",
+                f"--grpc-port={self.grpc_port}", f"--metrics-port={self.metrics_port}", *self.extra_args]
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "damo_yolo.deploy.tritonserver", *args],
+                                         stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://{self.http_url}/v2/models/{self.model}/ready"
+        deadline = time.time() + self.ready_timeout
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as answer:
+                    if answer.status == 200:
+                        return self
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.time() > deadline:
+                self.stop()
+                raise RuntimeError(f"tritonserver did not get {self.model} ready within {self.ready_timeout:g} s "
+                                   f"(log {self.log_path}):\n{self.log_tail()}")
+            time.sleep(0.3)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        import subprocess
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self) -> "LocalServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
