@@ -56,6 +56,7 @@ setup(
             "damo-export=damo_yolo.tools.export:main",
             "tritonserver=damo_yolo.deploy.tritonserver:main",
             "damo-client=damo_client.cli:cli",
+            "damo-demo=damo_yolo.tools.demo:main",
         ],
     },
 )

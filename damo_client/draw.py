@@ -28,8 +28,9 @@ def annotate(image: np.ndarray, detections: list[Detection]) -> np.ndarray:
         label = f"{det.class_name} {det.score:.2f}"
         (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
         top = max(0, y1 - th - base - 2)
-        cv2.rectangle(out, (x1, top), (x1 + tw + 2, top + th + base + 2), colour, -1)
-        cv2.putText(out, label, (x1 + 1, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+        left = max(0, min(x1, out.shape[1] - tw - 2))  # keep the label inside the image
+        cv2.rectangle(out, (left, top), (left + tw + 2, top + th + base + 2), colour, -1)
+        cv2.putText(out, label, (left + 1, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
     return out
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Set up (idempotent) and run the demo: every DAMO-YOLO variant built and checked, one run on a photograph.
+# Set up this machine (idempotent), serve triton_models/ with the bundled tritonserver, and call it with
+# `damo-client detect`: labelled images and COCO-style JSON land in demo_output/.
+# The default model detects the eight shapes of the project's synthetic data set (see README "Demo").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-image=$(ls ../shared/data/images/*.jpg 2>/dev/null | head -n 1 || true)
-.venv/bin/damo-zoo ${image:+--image "$image"}
+.venv/bin/damo-demo "$@"

@@ -32,6 +32,7 @@ class RepositorySpec:
     target: str = "cpu"
     preprocess: Optional[str] = None  # default: dali on the GPU target, opencv on the CPU target
     max_batch_size: int = 8
+    dynamic_batching: bool = True
     preferred_batch_sizes: tuple[int, ...] = (4, 8)
     max_queue_delay_us: int = 2000
     detector_instances: int = 1
@@ -77,6 +78,8 @@ def _params(config, values: dict) -> None:
 
 
 def _batching(spec: RepositorySpec, config) -> None:
+    if not spec.dynamic_batching:
+        return
     config.dynamic_batching.preferred_batch_size.extend(spec.preferred_batch_sizes)
     config.dynamic_batching.max_queue_delay_microseconds = spec.max_queue_delay_us
 

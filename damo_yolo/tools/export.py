@@ -30,7 +30,8 @@ def export_repository(checkpoint: Path, out: Path, variant: Optional[str] = None
                       name: str = "damo_yolo", score_threshold: Optional[float] = None,
                       iou_threshold: Optional[float] = None, max_detections: Optional[int] = None,
                       max_batch_size: int = 8, detector_instances: int = 1, precision: str = "fp16",
-                      trusted: bool = False, preprocess: Optional[str] = None) -> Path:
+                      trusted: bool = False, preprocess: Optional[str] = None, dynamic_batching: bool = True,
+                      max_queue_delay_us: Optional[int] = None) -> Path:
     import onnx
     import onnxruntime
     import torch
@@ -59,7 +60,9 @@ def export_repository(checkpoint: Path, out: Path, variant: Optional[str] = None
         score_threshold=meta["score_threshold"] if score_threshold is None else score_threshold,
         iou_threshold=meta["iou_threshold"] if iou_threshold is None else iou_threshold,
         max_detections=meta.get("max_detections", 100) if max_detections is None else max_detections,
-        target=target, preprocess=preprocess, max_batch_size=max_batch_size, detector_instances=detector_instances,
+        target=target, preprocess=preprocess, max_batch_size=max_batch_size, dynamic_batching=dynamic_batching,
+        **({} if max_queue_delay_us is None else {"max_queue_delay_us": max_queue_delay_us}),
+        detector_instances=detector_instances,
         extra={"checkpoint": str(checkpoint), "checkpoint_sha256": _sha256(Path(checkpoint)),
                "variant": meta["variant"], "precision": "fp32" if target == "cpu" else precision,
                "versions": {"damo_yolo": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
@@ -92,6 +95,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp16", help="GPU target only")
     parser.add_argument("--preprocess", choices=["opencv", "dali"],
                         help="decode + resize with OpenCV or NVIDIA DALI (default: dali on gpu, opencv on cpu)")
+    parser.add_argument("--no-dynamic-batching", action="store_true", help="one request per model execution")
+    parser.add_argument("--max-queue-delay-us", type=int,
+                        help="how long a step may wait to fill a batch (default: the repository's)")
     parser.add_argument("--trusted", action="store_true", help="allow pickled Python objects in the checkpoint")
     args = parser.parse_args(argv)
     from damo_yolo.deploy.tensorrt_builder import TensorRTUnavailable
@@ -100,7 +106,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         out = export_repository(args.checkpoint, args.out, args.variant, args.target, args.name,
                                 args.score_threshold, args.iou_threshold, args.max_detections,
                                 args.max_batch_size, args.instances, args.precision, args.trusted,
-                                args.preprocess)
+                                args.preprocess, not args.no_dynamic_batching, args.max_queue_delay_us)
     except (CheckpointError, TensorRTUnavailable, ValueError) as exc:
         print(f"damo-export: {exc}", file=sys.stderr)
         return 1
