@@ -1,3 +1,4 @@
 from .coco_eval import COCO_METRIC_NAMES, evaluate_coco_results, per_class_ap
+from .served import evaluate_served, served_coco_results
 
-__all__ = ["COCO_METRIC_NAMES", "evaluate_coco_results", "per_class_ap"]
+__all__ = ["COCO_METRIC_NAMES", "evaluate_coco_results", "per_class_ap", "evaluate_served", "served_coco_results"]

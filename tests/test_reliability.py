@@ -1,0 +1,135 @@
+"""Reliability of the served product: sustained load with zero failures and a stable memory footprint,
+a client that rides out a server restart, a server that stays on localhost, and a truncated checkpoint
+that export refuses. (The bad-input corpus runs in tests/deploy/test_triton_server.py; killed-and-resumed
+training in tests/training/test_resume.py.)"""
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from damo_client import DamoClient, ServerUnavailable
+from damo_yolo.deploy.tritonserver import LocalServer
+from serving import start_server
+
+pytestmark = pytest.mark.slow
+LOAD_SECONDS = 60
+LOAD_CONCURRENCY = 16
+
+
+def _tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants (the server and its python-backend stubs)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        todo.extend(children.get(p, []))
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+        except OSError:
+            continue
+        total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+    return total / 1024
+
+
+def _metric(server, name: str, model: str = "damo_yolo") -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10).read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name + "{") and f'model="{model}"' in line)
+
+
+def test_sustained_load_has_no_failures_and_stable_memory(served_synthetic, sample_images, capsys):
+    from damo_client.perf import run_perf_analyzer
+    images = [p.read_bytes() for p in sample_images]
+    with DamoClient(served_synthetic.http_url) as client:  # warm every instance up first
+        client.detect_batch(images)
+    rss_before = _tree_rss_mb(served_synthetic.proc.pid)
+    ok_before = _metric(served_synthetic, "nv_inference_request_success")
+    failed_before = _metric(served_synthetic, "nv_inference_request_failure")
+    start = time.monotonic()
+    (row,) = run_perf_analyzer(images, served_synthetic.http_url, concurrency=str(LOAD_CONCURRENCY),
+                               measurement_interval_ms=LOAD_SECONDS * 1000 // 3, max_trials=3,
+                               stability_percentage=100, timeout=LOAD_SECONDS * 4)
+    elapsed = time.monotonic() - start
+    rss_after = _tree_rss_mb(served_synthetic.proc.pid)
+    ok = _metric(served_synthetic, "nv_inference_request_success") - ok_before
+    failed = _metric(served_synthetic, "nv_inference_request_failure") - failed_before
+    with capsys.disabled():
+        print(f"\nload: {elapsed:.0f} s at concurrency {LOAD_CONCURRENCY}: {ok:.0f} requests served, {failed:.0f} "
+              f"failed; {row.throughput:.1f} infer/s, p50 {row.p50_ms:.0f} ms, p99 {row.p99_ms:.0f} ms; server RSS "
+              f"{rss_before:.0f} MB → {rss_after:.0f} MB ({rss_after - rss_before:+.0f} MB)")
+    assert elapsed >= LOAD_SECONDS * 0.9 and ok > 100
+    assert failed == 0
+    assert rss_after - rss_before < max(150.0, 0.2 * rss_before), "server memory grew under load"
+
+
+def test_client_rides_out_a_server_restart(served_synthetic, tmp_path, sample_images):
+    image = sample_images[0].read_bytes()
+    server = start_server(served_synthetic.repo, tmp_path / "first.log")
+    client = DamoClient(server.http_url, retries=8, backoff=0.25, timeout=60)
+    want = client.detect(image)
+    server.stop()
+
+    restarted = LocalServer(served_synthetic.repo, tmp_path / "second.log")
+    restarted.http_port, restarted.grpc_port, restarted.metrics_port = \
+        server.http_port, server.grpc_port, server.metrics_port
+    starter = threading.Thread(target=lambda: (time.sleep(1.0), restarted.start()))
+    starter.start()
+    try:
+        started = time.monotonic()
+        got = client.detect(image)  # refused connections at first: retried with backoff until the server is back
+        waited = time.monotonic() - started
+        starter.join()
+        assert got == want and waited > 1.0
+        restarted.stop()
+        impatient = DamoClient(server.http_url, retries=1, backoff=0.1)
+        with pytest.raises(ServerUnavailable, match=r"cannot reach the server .* 2 attempt\(s\)"):
+            impatient.detect(image)
+    finally:
+        starter.join()
+        restarted.stop()
+        client.close()
+
+
+def _non_loopback_address():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the outgoing interface
+            address = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address
+
+
+def test_server_listens_on_localhost_only(served_synthetic):
+    address = _non_loopback_address()
+    if address is None:
+        pytest.skip("this host has no non-loopback IPv4 address to test against")
+    for port in (served_synthetic.http_port, served_synthetic.grpc_port, served_synthetic.metrics_port):
+        with socket.socket() as s:
+            s.settimeout(2)
+            assert s.connect_ex((address, port)) != 0, f"port {port} answers on {address}"
+        with socket.create_connection(("127.0.0.1", port), timeout=2):  # and it does answer on localhost
+            pass
+
+
+def test_export_refuses_a_truncated_checkpoint(trained_synthetic, tmp_path):
+    data = trained_synthetic["checkpoint"].read_bytes()
+    broken = tmp_path / "best.pth"
+    broken.write_bytes(data[: len(data) * 2 // 3])
+    run = subprocess.run([sys.executable, "-m", "damo_yolo.tools.export", str(broken), "--out", str(tmp_path / "r")],
+                         capture_output=True, text=True)
+    assert run.returncode == 1 and "truncated or corrupt" in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "r").exists()
