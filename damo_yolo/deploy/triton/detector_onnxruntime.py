@@ -23,6 +23,8 @@ class TritonPythonModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        # idle threads sleep instead of spinning: the other steps of the ensemble share these cores
+        options.add_session_config_entry("session.intra_op.allow_spinning", params.get("allow_spinning", "0"))
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         path = Path(args["model_repository"]) / args["model_version"] / params.get("onnx_file", "model.onnx")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -1,0 +1,74 @@
+"""The committed demo: the small synthetic-shapes model in demo/model/, the repository in triton_models/
+exported from it (no drift from a fresh export), and the demo command end to end with the real server."""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "demo" / "model"
+CHECKPOINT = DEMO / "damoyolo_tinynasL18_Ns_synthetic.pth"
+REPO = ROOT / "triton_models"
+
+
+def test_committed_repository_is_the_demo_checkpoint_exported(tmp_path):
+    from damo_yolo.deploy.repository import validate_repository
+    from damo_yolo.tools.export import export_repository
+    validate_repository(REPO)
+    record = json.loads((REPO / "damo_yolo" / "export.json").read_text())
+    assert record["checkpoint_sha256"] == hashlib.sha256(CHECKPOINT.read_bytes()).hexdigest()
+    fresh = export_repository(CHECKPOINT, tmp_path / "triton_models")
+    for config in sorted(fresh.glob("*/config.pbtxt")) + sorted(fresh.glob("*/1/model.py")) + \
+            [fresh / "damo_yolo" / "labels.txt"]:
+        relative = config.relative_to(fresh)
+        assert (REPO / relative).read_text() == config.read_text(), f"{relative} drifted: re-run the export"
+
+
+def test_committed_onnx_equals_the_checkpoint_in_pytorch(tmp_path):
+    import onnxruntime as ort
+    import torch
+
+    from damo_yolo.data.preprocess import decode_image, preprocess
+    from damo_yolo.models import build_model, load_checkpoint
+    model = build_model("Ns", num_classes=8)
+    meta = load_checkpoint(model, CHECKPOINT)
+    model.eval().switch_to_deploy()
+    session = ort.InferenceSession(str(REPO / "damo_yolo_detector" / "1" / "model.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    from damo_yolo.data.synthetic import generate_split
+    generate_split(tmp_path, "check", 2, (320, 320), 5, [])  # procedural backgrounds
+    images = sorted((tmp_path / "check").glob("*.jpg"))
+    x = np.stack([preprocess(decode_image(p.read_bytes()), tuple(meta["input_size"]))[0] for p in images])
+    scores, boxes = session.run(None, {"images": x})
+    with torch.inference_mode():
+        want_scores, want_boxes = model(torch.from_numpy(x))
+    np.testing.assert_allclose(scores, want_scores.numpy(), atol=1e-4)
+    np.testing.assert_allclose(boxes, want_boxes.numpy(), atol=1e-2)
+
+
+def test_recorded_metrics_are_the_checkpoints():
+    import torch
+    ckpt = torch.load(CHECKPOINT, map_location="cpu", weights_only=True)
+    recorded = json.loads((DEMO / "metrics.json").read_text())
+    assert recorded["coco/mAP"] == pytest.approx(ckpt["meta"]["metrics"]["coco/mAP"])
+    assert recorded["coco/mAP"] >= 0.5
+    assert (DEMO / "config.py").is_file() and "max_epochs = 40" in (DEMO / "config.py").read_text()
+
+
+@pytest.mark.slow
+def test_demo_command_serves_and_detects(tmp_path):
+    run = subprocess.run([str(Path(sys.executable).parent / "damo-demo"), "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    detections = json.loads((tmp_path / "out" / "detections.json").read_text())
+    assert detections and all(d["score"] >= 0.35 for d in detections)
+    assert len(list((tmp_path / "out" / "annotated").glob("*.jpg"))) == 6
+    found, total = map(int, re.search(r"found (\d+) of the (\d+) shapes", run.stdout).groups())
+    assert found >= 0.6 * total, run.stdout[-1500:]
