@@ -132,10 +132,10 @@ class _ClientBase:
         num = result.as_numpy("num_detections").reshape(-1)
         boxes, scores, classes = (result.as_numpy(name) for name in ("boxes", "scores", "classes"))
         out = []
-        for i, n in enumerate(num):
-            out.append([Detection(box=tuple(float(v) for v in boxes[i, j]), score=float(scores[i, j]),
-                                  class_id=int(classes[i, j]), class_name=self._name(int(classes[i, j])))
-                        for j in range(int(n))])
+        for i, n in enumerate(num.tolist()):  # plain Python numbers, converted once per image
+            out.append([Detection(box=tuple(box), score=score, class_id=cls, class_name=self._name(cls))
+                        for box, score, cls in zip(boxes[i, :n].tolist(), scores[i, :n].tolist(),
+                                                   classes[i, :n].tolist())])
         return out
 
     def _name(self, class_id: int) -> str:
