@@ -53,26 +53,46 @@ def _metric(server, name: str, model: str = "damo_yolo") -> float:
 def test_sustained_load_has_no_failures_and_stable_memory(served_synthetic, sample_images, capsys):
     from damo_client.perf import run_perf_analyzer
     images = [p.read_bytes() for p in sample_images]
-    with DamoClient(served_synthetic.http_url) as client:  # warm every instance up first
-        client.detect_batch(images)
-    rss_before = _tree_rss_mb(served_synthetic.proc.pid)
+    # warm up at the same concurrency: full dynamic batches, every instance's buffers and memory pools
+    run_perf_analyzer(images, served_synthetic.http_url, concurrency=str(LOAD_CONCURRENCY),
+                      measurement_interval_ms=2000, max_trials=3, stability_percentage=100, timeout=120)
+    pid = served_synthetic.proc.pid
+    rss = [(0.0, _tree_rss_mb(pid))]  # (seconds into the run, MB), sampled while the load runs
+    done = threading.Event()
+    start = time.monotonic()
+
+    def sample():
+        while not done.wait(5.0):
+            rss.append((time.monotonic() - start, _tree_rss_mb(pid)))
+
+    sampler = threading.Thread(target=sample, daemon=True)
     ok_before = _metric(served_synthetic, "nv_inference_request_success")
     failed_before = _metric(served_synthetic, "nv_inference_request_failure")
-    start = time.monotonic()
-    (row,) = run_perf_analyzer(images, served_synthetic.http_url, concurrency=str(LOAD_CONCURRENCY),
-                               measurement_interval_ms=LOAD_SECONDS * 1000 // 3, max_trials=3,
-                               stability_percentage=100, timeout=LOAD_SECONDS * 4)
+    sampler.start()
+    try:
+        (row,) = run_perf_analyzer(images, served_synthetic.http_url, concurrency=str(LOAD_CONCURRENCY),
+                                   measurement_interval_ms=LOAD_SECONDS * 1000 // 3, max_trials=3,
+                                   stability_percentage=100, timeout=LOAD_SECONDS * 4)
+    finally:
+        done.set()
+        sampler.join()
     elapsed = time.monotonic() - start
-    rss_after = _tree_rss_mb(served_synthetic.proc.pid)
+    rss.append((elapsed, _tree_rss_mb(pid)))
     ok = _metric(served_synthetic, "nv_inference_request_success") - ok_before
     failed = _metric(served_synthetic, "nv_inference_request_failure") - failed_before
+    half = [mb for t, mb in rss if t >= elapsed / 2]
     with capsys.disabled():
         print(f"\nload: {elapsed:.0f} s at concurrency {LOAD_CONCURRENCY}: {ok:.0f} requests served, {failed:.0f} "
               f"failed; {row.throughput:.1f} infer/s, p50 {row.p50_ms:.0f} ms, p99 {row.p99_ms:.0f} ms; server RSS "
-              f"{rss_before:.0f} MB → {rss_after:.0f} MB ({rss_after - rss_before:+.0f} MB)")
+              f"(server + python stubs) {rss[0][1]:.0f} MB before, max {max(mb for _, mb in rss):.0f} MB, "
+              f"{rss[-1][1]:.0f} MB after ({rss[-1][1] - rss[0][1]:+.0f} MB); over the second half "
+              f"{min(half):.0f}–{max(half):.0f} MB")
     assert elapsed >= LOAD_SECONDS * 0.9 and ok > 100
     assert failed == 0
-    assert rss_after - rss_before < max(150.0, 0.2 * rss_before), "server memory grew under load"
+    # allocators settle during the first tens of seconds (measured: +30 MB in the server, +10–15 MB in two stubs,
+    # flat afterwards); a leak keeps growing through the second half
+    assert rss[-1][1] - rss[0][1] < max(150.0, 0.25 * rss[0][1]), "server memory grew under load"
+    assert max(half) - min(half) < max(50.0, 0.05 * rss[0][1]), "server memory still growing in the second half"
 
 
 def test_client_rides_out_a_server_restart(served_synthetic, tmp_path, sample_images):
