@@ -122,14 +122,11 @@ def detect(paths, url, protocol, model, timeout, score_thr, iou_thr, json_path, 
 @_connection_options
 def health(url, protocol, model, timeout):
     """Is the server live and the ensemble ready? Exit code 0 only if both."""
-    client = _client(url, protocol, model, timeout, retries=0)
-    try:
-        live = client.is_live()
-        ready = client.is_ready()
-    except DamoClientError as exc:
-        _fail(exc)
-    finally:
-        client.close()
+    with _client(url, protocol, model, timeout, retries=0) as client:
+        try:
+            live, ready = client.is_live(), client.is_ready()
+        except DamoClientError as exc:
+            _fail(exc)
     click.echo(f"server {client.url} ({protocol}): live={live} model {model} ready={ready}")
     if not (live and ready):
         raise click.ClickException(f"model {model} is not ready")
@@ -139,13 +136,11 @@ def health(url, protocol, model, timeout):
 @_connection_options
 def models(url, protocol, model, timeout):
     """The models of the server's repository with their versions and states."""
-    client = _client(url, protocol, model, timeout, retries=0)
-    try:
-        index = client.models()
-    except DamoClientError as exc:
-        _fail(exc)
-    finally:
-        client.close()
+    with _client(url, protocol, model, timeout, retries=0) as client:
+        try:
+            index = client.models()
+        except DamoClientError as exc:
+            _fail(exc)
     width = max([len("model")] + [len(m["name"]) for m in index])
     click.echo(f"{'model':<{width}}  version  state")
     for m in index:

@@ -141,16 +141,25 @@ class _ClientBase:
     def _name(self, class_id: int) -> str:
         return self.class_names[class_id] if 0 <= class_id < len(self.class_names) else f"class_{class_id}"
 
-    def _chunks(self, datas: list[bytes]) -> Iterable[list[bytes]]:
-        step = self.max_batch_size or 1
-        return (datas[i:i + step] for i in range(0, len(datas), step))
+    @property
+    def _as_json(self) -> dict:
+        """gRPC answers metadata as protobuf unless asked for JSON; HTTP always answers JSON."""
+        return {"as_json": True} if self.protocol == "grpc" else {}
 
     @staticmethod
-    def _validate_thresholds(score_threshold, iou_threshold):
+    def _encode(images: list[ImageInput], score_threshold, iou_threshold) -> list[bytes]:
+        """Check the thresholds and turn every image into the encoded bytes to send (before any request)."""
         if score_threshold is not None and not 0 <= score_threshold < 1:
             raise ValueError(f"score_threshold must be in [0, 1), got {score_threshold}")
         if iou_threshold is not None and not 0 < iou_threshold <= 1:
             raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
+        return [to_bytes(image) for image in images]
+
+    def _requests(self, datas: list[bytes], score_threshold, iou_threshold) -> Iterable[list]:
+        """The inputs of each request: the images in groups of the model's batch limit."""
+        step = self.max_batch_size or 1
+        for i in range(0, len(datas), step):
+            yield self._inputs(datas[i:i + step], score_threshold, iou_threshold)
 
 
 class DamoClient(_ClientBase):
@@ -171,12 +180,13 @@ class DamoClient(_ClientBase):
                 self._client = self.module.InferenceServerClient(self.url)
         return self._client
 
-    def _call(self, what: str, fn, *args, **kwargs):
+    def _call(self, what: str, method: str, *args, **kwargs):
+        """``self.triton.<method>(...)``, retried with backoff on connection errors only."""
         if self.protocol == "grpc":
             kwargs.setdefault("client_timeout", self.timeout)
         for attempt in range(self.retries + 1):
             try:
-                return fn(*args, **kwargs)
+                return getattr(self.triton, method)(*args, **kwargs)
             except Exception as exc:  # tritonclient raises OSError subclasses or InferenceServerException
                 if not _connection_error(exc):
                     raise self._error(exc, what) from exc
@@ -184,16 +194,13 @@ class DamoClient(_ClientBase):
                     raise self._unavailable(exc, what) from exc
                 if self.protocol == "http":  # a fresh connection pool after a reset
                     self.close()
-                    fn = getattr(self.triton, fn.__name__)
                 time.sleep(self._delay(attempt))
 
     def connect(self) -> "DamoClient":
         """Read and check the ensemble's contract (done automatically on first use)."""
         if self.max_batch_size is None:
-            kw = {"as_json": True} if self.protocol == "grpc" else {}
-            metadata = self._call("model metadata", self.triton.get_model_metadata, self.model, **kw)
-            config = self._call("model config", self.triton.get_model_config, self.model, **kw)
-            self._accept_contract(metadata, config)
+            config = self._call("model config", "get_model_config", self.model, **self._as_json)
+            self._accept_contract(self.metadata(), config)
         return self
 
     def detect(self, image: ImageInput, score_threshold: Optional[float] = None,
@@ -204,32 +211,27 @@ class DamoClient(_ClientBase):
     def detect_batch(self, images: list[ImageInput], score_threshold: Optional[float] = None,
                      iou_threshold: Optional[float] = None) -> list[list[Detection]]:
         """Detections per image; images go in requests of up to the model's max batch size."""
-        self._validate_thresholds(score_threshold, iou_threshold)
-        datas = [to_bytes(image) for image in images]
+        datas = self._encode(images, score_threshold, iou_threshold)
         self.connect()
         out = []
-        for chunk in self._chunks(datas):
-            result = self._call("inference", self.triton.infer, self.model,
-                                self._inputs(chunk, score_threshold, iou_threshold), outputs=self._outputs())
-            out.extend(self._parse(result))
+        for inputs in self._requests(datas, score_threshold, iou_threshold):
+            out.extend(self._parse(self._call("inference", "infer", self.model, inputs, outputs=self._outputs())))
         return out
 
     def is_live(self) -> bool:
-        return bool(self._call("liveness", self.triton.is_server_live))
+        return bool(self._call("liveness", "is_server_live"))
 
     def is_ready(self) -> bool:
         """Server ready and the ensemble loaded."""
-        return bool(self._call("readiness", self.triton.is_server_ready)) and \
-            bool(self._call("model readiness", self.triton.is_model_ready, self.model))
+        return bool(self._call("readiness", "is_server_ready")) and \
+            bool(self._call("model readiness", "is_model_ready", self.model))
 
     def metadata(self) -> dict:
-        kw = {"as_json": True} if self.protocol == "grpc" else {}
-        return self._call("model metadata", self.triton.get_model_metadata, self.model, **kw)
+        return self._call("model metadata", "get_model_metadata", self.model, **self._as_json)
 
     def models(self) -> list[dict]:
         """The repository's models: name, version, state (READY, UNAVAILABLE, ...) and reason."""
-        kw = {"as_json": True} if self.protocol == "grpc" else {}
-        index = self._call("repository index", self.triton.get_model_repository_index, **kw)
+        index = self._call("repository index", "get_model_repository_index", **self._as_json)
         index = index.get("models", []) if isinstance(index, dict) else index
         return [{"name": m.get("name", ""), "version": m.get("version", ""), "state": m.get("state", ""),
                  "reason": m.get("reason", "")} for m in index]
@@ -280,9 +282,8 @@ class AsyncDamoClient(_ClientBase):
 
     async def connect(self) -> "AsyncDamoClient":
         if self.max_batch_size is None:
-            kw = {"as_json": True} if self.protocol == "grpc" else {}
-            metadata = await self._call("model metadata", "get_model_metadata", self.model, **kw)
-            config = await self._call("model config", "get_model_config", self.model, **kw)
+            metadata = await self._call("model metadata", "get_model_metadata", self.model, **self._as_json)
+            config = await self._call("model config", "get_model_config", self.model, **self._as_json)
             self._accept_contract(metadata, config)
         return self
 
@@ -292,14 +293,12 @@ class AsyncDamoClient(_ClientBase):
 
     async def detect_batch(self, images: list[ImageInput], score_threshold: Optional[float] = None,
                            iou_threshold: Optional[float] = None) -> list[list[Detection]]:
-        self._validate_thresholds(score_threshold, iou_threshold)
-        datas = [to_bytes(image) for image in images]
+        datas = self._encode(images, score_threshold, iou_threshold)
         await self.connect()
         out = []
-        for chunk in self._chunks(datas):
-            result = await self._call("inference", "infer", self.model,
-                                      self._inputs(chunk, score_threshold, iou_threshold), outputs=self._outputs())
-            out.extend(self._parse(result))
+        for inputs in self._requests(datas, score_threshold, iou_threshold):
+            out.extend(self._parse(await self._call("inference", "infer", self.model, inputs,
+                                                    outputs=self._outputs())))
         return out
 
     async def is_ready(self) -> bool:

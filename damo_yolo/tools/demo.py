@@ -32,7 +32,6 @@ def make_demo_images(out: Path, count: int, size: int) -> Path:
 
 def found_ground_truth(annotations: Path, detections: list[dict], iou: float = 0.5) -> tuple[int, int]:
     """(ground-truth boxes matched by a detection of the same class at IoU ≥ iou, ground-truth boxes)."""
-    import numpy as np
     coco = json.loads(annotations.read_text())
     names = {c["id"]: c["name"] for c in coco["categories"]}
     ids = {im["id"]: im["file_name"] for im in coco["images"]}
@@ -49,7 +48,7 @@ def found_ground_truth(annotations: Path, detections: list[dict], iou: float = 0
             if inter / (w * h + dw * dh - inter + 1e-9) >= iou:
                 found += 1
                 break
-    return found, int(np.size(coco["annotations"]))
+    return found, len(coco["annotations"])
 
 
 def main(argv: Optional[list[str]] = None) -> int:
