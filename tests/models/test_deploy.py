@@ -9,12 +9,17 @@ import torch
 from damo_yolo.models import RepConv, build_model
 
 from helpers import random_images, randomize_model
+from numerics import max_abs_diff
 
-SCORE_TOL, BOX_TOL = 1e-3, 0.2  # float32; the reference itself differs by up to 3.9e-4 / 0.08 px on M
+# float32 rounding of the random-weight models depends on the CPU: fused against unfused measured 4.7e-4 /
+# 0.18 px for M on an AMD EPYC and 1.5e-3 / 0.29 px for L on an Intel CPU. So fusion is checked against the float64
+# truth: the fused float32 model may be at most twice as far from it as the unfused float32 model (measured
+# 0.8x-1.2x on every variant), plus a floor for variants whose rounding is nearly nil.
+FUSED_NOISE_RATIO, SCORE_FLOOR, BOX_FLOOR = 2.0, 1e-5, 1e-3
 
 
 def _max_diffs(a, b) -> tuple[float, float]:
-    return (a[0] - b[0]).abs().max().item(), (a[1] - b[1]).abs().max().item()
+    return max_abs_diff(a[0], b[0]), max_abs_diff(a[1], b[1])
 
 
 @pytest.mark.parametrize("name", ["T", "S", "M", "L", "Ns", "Nm", "Nl"])
@@ -37,14 +42,11 @@ def test_fused_matches_unfused(name):
     score64, box64 = _max_diffs(fused64, unfused64)
     assert score64 < 1e-9 and box64 < 1e-6, (score64, box64)
 
-    # In float32 they agree within the tolerance, or — for the deepest variant, whose random-weight
-    # outputs are ill-conditioned — within twice the float32 rounding of the unfused model itself.
-    noise_score, noise_box = _max_diffs(unfused, tuple(t.float() for t in unfused64))
-    score_err, box_err = _max_diffs(fused, unfused)
-    assert score_err <= max(SCORE_TOL, 2 * noise_score), (score_err, noise_score)
-    assert box_err <= max(BOX_TOL, 2 * noise_box), (box_err, noise_box)
-    if name != "L":  # the tolerance alone holds for every other variant
-        assert score_err <= SCORE_TOL and box_err <= BOX_TOL, (score_err, box_err)
+    # In float32 fusion adds no more than rounding: measured against the float64 truth, on any CPU.
+    noise_score, noise_box = _max_diffs(unfused, unfused64)
+    score_err, box_err = _max_diffs(fused, fused64)
+    assert score_err <= FUSED_NOISE_RATIO * noise_score + SCORE_FLOOR, (score_err, noise_score)
+    assert box_err <= FUSED_NOISE_RATIO * noise_box + BOX_FLOOR, (box_err, noise_box)
 
 
 def test_repconv_fusion_is_exact_for_a_single_block():

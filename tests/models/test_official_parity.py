@@ -1,32 +1,59 @@
-"""The official model's outputs on fixed random weights (../shared/fixtures/official) are reproduced."""
+"""The official model's outputs on fixed random weights (../shared/fixtures/official) are reproduced:
+exactly in float64 on any machine, and within float32 rounding in float32 (tolerances in tests/numerics.py)."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from damo_yolo.models import build_model, load_checkpoint
+from numerics import FLOAT64_BOX_TOL, FLOAT64_SCORE_TOL, assert_float32_close, max_abs_diff
 
-# (scores, boxes px): unfused as loaded, fused after switch_to_deploy (the official converter's form)
-TOLERANCES = {"unfused": (1e-4, 0.02), "fused": (1e-3, 0.2)}
+STAGES = ("unfused", "fused")  # as loaded, then after switch_to_deploy (the official converter's form)
+
+
+def _load(fixtures, variant: str, name: str) -> dict:
+    return torch.load(fixtures / f"{variant}_{name}.pt", weights_only=False)  # trusted shared fixture
+
+
+def _model(fixtures, variant: str, dtype: torch.dtype):
+    model = build_model(variant).eval()
+    load_checkpoint(model, fixtures / f"{variant}_weights.pth")
+    return model.to(dtype)
 
 
 @pytest.mark.parametrize("variant", ["Ns", "T"])
-def test_outputs_match_official(shared_dir, variant):
+def test_float64_outputs_equal_official(shared_dir, variant):
     fixtures = shared_dir / "fixtures" / "official"
-    model = build_model(variant).eval()
-    load_checkpoint(model, fixtures / f"{variant}_weights.pth")
-    # trusted file of the shared fixtures (holds a small dict of tensors and strings)
-    reference = torch.load(fixtures / f"{variant}_outputs.pt", weights_only=False)
-    for stage in ("unfused", "fused"):
+    reference = _load(fixtures, variant, "outputs64")
+    assert reference["dtype"] == "float64"
+    model = _model(fixtures, variant, torch.float64)
+    for stage in STAGES:
         if stage == "fused":
             model.switch_to_deploy()
-        score_tol, box_tol = TOLERANCES[stage]
         for name, x in reference["inputs"].items():
             with torch.inference_mode():
-                scores, boxes = model(x)
+                scores, boxes = model(x.double())
             want = reference["outputs"][stage][name]
-            assert scores.shape == want["scores"].shape and boxes.shape == want["boxes"].shape
-            score_err = (scores - want["scores"]).abs().max().item()
-            box_err = (boxes - want["boxes"]).abs().max().item()
-            assert score_err <= score_tol, f"{variant} {stage} {name}: scores differ by {score_err}"
-            assert box_err <= box_tol, f"{variant} {stage} {name}: boxes differ by {box_err} px"
+            score_err, box_err = max_abs_diff(scores, want["scores"]), max_abs_diff(boxes, want["boxes"])
+            assert score_err <= FLOAT64_SCORE_TOL, f"{variant} {stage} {name}: scores differ by {score_err:.3g}"
+            assert box_err <= FLOAT64_BOX_TOL, f"{variant} {stage} {name}: boxes differ by {box_err:.3g} px"
+
+
+@pytest.mark.parametrize("variant", ["Ns", "T"])
+def test_float32_outputs_within_rounding_of_official(shared_dir, variant):
+    """float32 as served: within float32 rounding of the official float64 outputs, and of the official
+    float32 fixture (made on another CPU)."""
+    fixtures = shared_dir / "fixtures" / "official"
+    reference64, reference32 = _load(fixtures, variant, "outputs64"), _load(fixtures, variant, "outputs")
+    model = _model(fixtures, variant, torch.float32)
+    for stage in STAGES:
+        if stage == "fused":
+            model.switch_to_deploy()
+        for name, x in reference32["inputs"].items():
+            with torch.inference_mode():
+                scores, boxes = model(x)
+            assert scores.dtype == torch.float32
+            for reference in (reference64, reference32):
+                want = reference["outputs"][stage][name]
+                assert_float32_close(scores, boxes, want["scores"], want["boxes"],
+                                     f"{variant} {stage} {name} vs official {reference.get('dtype', 'float32')}")
