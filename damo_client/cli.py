@@ -168,7 +168,8 @@ def _concurrency_range(ctx, param, value: str) -> str:
               help="Measurement windows per level before giving up on stability.")
 @click.option("--stability", type=click.FloatRange(min=1), default=20.0, show_default=True,
               help="Accepted spread (%) of throughput and latency across the last 3 windows.")
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), help="Save perf_analyzer's CSV.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Save the table as CSV (ms; a stable column marks levels perf_analyzer could not stabilise).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Save a throughput/latency plot (PNG).")
 def perf(url, protocol, model, timeout, images, concurrency, batch_size, measurement_interval, max_trials,
@@ -185,6 +186,8 @@ def perf(url, protocol, model, timeout, images, concurrency, batch_size, measure
         click.echo(format_rows(rows))
         if csv_path:
             click.echo(f"CSV written to {csv_path}")
+        if not all(r.stable for r in rows):
+            click.echo("warning: some levels are unstable (see above): their figures are one trial's", err=True)
         if plot_path:
             click.echo(f"plot written to {plot_rows(rows, plot_path)}")
     except DamoClientError as exc:

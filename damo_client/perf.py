@@ -1,8 +1,10 @@
 """Latency and throughput of the served ensemble with Triton's perf_analyzer, fed with real encoded images.
 
 perf_analyzer (installed by the tritonclient wheel) links libb64.so.0d and libcudart.so.12; on a bare
-host they come from the nvidia-pytriton wheel (``pip install damo-yolo[server]``) and are linked into
-``~/.cache/damo-yolo/perf-libs`` for perf_analyzer only.
+host they come from the nvidia-pytriton wheel (``pip install damo-yolo[server]``). ``install_launcher``
+(run by scripts/setup.sh: ``python -m damo_client.perf --install-launcher``) makes the environment's own
+``perf_analyzer`` command find them: the binary moves to ``perf_analyzer.bin`` and ``perf_analyzer``
+becomes a two-line launcher that puts a folder of links to those libraries on LD_LIBRARY_PATH.
 """
 from __future__ import annotations
 
@@ -10,12 +12,13 @@ import base64
 import csv
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -40,6 +43,29 @@ class PerfRow:
     p99_ms: float
     server_queue_ms: float  # mean time requests waited in the server's queues
     server_compute_ms: float  # mean time in the models (input + infer + output)
+    stable: bool = True  # False: perf_analyzer found no stable window; the figures are its last trial's
+    mean_ms: float = float("nan")  # mean latency (the only latency of an unstable level)
+
+
+NAN = float("nan")
+_PASS = re.compile(r"Pass \[\d+\] throughput: ([\d.]+) infer/sec\. Avg latency: (\d+) usec")
+UNSTABLE = "Failed to obtain stable measurement"
+
+
+def concurrency_levels(spec: str) -> list[int]:
+    """perf_analyzer's START[:END[:STEP]] as the list of levels it covers."""
+    parts = [int(p) for p in spec.split(":")]
+    start, end, step = parts[0], parts[1] if len(parts) > 1 else parts[0], parts[2] if len(parts) > 2 else 1
+    if start < 1 or end < start or step < 1:
+        raise DamoClientError(f"concurrency range {spec!r}: expected 1 <= START <= END and STEP >= 1")
+    return list(range(start, end + 1, step))
+
+
+def unstable_row(concurrency: int, output: str) -> PerfRow:
+    """The last trial perf_analyzer printed (-v) for a level it could not stabilise."""
+    passes = _PASS.findall(output)
+    throughput, mean_us = (float(passes[-1][0]), float(passes[-1][1])) if passes else (NAN, NAN)
+    return PerfRow(concurrency, throughput, NAN, NAN, NAN, NAN, NAN, NAN, stable=False, mean_ms=mean_us / 1000)
 
 
 def find_perf_analyzer() -> Path:
@@ -51,12 +77,16 @@ def find_perf_analyzer() -> Path:
 
 
 def _missing_system_libraries(binary: Path) -> list[str]:
+    with open(binary, "rb") as f:
+        if f.read(4) != b"\x7fELF":  # the launcher script: it brings its libraries itself
+            return []
     out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True).stdout
     return [name for name in LIBRARIES if f"{name} => not found" in out]
 
 
-def library_dir(binary: Path) -> Optional[Path]:
-    """A folder to put on LD_LIBRARY_PATH so perf_analyzer finds its libraries (None: it already does)."""
+def library_dir(binary: Path, folder: Optional[Path] = None) -> Optional[Path]:
+    """A folder to put on LD_LIBRARY_PATH so perf_analyzer finds its libraries (None: it already does);
+    ``folder`` (default ~/.cache/damo-yolo/perf-libs) receives links to the nvidia-pytriton wheel's copies."""
     missing = _missing_system_libraries(binary)
     if not missing:
         return None
@@ -65,7 +95,7 @@ def library_dir(binary: Path) -> Optional[Path]:
     wheel_libs = Path(spec.origin).parents[1] / "nvidia_pytriton.libs" if spec and spec.origin else None
     if wheel_libs is None or not wheel_libs.is_dir():
         raise PerfUnavailable(f"perf_analyzer needs {', '.join(missing)}: {SETUP_HINT}")
-    folder = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "damo-yolo" / "perf-libs"
+    folder = folder or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "damo-yolo" / "perf-libs"
     folder.mkdir(parents=True, exist_ok=True)
     for name, pattern in LIBRARIES.items():
         candidates = sorted(wheel_libs.glob(pattern))
@@ -76,6 +106,37 @@ def library_dir(binary: Path) -> Optional[Path]:
             link.unlink()
         link.symlink_to(candidates[0])
     return folder
+
+
+LAUNCHER = """#!/bin/sh
+# Written by damo-yolo (python -m damo_client.perf --install-launcher): the tritonclient wheel's perf_analyzer
+# (perf_analyzer.bin beside this file) with the libraries it links that a bare host lacks (libb64, libcudart),
+# taken from the nvidia-pytriton wheel through links in {libs}.
+LD_LIBRARY_PATH="{libs}${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}" exec "$(dirname "$0")/perf_analyzer.bin" "$@"
+"""
+
+
+def install_launcher(bindir: Optional[Path] = None) -> Optional[Path]:
+    """Make ``bindir/perf_analyzer`` (default: this interpreter's bin folder) run as installed; returns the
+    launcher, or None when the binary finds its libraries by itself. Idempotent: after a reinstall of
+    tritonclient (which puts the binary back) it wraps the new binary."""
+    bindir = Path(bindir or Path(sys.executable).parent)
+    command, real = bindir / "perf_analyzer", bindir / "perf_analyzer.bin"
+    if not command.is_file():
+        raise PerfUnavailable(f"{command} not found: install tritonclient==2.51.0 first")
+    with open(command, "rb") as f:
+        is_binary = f.read(4) == b"\x7fELF"
+    binary = command if is_binary else real
+    libs = library_dir(binary, bindir.parent / "lib" / "damo-perf-libs")
+    if libs is None:
+        return None
+    if is_binary:
+        os.replace(command, real)
+    tmp = command.with_name(".perf_analyzer.tmp")
+    tmp.write_text(LAUNCHER.format(libs=libs))
+    tmp.chmod(0o755)
+    os.replace(tmp, command)
+    return command
 
 
 def write_input_data(images: list[bytes], path: Path) -> Path:
@@ -103,41 +164,75 @@ def run_perf_analyzer(images: list[bytes], url: str, protocol: str = "http", mod
                       concurrency: str = "1:4:1", batch_size: int = 1, measurement_interval_ms: int = 2000,
                       max_trials: int = 5, stability_percentage: float = 20.0, csv_path: Optional[Path] = None,
                       timeout: Optional[float] = None) -> list[PerfRow]:
-    """Run perf_analyzer over a concurrency range; returns one row per concurrency level."""
+    """Run perf_analyzer at every level of a concurrency range; one row per requested level.
+
+    Each level is measured by a run of its own, so a level perf_analyzer cannot stabilise (it then stops
+    its sweep) is reported as such (``stable=False``, with its last trial's throughput and mean latency)
+    and the levels after it are still measured."""
     if not images:
         raise DamoClientError("perf needs at least one image")
+    levels = concurrency_levels(concurrency)
     binary = find_perf_analyzer()
     env = dict(os.environ)
     libs = library_dir(binary)
     if libs is not None:
         env["LD_LIBRARY_PATH"] = f"{libs}:{env['LD_LIBRARY_PATH']}" if env.get("LD_LIBRARY_PATH") else str(libs)
+    rows = []
     with tempfile.TemporaryDirectory(prefix="damo-perf-") as tmp:
         data = write_input_data(images, Path(tmp) / "input.json")
-        out_csv = Path(tmp) / "perf.csv"
-        cmd = [str(binary), "-m", model, "-u", url, "-i", protocol, "-b", str(batch_size),
-               "--concurrency-range", concurrency, "--input-data", str(data), "--shape", "IMAGE:1",
-               "--measurement-interval", str(measurement_interval_ms), "--max-trials", str(max_trials),
-               "--stability-percentage", f"{stability_percentage:g}",
-               "-f", str(out_csv)]
-        try:
-            run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-        except subprocess.TimeoutExpired as exc:
-            raise DamoClientError(f"perf_analyzer did not finish within {timeout:g} s") from exc
-        if run.returncode != 0 or not out_csv.is_file():
-            lines = [line for line in (run.stderr + run.stdout).splitlines() if line.strip()]
-            reason = next((line for line in lines if "error" in line.lower() or "failed" in line.lower()),
-                          lines[-1] if lines else f"exit code {run.returncode}")
-            raise DamoClientError(f"perf_analyzer failed: {reason.strip()}")
-        if csv_path is not None:
-            Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(out_csv, csv_path)
-        return parse_csv(out_csv)
+        for level in levels:
+            out_csv = Path(tmp) / f"perf-{level}.csv"
+            cmd = [str(binary), "-m", model, "-u", url, "-i", protocol, "-b", str(batch_size),
+                   "--concurrency-range", f"{level}:{level}", "--input-data", str(data), "--shape", "IMAGE:1",
+                   "--measurement-interval", str(measurement_interval_ms), "--max-trials", str(max_trials),
+                   "--stability-percentage", f"{stability_percentage:g}", "-v", "-f", str(out_csv)]
+            try:
+                run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+            except subprocess.TimeoutExpired as exc:
+                raise DamoClientError(f"perf_analyzer did not finish within {timeout:g} s") from exc
+            output = run.stdout + run.stderr
+            if run.returncode == 0 and out_csv.is_file():
+                passes = _PASS.findall(output)
+                rows += [replace(row, mean_ms=float(passes[-1][1]) / 1000) if passes else row
+                         for row in parse_csv(out_csv)]
+            elif UNSTABLE in output:
+                rows.append(unstable_row(level, output))
+            else:
+                lines = [line for line in output.splitlines() if line.strip()]
+                reason = next((line for line in lines if "error" in line.lower() or "failed" in line.lower()),
+                              lines[-1] if lines else f"exit code {run.returncode}")
+                raise DamoClientError(f"perf_analyzer failed at concurrency {level}: {reason.strip()}")
+    if csv_path is not None:
+        write_csv(rows, csv_path)
+    return rows
+
+
+def write_csv(rows: list[PerfRow], path: Path) -> Path:
+    """The rows as CSV (milliseconds; an unstable level has stable=False and empty percentiles)."""
+    from dataclasses import asdict, fields
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=[field.name for field in fields(PerfRow)])
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if isinstance(v, float) and v != v else v) for k, v in asdict(row).items()})
+    return path
 
 
 def format_rows(rows: list[PerfRow]) -> str:
     lines = ["concurrency  infer/s   p50 ms   p90 ms   p99 ms  queue ms  compute ms"]
-    lines += [f"{r.concurrency:>11}  {r.throughput:>7.1f}  {r.p50_ms:>7.1f}  {r.p90_ms:>7.1f}  {r.p99_ms:>7.1f}"
-              f"  {r.server_queue_ms:>8.2f}  {r.server_compute_ms:>10.1f}" for r in rows]
+    for r in rows:
+        if r.stable:
+            lines.append(f"{r.concurrency:>11}  {r.throughput:>7.1f}  {r.p50_ms:>7.1f}  {r.p90_ms:>7.1f}"
+                         f"  {r.p99_ms:>7.1f}  {r.server_queue_ms:>8.2f}  {r.server_compute_ms:>10.1f}")
+        else:
+            lines.append(f"{r.concurrency:>11}  {r.throughput:>7.1f}  unstable: last trial's mean latency "
+                         f"{r.mean_ms:.1f} ms")
+    unstable = [str(r.concurrency) for r in rows if not r.stable]
+    if unstable:
+        lines.append(f"perf_analyzer found no stable measurement at concurrency {', '.join(unstable)}: "
+                     "raise --measurement-interval or --max-trials, or accept a wider --stability")
     return "\n".join(lines)
 
 
@@ -163,3 +258,16 @@ def plot_rows(rows: list[PerfRow], path: Path, title: str = "damo_yolo served on
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
+
+
+if __name__ == "__main__":
+    import argparse
+    parser = argparse.ArgumentParser(prog="python -m damo_client.perf", description="perf_analyzer set-up")
+    parser.add_argument("--install-launcher", action="store_true", required=True,
+                        help="make this environment's perf_analyzer command find the libraries it links")
+    parser.parse_args()
+    try:
+        launcher = install_launcher()
+    except PerfUnavailable as exc:
+        raise SystemExit(f"perf_analyzer: {exc}")
+    print(f"perf_analyzer: {launcher or 'finds its libraries'} ready")

@@ -7,13 +7,23 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Union
 
 
+def _umask() -> int:
+    with open("/proc/self/status") as status:  # Linux: reading it leaves the process's umask alone
+        for line in status:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    return 0o022
+
+
 def atomic_write(path: Union[str, os.PathLike], write: Callable[[BinaryIO], None]) -> Path:
     """Call ``write(f)`` on a temporary file beside ``path``, fsync it, rename it over ``path``, fsync the
-    folder. On any error the temporary file is removed and ``path`` is untouched."""
+    folder. On any error the temporary file is removed and ``path`` is untouched. The file gets the mode
+    a plain ``open(path, "w")`` would give it (0666 less the umask), not the temporary file's 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up this checkout on a bare Debian 12 machine with Python 3.11: the system packages it lacks (see
-# README "System packages"), then a virtual environment in .venv holding the project (editable) and the
+# README "Setup in detail"), then a virtual environment in .venv holding the project (editable) and the
 # extras given in DAMO_EXTRAS (default: all = train, export, server, test). Idempotent: a second run
 # only checks and returns in seconds.
 set -euo pipefail
@@ -46,5 +46,10 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     say "installing damo-yolo[$EXTRAS] into .venv (about a minute on a fresh machine)"
     .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$EXTRAS]" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
     echo "$want" > "$stamp"
+fi
+# perf_analyzer (tritonclient wheel) links libb64/libcudart, which the nvidia-pytriton wheel holds: wrap it once
+if [ -f .venv/bin/perf_analyzer ] && head -c 4 .venv/bin/perf_analyzer | grep -q ELF \
+        && .venv/bin/python -c 'import pytriton' 2>/dev/null; then
+    .venv/bin/python -m damo_client.perf --install-launcher >/dev/null
 fi
 say "ready: $(.venv/bin/python -c 'import damo_yolo; print("damo_yolo", damo_yolo.__version__)') in $(pwd)/.venv"

@@ -22,10 +22,9 @@ def _val(trained_synthetic):
 @pytest.fixture(scope="module")
 def pytorch_metrics(trained_synthetic):
     import damo_yolo.training  # noqa: F401  (registers the mmengine modules)
-    from mmengine.config import Config
-
     from damo_yolo.tools.test import evaluate
-    return evaluate(Config.fromfile(str(trained_synthetic["config"])), str(trained_synthetic["checkpoint"]),
+    from damo_yolo.training.config import load_config
+    return evaluate(load_config(trained_synthetic["config"]), str(trained_synthetic["checkpoint"]),
                     num_workers=0)
 
 

@@ -152,12 +152,13 @@ class TrainTransform:
     ``mosaic_prob = 0`` (the last "no augmentation" epochs) leaves resize, flip and HSV.
     """
 
-    def __init__(self, input_size: tuple[int, int], mosaic_size: tuple[int, int] = (640, 640),
+    def __init__(self, input_size: tuple[int, int], mosaic_size: Optional[tuple[int, int]] = (640, 640),
                  mosaic_prob: float = 1.0, mixup_prob: float = 0.15, degrees: float = 10.0, translate: float = 0.2,
                  scale: tuple[float, float] = (0.1, 2.0), shear: float = 2.0, mixup_scale=(0.5, 1.5),
                  flip_prob: float = 0.5, hsv_gains: Optional[Sequence[float]] = (0.015, 0.7, 0.4),
                  keep_ratio: bool = False, pad_value: float = FILL):
-        self.input_size, self.mosaic_size = tuple(input_size), tuple(mosaic_size)
+        self.input_size = tuple(input_size)
+        self.mosaic_size = tuple(mosaic_size) if mosaic_size is not None else self.input_size  # None: the input size
         self.mosaic_prob, self.mixup_prob = mosaic_prob, mixup_prob
         self.degrees, self.translate, self.scale, self.shear = degrees, translate, tuple(scale), shear
         self.mixup_scale, self.flip_prob, self.hsv_gains = tuple(mixup_scale), flip_prob, hsv_gains

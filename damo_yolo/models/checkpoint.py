@@ -63,6 +63,8 @@ def read_checkpoint(path: PathLike, trusted: bool = False) -> dict:
     Files are read with ``weights_only=True`` (tensors and plain containers only) unless ``trusted``.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a directory, not a file")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.stat().st_size == 0:

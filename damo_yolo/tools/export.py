@@ -26,12 +26,29 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+class RepositoryExists(ValueError):
+    """The output folder already holds models this export would replace."""
+
+
+def check_out(out: Path, name: str, force: bool = False) -> None:
+    """Refuse to replace models of an existing repository unless ``force``; other models are left alone."""
+    if out.exists() and not out.is_dir():
+        raise RepositoryExists(f"--out {out} is a file, not a folder")
+    existing = [n for n in (name, f"{name}_preprocess", f"{name}_detector", f"{name}_postprocess")
+                if (out / n).exists()]
+    if existing and not force:
+        raise RepositoryExists(f"{out} already holds {', '.join(existing)}: pass --force to replace them, "
+                               f"or choose another --out (or --name)")
+
+
 def export_repository(checkpoint: Path, out: Path, variant: Optional[str] = None, target: str = "cpu",
                       name: str = "damo_yolo", score_threshold: Optional[float] = None,
                       iou_threshold: Optional[float] = None, max_detections: Optional[int] = None,
                       max_batch_size: int = 8, detector_instances: int = 1, precision: str = "fp16",
                       trusted: bool = False, preprocess: Optional[str] = None, dynamic_batching: bool = True,
-                      max_queue_delay_us: Optional[int] = None) -> Path:
+                      max_queue_delay_us: Optional[int] = None, force: bool = False) -> Path:
+    """Export ``checkpoint`` into the model repository ``out`` (refuses to replace its models unless ``force``)."""
+    check_out(Path(out), name, force)
     import onnx
     import onnxruntime
     import torch
@@ -81,23 +98,28 @@ def export_repository(checkpoint: Path, out: Path, variant: Optional[str] = None
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="damo-export", description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint", type=Path)
-    parser.add_argument("--out", type=Path, default=Path("triton_models"), help="model repository folder")
+    parser = argparse.ArgumentParser(prog="damo-export", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("checkpoint", type=Path, help="a checkpoint of damo-train, or an official DAMO-YOLO .pth")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="model repository folder (models already there are replaced only with --force)")
+    parser.add_argument("--force", action="store_true", help="replace this export's models if --out holds them")
     parser.add_argument("--variant", help="variant of an official checkpoint without metadata (T, S, M, L, Ns, ...)")
-    parser.add_argument("--target", choices=["cpu", "gpu"], default="cpu")
-    parser.add_argument("--name", default="damo_yolo", help="ensemble name clients call (default: damo_yolo)")
-    parser.add_argument("--score-threshold", type=float)
-    parser.add_argument("--iou-threshold", type=float)
-    parser.add_argument("--max-detections", type=int)
-    parser.add_argument("--max-batch-size", type=int, default=8)
+    parser.add_argument("--target", choices=["cpu", "gpu"], default="cpu",
+                        help="cpu: python backends + onnxruntime; gpu: TensorRT plan (needs a GPU)")
+    parser.add_argument("--name", default="damo_yolo", help="ensemble name clients call")
+    parser.add_argument("--score-threshold", type=float,
+                        help="served default score threshold (default: the checkpoint's)")
+    parser.add_argument("--iou-threshold", type=float, help="served default NMS IoU (default: the checkpoint's)")
+    parser.add_argument("--max-detections", type=int, help="boxes per image, K (default: the checkpoint's)")
+    parser.add_argument("--max-batch-size", type=int, default=8, help="largest batch a model executes")
     parser.add_argument("--instances", type=int, default=1, help="detector instances")
     parser.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp16", help="GPU target only")
     parser.add_argument("--preprocess", choices=["opencv", "dali"],
                         help="decode + resize with OpenCV or NVIDIA DALI (default: dali on gpu, opencv on cpu)")
     parser.add_argument("--no-dynamic-batching", action="store_true", help="one request per model execution")
     parser.add_argument("--max-queue-delay-us", type=int,
-                        help="how long a step may wait to fill a batch (default: the repository's)")
+                        help="how long a step may wait to fill a batch (default: the repository's, 500)")
     parser.add_argument("--trusted", action="store_true", help="allow pickled Python objects in the checkpoint")
     args = parser.parse_args(argv)
     from damo_yolo.deploy.tensorrt_builder import TensorRTUnavailable
@@ -106,7 +128,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         out = export_repository(args.checkpoint, args.out, args.variant, args.target, args.name,
                                 args.score_threshold, args.iou_threshold, args.max_detections,
                                 args.max_batch_size, args.instances, args.precision, args.trusted,
-                                args.preprocess, not args.no_dynamic_batching, args.max_queue_delay_us)
+                                args.preprocess, not args.no_dynamic_batching, args.max_queue_delay_us, args.force)
     except (CheckpointError, TensorRTUnavailable, ValueError) as exc:
         print(f"damo-export: {exc}", file=sys.stderr)
         return 1

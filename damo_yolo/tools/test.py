@@ -63,17 +63,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--trusted", action="store_true", help="allow pickled Python objects in the checkpoint")
     args = parser.parse_args(argv)
     import damo_yolo.training  # noqa: F401
-    from mmengine.config import Config
 
     from damo_yolo.data.coco import DataError
     from damo_yolo.models import CheckpointError
+    from damo_yolo.training.config import ConfigError, load_config
     try:
-        cfg = Config.fromfile(args.config)
-        if args.ann_file:
-            cfg.test_dataloader.dataset.ann_file = args.ann_file
-            cfg.test_dataloader.dataset.img_dir = args.img_dir or str(Path(args.ann_file).parent)
+        cfg = load_config(args.config)
+        if args.ann_file:  # paths as given on the command line, not under the config's data_root
+            cfg.test_dataloader.dataset.update(data_root=None, ann_file=args.ann_file,
+                                               img_dir=args.img_dir or str(Path(args.ann_file).parent))
         metrics = evaluate(cfg, args.checkpoint, args.batch_size, args.workers, args.json_out, args.trusted)
-    except (CheckpointError, DataError, FileNotFoundError) as exc:
+    except (CheckpointError, ConfigError, DataError, FileNotFoundError) as exc:
         print(f"damo-test: {exc}", file=sys.stderr)
         return 1
     print(" ".join(f"{k}={metrics[k]:.4f}" for k in ("mAP", "mAP_50", "mAP_75", "mAP_s", "mAP_m", "mAP_l")))

@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Optional
+
+from damo_yolo.data.coco import DataError
+from damo_yolo.training.config import ConfigError
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -48,12 +52,9 @@ def _parse_options(options: list[str]) -> dict:
 
 
 def build_config(args: argparse.Namespace):
-    from mmengine.config import Config
+    from damo_yolo.training.config import load_config
     config_path = Path(args.config)
-    if not config_path.is_file():
-        raise SystemExit(f"damo-train: config not found: {config_path}")
-    cfg = Config.fromfile(str(config_path))
-    cfg.merge_from_dict(_parse_options(args.cfg_options))
+    cfg = load_config(config_path, _parse_options(args.cfg_options))
     cfg.launcher = args.launcher
     import torch
     if not torch.cuda.is_available():  # CPU processes: gloo instead of NCCL, and no SyncBN (CUDA only)
@@ -77,11 +78,26 @@ def build_config(args: argparse.Namespace):
     return cfg
 
 
+def check_data(cfg) -> None:
+    """Refuse, in one line, a config whose data is not there (before mmengine prints the config)."""
+    from damo_yolo.training.config import data_files
+    missing = [p for p in data_files(cfg) if not p.exists()]
+    if missing:
+        raise DataError(f"{missing[0]} not found: put the data set there, point the config at it "
+                        "(--cfg-options data_root=DIR/), or generate the synthetic set: "
+                        "damo-synthetic --out data/synthetic")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     import damo_yolo.training  # noqa: F401  registers the DAMO-YOLO modules with mmengine
     from mmengine.runner import Runner
-    cfg = build_config(args)
+    try:
+        cfg = build_config(args)
+        check_data(cfg)
+    except (ConfigError, DataError) as exc:
+        print(f"damo-train: {exc}", file=sys.stderr)
+        return 1
     import torch
     if args.launcher == "pytorch" and not torch.cuda.is_available():
         # mmengine's pytorch launcher selects a CUDA device unconditionally; on CPU hosts join the group
@@ -90,7 +106,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         if not dist.is_initialized():
             dist.init_process_group(backend="gloo")
     runner = Runner.from_cfg(cfg)
-    runner.train()
+    try:
+        runner.train()
+    except DataError as exc:  # found while reading (e.g. an annotation file that is not COCO)
+        print(f"damo-train: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -6,7 +6,8 @@ sees exactly the samples the interrupted one would have.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from pathlib import Path
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -18,6 +19,11 @@ from ..data.preprocess import resize_image
 from ..data.transforms import TrainTransform
 
 
+def data_path(data_root: Optional[str], path: str) -> Path:
+    """``path`` under ``data_root`` (an absolute ``path`` stays as it is)."""
+    return Path(data_root or "") / path
+
+
 def _to_chw(img: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
 
@@ -25,8 +31,8 @@ def _to_chw(img: np.ndarray) -> torch.Tensor:
 @DATASETS.register_module()
 class DetectionTrainDataset(Dataset):
     def __init__(self, ann_file: str, img_dir: str, input_size: Sequence[int], class_names=None, seed: int = 0,
-                 **transform: object):
-        self.coco = CocoDetection(ann_file, img_dir, class_names)
+                 data_root: Optional[str] = None, **transform: object):
+        self.coco = CocoDetection(data_path(data_root, ann_file), data_path(data_root, img_dir), class_names)
         self.transform = TrainTransform(tuple(input_size), **transform)
         self.seed, self.epoch, self.augment = int(seed), 0, True
 
@@ -53,8 +59,8 @@ class DetectionValDataset(Dataset):
     """Images resized as at inference (stretch, or letterbox with ``keep_ratio``) plus the mapping back."""
 
     def __init__(self, ann_file: str, img_dir: str, input_size: Sequence[int], class_names=None,
-                 keep_ratio: bool = False, pad_value: float = 0.0):
-        self.coco = CocoDetection(ann_file, img_dir, class_names)
+                 keep_ratio: bool = False, pad_value: float = 0.0, data_root: Optional[str] = None):
+        self.coco = CocoDetection(data_path(data_root, ann_file), data_path(data_root, img_dir), class_names)
         self.input_size = tuple(input_size)
         self.mode, self.pad_value = ("letterbox" if keep_ratio else "stretch"), pad_value
 

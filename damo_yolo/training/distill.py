@@ -47,10 +47,10 @@ class FeatureDistiller(nn.Module):
 
 def load_teacher(config: str, checkpoint: str) -> nn.Module:
     """A frozen teacher detector from its training config (variant, classes) and a checkpoint."""
-    from mmengine.config import Config
+    from .config import load_config
     if not Path(config).is_file():
         raise FileNotFoundError(f"teacher config not found: {config}")
-    model_cfg = Config.fromfile(config).model
+    model_cfg = load_config(config).model
     teacher = build_model(model_cfg["variant"], model_cfg.get("num_classes", 80))
     load_checkpoint(teacher, checkpoint)
     return teacher.eval().requires_grad_(False)

@@ -35,11 +35,11 @@ class CocoDetectionMetric(BaseMetric):
     default_prefix = "coco"
 
     def __init__(self, ann_file: str, class_names: Optional[Sequence[str]] = None, collect_device: str = "cpu",
-                 prefix: Optional[str] = None):
+                 prefix: Optional[str] = None, data_root: Optional[str] = None):
         super().__init__(collect_device=collect_device, prefix=prefix)
-        self.ann_file = str(ann_file)
-        categories = json.loads(Path(ann_file).read_text())["categories"]
-        _, self.cat_ids = category_mapping(categories, class_names, ann_file)
+        self.ann_file = str(Path(data_root or "") / ann_file)
+        categories = json.loads(Path(self.ann_file).read_text())["categories"]
+        _, self.cat_ids = category_mapping(categories, class_names, self.ann_file)
 
     def process(self, data_batch, data_samples: Sequence[dict]) -> None:
         for result in data_samples:  # one entry per image: mmengine gathers ranks by sample count

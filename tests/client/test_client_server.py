@@ -147,3 +147,19 @@ def test_cli_perf_runs_perf_analyzer_with_real_images(served_synthetic, sample_i
     assert [r[0] for r in rows] == ["1", "2"] and all(float(r[1]) > 0 and float(r[2]) > 0 for r in rows)
     assert len((tmp_path / "perf.csv").read_text().splitlines()) == 3
     assert (tmp_path / "perf.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_perf_reports_levels_it_cannot_stabilise(served_synthetic, sample_images, tmp_path):
+    """perf_analyzer needs three windows to judge stability: with two it never can. Every requested level is
+    still reported, marked unstable, and the command says so."""
+    result = CliRunner().invoke(cli, [
+        "perf", "-u", served_synthetic.http_url, "--images", str(sample_images[0]), "--concurrency", "1:3:2",
+        "--measurement-interval", "300", "--max-trials", "2", "--csv", str(tmp_path / "perf.csv")])
+    assert result.exit_code == 0, result.output
+    rows = [line.split() for line in result.output.splitlines() if line.strip()[:1].isdigit()]
+    assert [r[0] for r in rows] == ["1", "3"] and all(r[2] == "unstable:" and float(r[1]) > 0 for r in rows)
+    assert "no stable measurement at concurrency 1, 3" in result.output and "warning" in result.output
+    import csv
+    recorded = list(csv.DictReader(open(tmp_path / "perf.csv")))
+    assert [(r["concurrency"], r["stable"]) for r in recorded] == [("1", "False"), ("3", "False")]
+    assert all(float(r["mean_ms"]) > 0 and r["p50_ms"] == "" for r in recorded)

@@ -17,7 +17,7 @@ from damo_client import DamoClient, Detection, ImageError, ServerUnavailable
 from damo_client.cli import cli
 from damo_client.client import _connection_error
 from damo_client.images import expand_paths, to_bytes
-from damo_client.perf import parse_csv, write_input_data
+from damo_client.perf import concurrency_levels, format_rows, parse_csv, unstable_row, write_input_data
 from damo_client.results import format_table
 from damo_yolo.deploy.tritonserver import free_ports
 
@@ -85,6 +85,18 @@ def test_parse_perf_analyzer_csv(tmp_path):
     assert [r.concurrency for r in rows] == [1, 2]
     assert rows[0].p50_ms == pytest.approx(57.643) and rows[1].throughput == pytest.approx(19.6752)
     assert rows[0].server_compute_ms == pytest.approx(56.888)
+
+
+def test_unstable_level_keeps_its_last_trial():
+    # what perf_analyzer 2.51 prints (-v) for a level it cannot stabilise
+    output = ("Request concurrency: 2\n"
+              "  Pass [1] throughput: 3.30979 infer/sec. Avg latency: 365605 usec (std 1815 usec). \n"
+              "  Pass [2] throughput: 23.1211 infer/sec. Avg latency: 113778 usec (std 58888 usec). \n"
+              "Failed to obtain stable measurement within 2 measurement windows for concurrency 2.\n")
+    row = unstable_row(2, output)
+    assert not row.stable and row.throughput == pytest.approx(23.1211) and row.mean_ms == pytest.approx(113.778)
+    assert "unstable" in format_rows([row]) and "no stable measurement at concurrency 2" in format_rows([row])
+    assert concurrency_levels("1:8:3") == [1, 4, 7] and concurrency_levels("4") == [4]
 
 
 def test_only_connection_errors_are_retried():

@@ -136,3 +136,16 @@ def test_pickled_objects_need_trust(tmp_path, trained_like):
     with pytest.raises(CheckpointError, match=r"argparse\.Namespace.*trusted=True"):
         load_checkpoint(build_model("Ns"), tmp_path / "obj.pth")
     load_checkpoint(build_model("Ns"), tmp_path / "obj.pth", trusted=True)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_checkpoint_gets_the_umask_mode(tmp_path, trained_like, umask):
+    """As any file the user writes (0644 under the usual umask), not the temporary file's 0600."""
+    import os
+    import stat
+    old = os.umask(umask)
+    try:
+        path = save_checkpoint(tmp_path / "ckpt.pth", trained_like)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask

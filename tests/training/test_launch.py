@@ -7,15 +7,16 @@ import sys
 
 import torch
 
+from damo_yolo.deploy.tritonserver import free_ports
 from training_utils import ROOT, run_train, write_config
 from test_resume import TINY
 
-ONE_EPOCH = dict(TINY, train_cfg="dict(max_epochs=1, val_interval=1, dynamic_intervals=None)")
+ONE_EPOCH = dict(TINY, max_epochs="1", val_interval="1")
 
 
 def test_torchrun_two_processes(tmp_path, tiny_synthetic):
     config = write_config(tmp_path / "ddp.py", tiny_synthetic, **ONE_EPOCH)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29613",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_ports(1)[0]),
            "-m", "damo_yolo.tools.train", str(config), "--launcher", "pytorch", "--work-dir", str(tmp_path / "run")]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     run = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
@@ -29,7 +30,7 @@ def test_torchrun_two_processes(tmp_path, tiny_synthetic):
 
 
 def test_distillation_from_the_command_line(tmp_path, tiny_synthetic):
-    teacher_config = write_config(tmp_path / "teacher.py", tiny_synthetic, **dict(ONE_EPOCH, model="dict(variant='Nm')"))
+    teacher_config = write_config(tmp_path / "teacher.py", tiny_synthetic, **dict(ONE_EPOCH, variant="'Nm'"))
     teacher = run_train(teacher_config, tmp_path / "teacher")
     assert teacher.returncode == 0, teacher.stderr[-3000:]
     student_config = write_config(tmp_path / "student.py", tiny_synthetic, **ONE_EPOCH)

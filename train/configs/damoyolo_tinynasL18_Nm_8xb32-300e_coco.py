@@ -1,4 +1,4 @@
 # DAMO-YOLO-Nm (TinyNAS mobile) on COCO, 8 GPUs x 32 images, 300 epochs, 416 input.
 _base_ = ["./_base_/damoyolo_nano_coco.py"]
 
-model = dict(variant="Nm")
+variant = "Nm"

@@ -3,32 +3,35 @@
 _base_ = ["./_base_/damoyolo_nano_coco.py"]
 
 # ======================= frequently modified =======================
-data_root = "data/synthetic/"
+variant = "Ns"
+data_root = "data/synthetic/"      # holds annotations/instances_{train,val}.json, train/, val/
 input_size = (256, 256)
 batch_size = 16
+num_workers = 2
 max_epochs = 40
-lr = 0.004                         # AdamW, as the Nano recipe at its 256 batch: a small set wants the full step
+base_lr = 0.004                    # AdamW, as the Nano recipe at its 256 batch: a small set wants the full step
+val_interval = 5
 
-model = dict(variant="Ns", num_classes=8, channels_last=True)
+# ======================= possibly modified =========================
+mosaic_size = None                 # the input size
+affine_scale = (0.5, 1.5)
+warmup_epochs = 2
+no_aug_epochs = 5
+
+model = dict(num_classes=8, channels_last=True)
 train_dataloader = dict(
-    batch_size=batch_size,
-    num_workers=2,
-    dataset=dict(ann_file=data_root + "annotations/instances_train.json", img_dir=data_root + "train/",
-                 input_size=input_size, class_names=None, mosaic_size=input_size, scale=(0.5, 1.5),
-                 mixup_prob=0.15, hsv_gains=(0.015, 0.7, 0.4)))
+    dataset=dict(ann_file="annotations/instances_train.json", img_dir="train/", class_names=None,
+                 hsv_gains=(0.015, 0.7, 0.4)))
 val_dataloader = dict(
     batch_size=16,
     num_workers=2,
-    dataset=dict(ann_file=data_root + "annotations/instances_val.json", img_dir=data_root + "val/",
-                 input_size=input_size, class_names=None))
+    dataset=dict(ann_file="annotations/instances_val.json", img_dir="val/", class_names=None))
 test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + "annotations/instances_val.json", class_names=None)
+val_evaluator = dict(ann_file="annotations/instances_val.json", class_names=None)
 test_evaluator = val_evaluator
-optim_wrapper = dict(optimizer=dict(lr=lr))
-train_cfg = dict(max_epochs=max_epochs, val_interval=5, dynamic_intervals=[(max_epochs - 5, 1)])
 default_hooks = dict(logger=dict(interval=10))
 custom_hooks = [
-    dict(type="DAMOScheduleHook", warmup_epochs=2, no_aug_epochs=5, min_lr_ratio=0.05),
+    dict(type="DAMOScheduleHook"),
     dict(type="EMAHook", ema_type="DAMOModelEMA", update_buffers=True, priority=49, ramp=200.0),
     dict(type="ExportCheckpointHook", metric="coco/mAP"),
 ]

@@ -1,5 +1,5 @@
 # DAMO-YOLO-Ns (TinyNAS mobile) on COCO, 8 GPUs x 32 images, 300 epochs, 416 input.
 _base_ = ["./_base_/damoyolo_nano_coco.py"]
 
-model = dict(variant="Ns")
-train_dataloader = dict(dataset=dict(scale=(0.75, 1.25)))  # Ns: milder scale jitter than the other models
+variant = "Ns"
+affine_scale = (0.75, 1.25)  # Ns: milder scale jitter than the other models

@@ -1,5 +1,5 @@
 # DAMO-YOLO-T (TinyNAS-L20) on COCO, 8 GPUs x 32 images, 300 epochs: the reference recipe.
 _base_ = ["./_base_/damoyolo_coco.py"]
 
-model = dict(variant="T")
-train_dataloader = dict(dataset=dict(shear=0.2))  # T uses the mild shear of the Nano models
+variant = "T"
+shear = 0.2  # T uses the mild shear of the Nano models

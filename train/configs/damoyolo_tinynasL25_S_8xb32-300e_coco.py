@@ -1,4 +1,4 @@
 # DAMO-YOLO-S (TinyNAS-L25) on COCO, 8 GPUs x 32 images, 300 epochs: the reference recipe.
 _base_ = ["./_base_/damoyolo_coco.py"]
 
-model = dict(variant="S")
+variant = "S"

@@ -1,0 +1,53 @@
+"""`damo-export` as a user meets it: --out is required, a repository's models are replaced only with --force,
+and a wrong checkpoint path says what is wrong."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from damo_yolo.models import build_model, default_meta, get_model_cfg, save_checkpoint
+
+
+def _export(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "damo_yolo.tools.export", *map(str, args)],
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def small_checkpoint(tmp_path_factory):
+    meta = dict(default_meta(get_model_cfg("Ns"), 2, ["a", "b"]), input_size=[128, 128])
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "ns.pth", build_model("Ns", num_classes=2), meta)
+
+
+def test_out_is_required_and_help_shows_defaults():
+    run = _export("model.pth")
+    assert run.returncode == 2 and "--out" in run.stderr
+    text = _export("--help").stdout
+    assert "(default: 8)" in text and "(default: cpu)" in text and "--force" in text
+
+
+def test_existing_models_are_replaced_only_with_force(tmp_path, small_checkpoint):
+    repo = tmp_path / "triton_models"
+    (repo / "damo_yolo_detector" / "1").mkdir(parents=True)
+    keep = repo / "damo_yolo_detector" / "1" / "model.onnx"
+    keep.write_bytes(b"the model being served")
+    (repo / "other_model").mkdir()
+    run = _export(small_checkpoint, "--out", repo)
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert "already holds damo_yolo_detector" in run.stderr and "--force" in run.stderr
+    assert keep.read_bytes() == b"the model being served"
+
+    run = _export(small_checkpoint, "--out", repo, "--force")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert keep.read_bytes().startswith(b"\x08")  # an ONNX protobuf now
+    assert (repo / "other_model").is_dir(), "models of other exports are left alone"
+
+
+def test_checkpoint_paths_that_are_not_files(tmp_path):
+    run = _export(tmp_path, "--out", tmp_path / "repo")
+    assert run.returncode == 1 and f"checkpoint {tmp_path} is a directory" in run.stderr
+    run = _export(tmp_path / "nothing.pth", "--out", tmp_path / "repo")
+    assert run.returncode == 1 and "checkpoint not found" in run.stderr
+    assert not (tmp_path / "repo").exists()
