@@ -19,13 +19,15 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from damo_client.errors import ContractError, DamoClientError, InferenceError, ServerUnavailable
+from damo_yolo import contract as C
+
+from damo_client.errors import ContractError, DamoClientError, InferenceError, ServerUnavailable, WrongProtocol
 from damo_client.images import ImageInput, to_bytes
 from damo_client.results import Detection
 
 PROTOCOLS = ("http", "grpc")
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001}
-OUTPUTS = ("num_detections", "boxes", "scores", "classes")
+OUTPUTS = tuple(t.name for t in C.ENSEMBLE_OUTPUTS)
 
 
 def default_url(protocol: str) -> str:
@@ -46,6 +48,30 @@ def _connection_error(exc: BaseException) -> bool:
         pass
     status = getattr(exc, "status", None)
     return callable(status) and str(status()) == "StatusCode.UNAVAILABLE"
+
+
+def spoken_protocol(url: str, timeout: float = 2.0) -> Optional[str]:
+    """Which protocol the server at ``url`` (host:port) speaks: "http" (HTTP/1.x answers a plain request),
+    "grpc" (HTTP/2 frames, as Triton's gRPC port answers), or None (no answer, or something else)."""
+    import socket
+    host, _, port = url.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as sock:
+            sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: " + host.encode() + b"\r\nConnection: close\r\n\r\n")
+            head = sock.recv(16)
+    except (OSError, ValueError):
+        return None
+    if head.startswith(b"HTTP/1."):
+        return "http"
+    if len(head) >= 9 and head[3] == 0x04:  # an HTTP/2 SETTINGS frame: a gRPC server's first words
+        return "grpc"
+    return None
+
+
+def _garbled_answer(exc: BaseException) -> bool:
+    """An answer that is not HTTP/1.x (what an HTTP client reads from a gRPC port)."""
+    text = str(exc)
+    return type(exc).__name__ == "HTTPParseError" or "Expected HTTP/" in text or "Bad status line" in text
 
 
 def _server_message(exc: BaseException) -> str:
@@ -87,6 +113,29 @@ class _ClientBase:
     def _delay(self, attempt: int) -> float:
         return self.backoff * (2 ** attempt)
 
+    def _wrong_protocol(self) -> Optional[WrongProtocol]:
+        """The error to raise when the address speaks the other protocol (checked after a failure only)."""
+        spoken = spoken_protocol(self.url, min(self.timeout, 2.0))
+        if spoken is None or spoken == self.protocol:
+            return None
+        port = DEFAULT_PORTS[self.protocol]
+        return WrongProtocol(f"{self.url} speaks {'gRPC' if spoken == 'grpc' else 'HTTP'}, not "
+                             f"{'gRPC' if self.protocol == 'grpc' else 'HTTP'}: use protocol {spoken!r} "
+                             f"(--protocol {spoken}) with this address, or the server's {self.protocol} port "
+                             f"({port} by default)")
+
+    def _failure(self, exc: BaseException, what: str, last_attempt: bool) -> Optional[DamoClientError]:
+        """The error to raise for ``exc`` now, or None to retry the call."""
+        if isinstance(exc, DamoClientError):
+            return exc
+        if _garbled_answer(exc) or (_connection_error(exc) and "Socket closed" in str(exc)):
+            wrong = self._wrong_protocol()  # the address answered, but not in this protocol?
+            if wrong is not None:
+                return wrong
+        if not _connection_error(exc):
+            return self._error(exc, what)
+        return self._unavailable(exc, what) if last_attempt else None
+
     def _unavailable(self, exc: BaseException, what: str) -> ServerUnavailable:
         return ServerUnavailable(f"cannot reach the server at {self.url} ({self.protocol}) for {what} after "
                                  f"{self.retries + 1} attempt(s): {_server_message(exc)} — is tritonserver running?")
@@ -103,24 +152,24 @@ class _ClientBase:
         config = config.get("config", config)  # gRPC wraps the config
         inputs = {t["name"]: t["datatype"] for t in metadata.get("inputs", [])}
         outputs = {t["name"] for t in metadata.get("outputs", [])}
-        if inputs.get("IMAGE") != "BYTES" or not set(OUTPUTS) <= outputs:
+        if inputs.get(C.IMAGE.name) != C.IMAGE.datatype or not set(OUTPUTS) <= outputs:
             raise ContractError(f"model {self.model!r} at {self.url} is not the DAMO-YOLO ensemble: expected input "
-                                f"IMAGE (BYTES) and outputs {', '.join(OUTPUTS)}; got inputs {inputs} and outputs "
-                                f"{sorted(outputs)}")
+                                f"{C.IMAGE.name} ({C.IMAGE.datatype}) and outputs {', '.join(OUTPUTS)}; got inputs "
+                                f"{inputs} and outputs {sorted(outputs)}")
         self.max_batch_size = max(1, int(config.get("max_batch_size", 1)))
         names = config.get("parameters", {}).get("class_names", {}).get("string_value")
         self.class_names = json.loads(names) if names else []
 
     def _inputs(self, datas: list[bytes], score_threshold: Optional[float], iou_threshold: Optional[float]):
         mod, n = self.module, len(datas)
-        image = mod.InferInput("IMAGE", [n, 1], "BYTES")
+        image = mod.InferInput(C.IMAGE.name, [n, 1], C.IMAGE.datatype)
         image.set_data_from_numpy(np.array([[d] for d in datas], dtype=np.object_))
         inputs = [image]
-        for name, value in (("SCORE_THRESHOLD", score_threshold if score_threshold is not None
+        for spec, value in ((C.SCORE_THRESHOLD, score_threshold if score_threshold is not None
                              else self.score_threshold),
-                            ("IOU_THRESHOLD", iou_threshold if iou_threshold is not None else self.iou_threshold)):
+                            (C.IOU_THRESHOLD, iou_threshold if iou_threshold is not None else self.iou_threshold)):
             if value is not None:
-                tensor = mod.InferInput(name, [n, 1], "FP32")
+                tensor = mod.InferInput(spec.name, [n, 1], spec.datatype)
                 tensor.set_data_from_numpy(np.full((n, 1), value, np.float32))
                 inputs.append(tensor)
         return inputs
@@ -129,8 +178,8 @@ class _ClientBase:
         return [self.module.InferRequestedOutput(name) for name in OUTPUTS]
 
     def _parse(self, result) -> list[list[Detection]]:
-        num = result.as_numpy("num_detections").reshape(-1)
-        boxes, scores, classes = (result.as_numpy(name) for name in ("boxes", "scores", "classes"))
+        num = result.as_numpy(C.NUM_DETECTIONS.name).reshape(-1)
+        boxes, scores, classes = (result.as_numpy(t.name) for t in (C.BOXES, C.SCORES, C.CLASSES))
         out = []
         for i, n in enumerate(num.tolist()):  # plain Python numbers, converted once per image
             out.append([Detection(box=tuple(box), score=score, class_id=cls, class_name=self._name(cls))
@@ -188,10 +237,9 @@ class DamoClient(_ClientBase):
             try:
                 return getattr(self.triton, method)(*args, **kwargs)
             except Exception as exc:  # tritonclient raises OSError subclasses or InferenceServerException
-                if not _connection_error(exc):
-                    raise self._error(exc, what) from exc
-                if attempt == self.retries:
-                    raise self._unavailable(exc, what) from exc
+                error = self._failure(exc, what, attempt == self.retries)
+                if error is not None:
+                    raise error from exc
                 if self.protocol == "http":  # a fresh connection pool after a reset
                     self.close()
                 time.sleep(self._delay(attempt))
@@ -273,10 +321,9 @@ class AsyncDamoClient(_ClientBase):
             try:
                 return await asyncio.wait_for(getattr(self.triton, name)(*args, **kwargs), self.timeout)
             except Exception as exc:
-                if not _connection_error(exc):
-                    raise self._error(exc, what) from exc
-                if attempt == self.retries:
-                    raise self._unavailable(exc, what) from exc
+                error = await asyncio.to_thread(self._failure, exc, what, attempt == self.retries)
+                if error is not None:
+                    raise error from exc
                 await self.close()
                 await asyncio.sleep(self._delay(attempt))
 

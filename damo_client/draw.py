@@ -21,16 +21,24 @@ def annotate(image: np.ndarray, detections: list[Detection]) -> np.ndarray:
     out = image.copy()
     thickness = max(1, round(max(out.shape[:2]) / 400))
     scale = max(0.4, max(out.shape[:2]) / 1400)
+    height, width = out.shape[:2]
+    pad = 2  # label background around the text (anti-aliased glyphs reach a pixel beyond getTextSize's width)
     for det in sorted(detections, key=lambda d: d.score):
         x1, y1, x2, y2 = (int(round(v)) for v in det.box)
         colour = _colour(det.class_id)
         cv2.rectangle(out, (x1, y1), (x2, y2), colour, thickness)
         label = f"{det.class_name} {det.score:.2f}"
-        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-        top = max(0, y1 - th - base - 2)
-        left = max(0, min(x1, out.shape[1] - tw - 2))  # keep the label inside the image
-        cv2.rectangle(out, (left, top), (left + tw + 2, top + th + base + 2), colour, -1)
-        cv2.putText(out, label, (left + 1, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+        size = scale
+        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, size, 1)
+        if tw + 2 * pad > width:  # narrower than the label: a smaller font
+            size *= (width - 2 * pad) / (tw + 2 * pad)
+            (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, size, 1)
+        box_w, box_h = tw + 2 * pad, th + base + 2 * pad
+        left = max(0, min(x1, width - box_w))  # the whole label inside the image
+        top = max(0, min(y1 - box_h, height - box_h))
+        cv2.rectangle(out, (left, top), (left + box_w - 1, top + box_h - 1), colour, -1)
+        cv2.putText(out, label, (left + pad, top + pad + th), cv2.FONT_HERSHEY_SIMPLEX, size, (0, 0, 0), 1,
+                    cv2.LINE_AA)
     return out
 
 

@@ -19,3 +19,7 @@ class ContractError(DamoClientError):
 
 class ImageError(DamoClientError):
     """A local input that cannot be sent: missing file, unreadable, or an array that is not an image."""
+
+
+class WrongProtocol(DamoClientError):
+    """The address answers, but in the other protocol (an HTTP client at the gRPC port, or the reverse)."""

@@ -22,6 +22,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
+from damo_yolo import contract as C
+
 from damo_client.errors import DamoClientError
 
 LIBRARIES = {"libb64.so.0d": "libb64-*.so.0d", "libcudart.so.12": "libcudart-*.so.12*"}
@@ -141,7 +143,7 @@ def install_launcher(bindir: Optional[Path] = None) -> Optional[Path]:
 
 def write_input_data(images: list[bytes], path: Path) -> Path:
     """perf_analyzer's --input-data JSON: each image as a serialized BYTES element (4-byte length + bytes)."""
-    entries = [{"IMAGE": {"b64": base64.b64encode(struct.pack("<I", len(d)) + d).decode("ascii")}} for d in images]
+    entries = [{C.IMAGE.name: {"b64": base64.b64encode(struct.pack("<I", len(d)) + d).decode("ascii")}} for d in images]
     path.write_text(json.dumps({"data": entries}))
     return path
 
@@ -183,7 +185,8 @@ def run_perf_analyzer(images: list[bytes], url: str, protocol: str = "http", mod
         for level in levels:
             out_csv = Path(tmp) / f"perf-{level}.csv"
             cmd = [str(binary), "-m", model, "-u", url, "-i", protocol, "-b", str(batch_size),
-                   "--concurrency-range", f"{level}:{level}", "--input-data", str(data), "--shape", "IMAGE:1",
+                   "--concurrency-range", f"{level}:{level}", "--input-data", str(data),
+                   "--shape", f"{C.IMAGE.name}:1",
                    "--measurement-interval", str(measurement_interval_ms), "--max-trials", str(max_trials),
                    "--stability-percentage", f"{stability_percentage:g}", "-v", "-f", str(out_csv)]
             try:

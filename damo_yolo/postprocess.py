@@ -10,6 +10,8 @@ from typing import Optional
 
 import numpy as np
 
+from .contract import MAX_DETECTIONS
+
 
 def box_iou_one_to_many(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     lt = np.maximum(box[:2], boxes[:, :2])
@@ -83,7 +85,7 @@ def batched_nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou_
 
 
 def postprocess(scores: np.ndarray, boxes: np.ndarray, score_threshold: float, iou_threshold: float,
-                max_detections: int = 500, pre_nms_topk: Optional[int] = None
+                max_detections: int = MAX_DETECTIONS, pre_nms_topk: Optional[int] = None
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One image: ``scores`` [N, C] probabilities, ``boxes`` [N, 4] xyxy → (boxes [K, 4], scores [K],
     classes [K]) with K ≤ max_detections, sorted by score. ``pre_nms_topk`` optionally caps the candidates

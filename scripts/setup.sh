@@ -43,7 +43,7 @@ fi
 stamp=".venv/.damo-installed"
 want="$(cat setup.py pyproject.toml | sha256sum | cut -c1-16) $EXTRAS"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    say "installing damo-yolo[$EXTRAS] into .venv (about a minute on a fresh machine)"
+    say "installing damo-yolo[$EXTRAS] into .venv (2-3 minutes on a fresh machine)"
     .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$EXTRAS]" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
     echo "$want" > "$stamp"
 fi

@@ -33,12 +33,12 @@ def local_detections(model, meta, data: bytes, score_threshold=None, chw_info=No
 
     from damo_yolo.data.preprocess import decode_image, preprocess
     from damo_yolo.postprocess import postprocess
-    chw, info = chw_info or preprocess(decode_image(data), tuple(meta["input_size"]), meta["resize"], meta["pad_value"])
+    chw, info = chw_info or preprocess(decode_image(data), tuple(meta.input_size), meta.resize, meta.pad_value)
     with torch.inference_mode():
         scores, boxes = model(torch.from_numpy(chw)[None])
-    thr = meta["score_threshold"] if score_threshold is None else score_threshold
-    det_boxes, det_scores, det_classes = postprocess(scores[0].numpy(), boxes[0].numpy(), thr, meta["iou_threshold"],
-                                                     meta["max_detections"])
+    thr = meta.score_threshold if score_threshold is None else score_threshold
+    det_boxes, det_scores, det_classes = postprocess(scores[0].numpy(), boxes[0].numpy(), thr, meta.iou_threshold,
+                                                     meta.max_detections)
     return info.to_original(det_boxes), det_scores, det_classes
 
 

@@ -47,7 +47,7 @@ def test_committed_onnx_equals_the_checkpoint_in_pytorch(tmp_path):
     from damo_yolo.data.synthetic import generate_split
     generate_split(tmp_path, "check", 2, (320, 320), 5, [])  # procedural backgrounds
     images = sorted((tmp_path / "check").glob("*.jpg"))
-    x = np.stack([preprocess(decode_image(p.read_bytes()), tuple(meta["input_size"]))[0] for p in images])
+    x = np.stack([preprocess(decode_image(p.read_bytes()), tuple(meta.input_size))[0] for p in images])
     scores, boxes = session.run(None, {"images": x})
     with torch.inference_mode():  # the float64 truth: the comparison holds on any CPU
         want_scores, want_boxes = model.double()(torch.from_numpy(x).double())
@@ -73,3 +73,23 @@ def test_demo_command_serves_and_detects(tmp_path):
     assert len(list((tmp_path / "out" / "annotated").glob("*.jpg"))) == 6
     found, total = map(int, re.search(r"found (\d+) of the (\d+) shapes", run.stdout).groups())
     assert found >= 0.6 * total, run.stdout[-1500:]
+
+
+def test_demo_results_folder_holds_only_the_last_run(tmp_path):
+    from damo_yolo.tools.demo import MARKER, prepare_out
+    out = tmp_path / "demo_output"
+    prepare_out(out)
+    (out / "annotated").mkdir()
+    (out / "annotated" / "old_scene.jpg").write_bytes(b"from the run before")
+    (out / "detections.json").write_text("[]")
+    prepare_out(out)  # the next run starts clean
+    assert sorted(p.name for p in out.iterdir()) == [MARKER]
+    mine = tmp_path / "my_photos"
+    mine.mkdir()
+    (mine / "holiday.jpg").write_bytes(b"a user's file")
+    with pytest.raises(FileExistsError, match="did not write"):
+        prepare_out(mine)
+    assert (mine / "holiday.jpg").exists()
+    help_text = subprocess.run([sys.executable, "-m", "damo_yolo.tools.demo", "--help"], capture_output=True,
+                               text=True).stdout
+    assert "0.35)" in help_text and "(default: http)" in help_text and help_text.count("(default:") >= 6

@@ -20,11 +20,48 @@ class ImageDecodeError(ValueError):
     """Bytes that are not a usable JPEG or PNG image (the message says why)."""
 
 
+def jpeg_length(buf: np.ndarray) -> int:
+    """Bytes up to and including the end-of-image marker that ends a JPEG's last scan; ImageDecodeError when
+    the data ends first (truncated). Data after that marker (the video of a phone's "motion photo", a
+    camera's trailer) is not part of the image.
+
+    Segments are skipped by their length fields, so marker-like bytes inside them (an EXIF thumbnail's own
+    end marker) are never mistaken for the end; in entropy-coded data every 0xFF is a marker, a stuffed
+    0xFF00 or a restart marker. One vectorised pass finds the candidates: O(bytes), whatever the content.
+    """
+    n = buf.size
+    ff = np.flatnonzero(buf[:-1] == 0xFF)
+    following = buf[ff + 1]
+    markers = ff[(following != 0x00) & (following != 0xFF) & ((following < 0xD0) | (following > 0xD7))]
+    i = 2  # after SOI
+    while i + 1 < n:
+        if buf[i] != 0xFF:
+            raise ImageDecodeError(f"corrupt JPEG: no marker at byte {i} ({n} bytes)")
+        marker = int(buf[i + 1])
+        if marker == 0xFF:  # fill byte before a marker
+            i += 1
+            continue
+        if marker == 0xD9:
+            return i + 2
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
+            i += 2
+            continue
+        if i + 3 >= n:
+            break
+        i += 2 + (int(buf[i + 2]) << 8 | int(buf[i + 3]))
+        if marker == 0xDA:  # start of scan: entropy-coded data up to the next marker
+            k = int(np.searchsorted(markers, i))
+            if k == markers.size:
+                break
+            i = int(markers[k])
+    raise ImageDecodeError(f"truncated JPEG: the data ends before the end-of-image marker ({n} bytes)")
+
+
 def check_encoded(data: bytes) -> tuple[np.ndarray, str]:
     """The container checks every decoder here relies on: non-empty, JPEG or PNG, JPEG not truncated.
 
-    Returns the bytes as a uint8 array and the format name. A JPEG without its end-of-image marker is
-    refused as truncated (decoders would otherwise return a partly grey image).
+    Returns the image's bytes as a uint8 array (a JPEG without anything after its end-of-image marker)
+    and the format name. A truncated JPEG is refused (decoders would return a partly grey image).
     """
     if data is None or len(data) == 0:
         raise ImageDecodeError("empty input (0 bytes): expected an encoded JPEG or PNG image")
@@ -33,8 +70,8 @@ def check_encoded(data: bytes) -> tuple[np.ndarray, str]:
     is_png = buf[:8].tobytes() == b"\x89PNG\r\n\x1a\n"
     if not (is_jpeg or is_png):
         raise ImageDecodeError(f"not a JPEG or PNG image (starts with {buf[:8].tobytes()!r}, {buf.size} bytes)")
-    if is_jpeg and b"\xff\xd9" not in buf[-64:].tobytes():
-        raise ImageDecodeError(f"truncated JPEG: no end-of-image marker ({buf.size} bytes)")
+    if is_jpeg:
+        buf = buf[:jpeg_length(buf)]
     return buf, "JPEG" if is_jpeg else "PNG"
 
 

@@ -4,23 +4,25 @@ One pipeline definition serves both devices: ``device="gpu"`` decodes with nvJPE
 decoder) and resizes on the GPU; ``device="cpu"`` builds the same graph with CPU operators, which is how
 hosts without a GPU (CI included) check it against the OpenCV preprocessing.
 
-Per image (fed by name ``IMAGE``, encoded bytes as uint8):
+Per image (fed by name ``IMAGE``, encoded bytes as uint8; names from damo_yolo.contract):
     decode → RGB (EXIF orientation applied) → resize linear, no antialias, rounded to uint8 (OpenCV's
     INTER_LINEAR) → [letterbox: top-left, padded with pad_value] → float32 CHW
-Outputs: ``INPUT`` [3, H, W] float32, ``SCALE`` (scale_y, scale_x) float32, ``ORIG_SIZE`` (h, w) int32 —
+Outputs: ``images`` [3, H, W] float32, ``SCALE`` (scale_y, scale_x) float32, ``ORIG_SIZE`` (h, w) int32 —
 the same tensors as the OpenCV python-backend model.
 """
 from __future__ import annotations
 
+from damo_yolo import contract as C
 from damo_yolo.data.preprocess import RESIZE_MODES
 
 DEVICES = ("gpu", "cpu")
-OUTPUT_NAMES = ("INPUT", "SCALE", "ORIG_SIZE")
+INPUT_NAME = C.IMAGE.name
+OUTPUT_NAMES = tuple(t.name for t in C.PREPROCESS_OUTPUTS)
 
 
 def build_pipeline(input_size: tuple[int, int], resize: str = "stretch", pad_value: float = 0.0,
                    max_batch_size: int = 8, device: str = "gpu", device_id: int = 0, num_threads: int = 2):
-    """A built DALI pipeline for the model input ``input_size`` = (H, W); feed it with ``feed_input("IMAGE", ...)``."""
+    """A built DALI pipeline for the model input ``input_size`` = (H, W); feed it with ``feed_input(INPUT_NAME, ...)``."""
     import nvidia.dali.fn as fn
     import nvidia.dali.math as dmath
     import nvidia.dali.types as types
@@ -35,7 +37,7 @@ def build_pipeline(input_size: tuple[int, int], resize: str = "stretch", pad_val
     @pipeline_def(batch_size=max_batch_size, num_threads=num_threads,
                   device_id=device_id if device == "gpu" else None, prefetch_queue_depth=1)
     def pipeline():
-        encoded = fn.external_source(name="IMAGE", dtype=types.UINT8, ndim=1, device="cpu")
+        encoded = fn.external_source(name=INPUT_NAME, dtype=types.UINT8, ndim=1, device="cpu")
         image = fn.decoders.image(encoded, device="mixed" if device == "gpu" else "cpu", output_type=types.RGB)
         shape = image.shape(dtype=types.FLOAT)  # (h, w, 3), always a CPU node
         h, w = shape[0], shape[1]

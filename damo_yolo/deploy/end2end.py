@@ -16,6 +16,7 @@ from typing import Union
 import torch
 from torch import nn
 
+from ..contract import MAX_DETECTIONS
 from ..models import DAMOYOLO
 from .onnx_export import DEFAULT_OPSET, INPUT_NAME, deploy_copy
 
@@ -28,7 +29,7 @@ PLUGIN_OP = "EfficientNMS_TRT"
 class NMSSettings:
     score_threshold: float = 0.05
     iou_threshold: float = 0.65
-    max_detections: int = 100
+    max_detections: int = MAX_DETECTIONS
 
     def __post_init__(self):
         if not 0.0 <= self.score_threshold < 1.0:

@@ -1,6 +1,6 @@
 """Export a DAMO-YOLO model to ONNX: re-parameterised (RepConv fused), opset ≥ 17, dynamic batch.
 
-Graph contract (shared with the Triton configs through these constants):
+Graph contract (the detector tensors of damo_yolo.contract, shared with the Triton configs):
   input  ``images``  float32 [B, 3, H, W], RGB 0–255, no normalisation
   output ``scores``  float32 [B, N, C], sigmoid class probabilities
   output ``boxes``   float32 [B, N, 4], x1, y1, x2, y2 in input pixels
@@ -16,10 +16,11 @@ from typing import Optional, Union
 
 import torch
 
+from .. import contract as C
 from ..models import DAMOYOLO
 
-INPUT_NAME = "images"
-OUTPUT_NAMES = ("scores", "boxes")
+INPUT_NAME = C.MODEL_INPUT.name
+OUTPUT_NAMES = (C.MODEL_SCORES.name, C.MODEL_BOXES.name)
 DEFAULT_OPSET = 17
 
 logger = logging.getLogger(__name__)

@@ -2,9 +2,8 @@
 ``<name>_postprocess``, generated from one checkpoint's metadata.
 
 Every ``config.pbtxt`` is built as Triton's ``ModelConfig`` protobuf message and written in its text
-format, so a config that would not parse cannot be written. The ensemble contract (see design.md):
-``IMAGE`` BYTES [1] (+ optional ``SCORE_THRESHOLD`` / ``IOU_THRESHOLD`` FP32 [1]) → ``num_detections``
-INT32 [1], ``boxes`` FP32 [K, 4], ``scores`` FP32 [K], ``classes`` INT32 [K] (names in labels.txt).
+format, so a config that would not parse cannot be written. Tensor names, types and dims come from the
+serving contract (damo_yolo.contract), the same on both targets.
 """
 from __future__ import annotations
 
@@ -13,6 +12,10 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
+
+from .. import __version__
+from .. import contract as C
+from .triton.common import VERSION_PARAMETER
 
 TARGETS = ("cpu", "gpu")
 PREPROCESSORS = ("opencv", "dali")  # python backend with OpenCV, or with an NVIDIA DALI pipeline
@@ -23,12 +26,12 @@ TEMPLATES = Path(__file__).resolve().parent / "triton"
 class RepositorySpec:
     input_size: tuple[int, int]
     class_names: list[str]
+    score_threshold: float
+    iou_threshold: float
     name: str = "damo_yolo"
     resize: str = "stretch"
     pad_value: float = 0.0
-    score_threshold: float = 0.05
-    iou_threshold: float = 0.65
-    max_detections: int = 100
+    max_detections: int = C.MAX_DETECTIONS
     target: str = "cpu"
     preprocess: Optional[str] = None  # default: dali on the GPU target, opencv on the CPU target
     max_batch_size: int = 8
@@ -62,10 +65,10 @@ def _pb():
     return model_config_pb2
 
 
-def _tensor(message_cls, name: str, dtype: str, dims, optional: bool = False, label_filename: str = ""):
-    pb = _pb()
-    tensor = message_cls(name=name, data_type=getattr(pb, dtype), dims=list(dims))
-    if optional:
+def _tensor(message_cls, spec: C.TensorSpec, sizes: dict, label_filename: str = ""):
+    """A ModelInput/ModelOutput message of a contract tensor (``sizes`` fill its symbolic dims)."""
+    tensor = message_cls(name=spec.name, data_type=getattr(_pb(), spec.config_type), dims=spec.shape(**sizes))
+    if spec.optional and message_cls is _pb().ModelInput:
         tensor.optional = True
     if label_filename:
         tensor.label_filename = label_filename
@@ -85,19 +88,19 @@ def _batching(spec: RepositorySpec, config) -> None:
 
 
 def model_configs(spec: RepositorySpec, num_priors: int) -> dict:
-    """name → ModelConfig of every model of the repository (CPU target: python backends)."""
+    """name → ModelConfig of every model of the repository."""
     pb = _pb()
     In, Out = pb.ModelInput, pb.ModelOutput
     names = spec.model_names
     h, w = spec.input_size
-    c, k = len(spec.class_names), spec.max_detections
+    sizes = dict(H=h, W=w, N=num_priors, C=len(spec.class_names), K=spec.max_detections)
     kind = pb.ModelInstanceGroup.KIND_CPU if spec.target == "cpu" else pb.ModelInstanceGroup.KIND_GPU
 
     pre = pb.ModelConfig(name=names["preprocess"], backend="python", max_batch_size=spec.max_batch_size)
-    pre.input.append(_tensor(In, "IMAGE", "TYPE_STRING", [1]))
-    pre.output.extend([_tensor(Out, "INPUT", "TYPE_FP32", [3, h, w]), _tensor(Out, "SCALE", "TYPE_FP32", [2]),
-                       _tensor(Out, "ORIG_SIZE", "TYPE_INT32", [2])])
-    pre_params = {"input_height": h, "input_width": w, "resize": spec.resize, "pad_value": spec.pad_value}
+    pre.input.append(_tensor(In, C.IMAGE, sizes))
+    pre.output.extend(_tensor(Out, t, sizes) for t in C.PREPROCESS_OUTPUTS)
+    pre_params = {"input_height": h, "input_width": w, "resize": spec.resize, "pad_value": spec.pad_value,
+                  VERSION_PARAMETER: __version__}
     if spec.preprocess == "dali":  # decode + resize on the instance's GPU (or DALI's CPU operators)
         pre_params["dali_device"] = "gpu" if spec.target == "gpu" else "cpu"
     pre_kind = kind if spec.preprocess == "dali" else pb.ModelInstanceGroup.KIND_CPU
@@ -108,59 +111,44 @@ def model_configs(spec: RepositorySpec, num_priors: int) -> dict:
     det = pb.ModelConfig(name=names["detector"], max_batch_size=spec.max_batch_size)
     if spec.target == "cpu":
         det.backend = "python"
-        det.input.append(_tensor(In, "INPUT", "TYPE_FP32", [3, h, w]))
-        det.output.extend([_tensor(Out, "SCORES", "TYPE_FP32", [num_priors, c]),
-                           _tensor(Out, "BOXES", "TYPE_FP32", [num_priors, 4])])
-        _params(det, {"onnx_file": "model.onnx"})
+        _params(det, {"onnx_file": "model.onnx", VERSION_PARAMETER: __version__})
     else:
         det.platform = "tensorrt_plan"
-        det.input.append(_tensor(In, "images", "TYPE_FP32", [3, h, w]))
-        det.output.extend([_tensor(Out, "scores", "TYPE_FP32", [num_priors, c]),
-                           _tensor(Out, "boxes", "TYPE_FP32", [num_priors, 4])])
+    det.input.append(_tensor(In, C.MODEL_INPUT, sizes))
+    det.output.extend([_tensor(Out, C.MODEL_SCORES, sizes), _tensor(Out, C.MODEL_BOXES, sizes)])
     det.instance_group.append(pb.ModelInstanceGroup(kind=kind, count=spec.detector_instances))
     _batching(spec, det)
 
     post = pb.ModelConfig(name=names["postprocess"], backend="python", max_batch_size=spec.max_batch_size)
-    post.input.extend([_tensor(In, "SCORES", "TYPE_FP32", [num_priors, c]),
-                       _tensor(In, "BOXES", "TYPE_FP32", [num_priors, 4]),
-                       _tensor(In, "SCALE", "TYPE_FP32", [2]), _tensor(In, "ORIG_SIZE", "TYPE_INT32", [2]),
-                       _tensor(In, "SCORE_THRESHOLD", "TYPE_FP32", [1], optional=True),
-                       _tensor(In, "IOU_THRESHOLD", "TYPE_FP32", [1], optional=True)])
-    post.output.extend(_contract_outputs(Out, k))
+    post.input.extend(_tensor(In, t, sizes) for t in C.POSTPROCESS_INPUTS)
+    post.output.extend(_tensor(Out, t, sizes) for t in C.ENSEMBLE_OUTPUTS)
     post.instance_group.append(pb.ModelInstanceGroup(kind=pb.ModelInstanceGroup.KIND_CPU,
                                                      count=spec.postprocess_instances))
     _params(post, {"score_threshold": spec.score_threshold, "iou_threshold": spec.iou_threshold,
-                   "max_detections": k})
+                   "max_detections": spec.max_detections, VERSION_PARAMETER: __version__})
     _batching(spec, post)
 
     ens = pb.ModelConfig(name=spec.name, platform="ensemble", max_batch_size=spec.max_batch_size)
-    ens.input.extend([_tensor(In, "IMAGE", "TYPE_STRING", [1]),
-                      _tensor(In, "SCORE_THRESHOLD", "TYPE_FP32", [1], optional=True),
-                      _tensor(In, "IOU_THRESHOLD", "TYPE_FP32", [1], optional=True)])
-    ens.output.extend(_contract_outputs(Out, k, label_filename="labels.txt"))
+    ens.input.extend(_tensor(In, t, sizes) for t in C.ENSEMBLE_INPUTS)
+    ens.output.extend(_tensor(Out, t, sizes, label_filename="labels.txt" if t is C.CLASSES else "")
+                      for t in C.ENSEMBLE_OUTPUTS)
     _params(ens, {"class_names": json.dumps(spec.class_names)})  # what clients read to name the classes
-    det_in, det_scores, det_boxes = (("INPUT", "SCORES", "BOXES") if spec.target == "cpu"
-                                     else ("images", "scores", "boxes"))
     steps = [
-        (names["preprocess"], {"IMAGE": "IMAGE"},
-         {"INPUT": "_input", "SCALE": "_scale", "ORIG_SIZE": "_orig_size"}),
-        (names["detector"], {det_in: "_input"}, {det_scores: "_raw_scores", det_boxes: "_raw_boxes"}),
-        (names["postprocess"], {"SCORES": "_raw_scores", "BOXES": "_raw_boxes", "SCALE": "_scale",
-                                "ORIG_SIZE": "_orig_size", "SCORE_THRESHOLD": "SCORE_THRESHOLD",
-                                "IOU_THRESHOLD": "IOU_THRESHOLD"},
-         {name: name for name in ("num_detections", "boxes", "scores", "classes")}),
+        (names["preprocess"], {C.IMAGE.name: C.IMAGE.name},
+         {t.name: f"_{t.name.lower()}" for t in C.PREPROCESS_OUTPUTS}),
+        (names["detector"], {C.MODEL_INPUT.name: f"_{C.MODEL_INPUT.name.lower()}"},
+         {C.MODEL_SCORES.name: "_raw_scores", C.MODEL_BOXES.name: "_raw_boxes"}),
+        (names["postprocess"],
+         {C.RAW_SCORES.name: "_raw_scores", C.RAW_BOXES.name: "_raw_boxes", C.SCALE.name: "_scale",
+          C.ORIG_SIZE.name: "_orig_size", C.SCORE_THRESHOLD.name: C.SCORE_THRESHOLD.name,
+          C.IOU_THRESHOLD.name: C.IOU_THRESHOLD.name},
+         {t.name: t.name for t in C.ENSEMBLE_OUTPUTS}),
     ]
     for model_name, inputs, outputs in steps:
         step = ens.ensemble_scheduling.step.add(model_name=model_name, model_version=-1)
         step.input_map.update(inputs)
         step.output_map.update(outputs)
     return {cfg.name: cfg for cfg in (ens, pre, det, post)}
-
-
-def _contract_outputs(Out, k: int, label_filename: str = "") -> list:
-    return [_tensor(Out, "num_detections", "TYPE_INT32", [1]), _tensor(Out, "boxes", "TYPE_FP32", [k, 4]),
-            _tensor(Out, "scores", "TYPE_FP32", [k]),
-            _tensor(Out, "classes", "TYPE_INT32", [k], label_filename=label_filename)]
 
 
 def config_text(config) -> str:

@@ -168,6 +168,16 @@ class LocalServer:
         self.stop()
 
 
+CPU_HOST_NOTE = ("tritonserver: no NVIDIA GPU on this host, so the server's CUDA and NVML messages below (pinned "
+                 "memory, CudaDriverHelper, 'unable to create stream', 'Failed to initialize NVML') are expected: "
+                 "the models run on the CPU")
+
+
+def has_nvidia_gpu() -> bool:
+    """An NVIDIA driver with a device: what the server's CUDA and NVML calls need."""
+    return Path("/proc/driver/nvidia/gpus").is_dir() and any(Path("/proc/driver/nvidia/gpus").iterdir())
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -176,6 +186,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     except (ServerNotInstalled, OSError) as exc:
         print(f"tritonserver: {exc}", file=sys.stderr)
         return 1
+    if not has_nvidia_gpu() and not any(a in ("--help", "-h", "--version") for a in args):
+        print(CPU_HOST_NOTE, file=sys.stderr, flush=True)
     cmd = server_command(args, backends, paths["binary"])
     os.execve(cmd[0], cmd, server_environment(paths))
     return 0  # not reached

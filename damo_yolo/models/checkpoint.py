@@ -1,58 +1,99 @@
-"""Checkpoints in the official DAMO-YOLO layout, plus the project's metadata.
+"""Checkpoints in the official DAMO-YOLO layout, plus the project's metadata; the one place they are read.
 
 A checkpoint is a torch file holding ``model`` (a state dict with the official keys: ``backbone.``,
 ``neck.``, ``head.``; EMA weights when training used EMA) and, for the project's own files, ``meta``
-(variant, classes, input size, resize policy, ...). Official checkpoints (``model`` only, or a bare state
-dict, possibly with a ``module.`` prefix or the legacy 81-class head) load too.
+(:class:`CheckpointMeta`: variant, classes, input size, resize policy, thresholds, ...). Official
+checkpoints (``model`` only, or a bare state dict, possibly with a ``module.`` prefix or the legacy
+81-class head) load too; their variant is recognised from the weights.
+
+    model, meta = load_model("best.pth")            # any checkpoint → (DAMOYOLO, CheckpointMeta)
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 import torch
 from torch import nn
 
+from ..contract import MAX_DETECTIONS
 from ..fileio import atomic_write
-from .zoo import COCO_CLASSES, ModelCfg
+from .builder import build_model
+from .zoo import COCO_CLASSES, MODEL_CFGS, get_model_cfg
 
 PathLike = Union[str, os.PathLike]
+DETECTOR_PARTS = ("backbone", "neck", "head")  # the top-level modules whose weights a checkpoint holds
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint file that cannot be read or does not fit the model."""
+    """A checkpoint file that cannot be read or does not fit the model (``details``: the full key lists)."""
+
+    def __init__(self, message: str, details: str = ""):
+        super().__init__(message)
+        self.details = details
 
 
-def default_meta(cfg: ModelCfg, num_classes: int = 80, class_names: Optional[list[str]] = None) -> dict:
-    """The metadata an official checkpoint implies: the variant's reference preprocessing and thresholds."""
-    if class_names is None:
-        class_names = list(COCO_CLASSES) if num_classes == len(COCO_CLASSES) else [
-            f"class_{i}" for i in range(num_classes)]
-    return {
-        "variant": cfg.name,
-        "num_classes": num_classes,
-        "class_names": list(class_names),
-        "input_size": list(cfg.input_size),  # (H, W)
-        "resize": "stretch",  # the reference stretches (keep_ratio=False); "letterbox" pads bottom/right
-        "pad_value": 0.0,
-        "color": "RGB",
-        "pixel_range": [0, 255],  # no mean/std normalisation
-        "score_threshold": cfg.score_threshold,
-        "iou_threshold": cfg.iou_threshold,
-        "max_detections": 500,
-    }
+@dataclass(frozen=True)
+class CheckpointMeta:
+    """What a checkpoint says about its model: enough to rebuild it, feed it and post-process its output."""
+
+    variant: str
+    num_classes: int
+    class_names: tuple[str, ...]
+    input_size: tuple[int, int]  # (H, W) of the model input
+    score_threshold: float  # evaluation thresholds (the reference's, or the training config's)
+    iou_threshold: float
+    max_detections: int = MAX_DETECTIONS
+    resize: str = "stretch"  # the reference stretches; "letterbox" keeps the aspect and pads bottom/right
+    pad_value: float = 0.0
+    metrics: dict = field(default_factory=dict)  # validation metrics when the checkpoint was written
+    epoch: Optional[int] = None
+    damo_yolo_version: str = ""
+    train_config: str = field(default="", repr=False)  # the resolved training config, as text
+
+    @classmethod
+    def for_variant(cls, variant: str, num_classes: int = 80, class_names=None) -> "CheckpointMeta":
+        """What an official checkpoint implies: the variant's reference preprocessing and thresholds."""
+        cfg = get_model_cfg(variant)
+        if class_names is None:
+            class_names = (COCO_CLASSES if num_classes == len(COCO_CLASSES)
+                           else [f"class_{i}" for i in range(num_classes)])
+        return cls(cfg.name, int(num_classes), tuple(class_names), tuple(cfg.input_size), cfg.score_threshold,
+                   cfg.iou_threshold)
+
+    @classmethod
+    def from_dict(cls, meta: Mapping[str, Any]) -> "CheckpointMeta":
+        """From a checkpoint's ``meta`` (fields this version does not know are ignored)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in meta.items() if k in known}
+        values.update(class_names=tuple(meta["class_names"]), input_size=tuple(meta["input_size"]))
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        """Plain types only (lists, not tuples), so ``torch.load(weights_only=True)`` reads it back."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    def replace(self, **changes: Any) -> "CheckpointMeta":
+        return dataclasses.replace(self, **changes)
+
+
+def detector_weights(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The detector's own weights of a state dict (no distillation adapters, EMA buffers or others)."""
+    return {k: v for k, v in state.items() if k.split(".", 1)[0] in DETECTOR_PARTS}
 
 
 def save_checkpoint(path: PathLike, model_or_state: Union[nn.Module, Mapping[str, torch.Tensor]],
-                    meta: Optional[Mapping[str, Any]] = None, **extra: Any) -> Path:
+                    meta: Optional[CheckpointMeta] = None, **extra: Any) -> Path:
     """Write ``{"model": state_dict, "meta": meta, **extra}`` atomically (temp file, fsync, rename)."""
     path = Path(path)
     state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else dict(model_or_state)
     payload = {"model": {k: v.detach().cpu() for k, v in state.items()}, **extra}
     if meta is not None:
-        payload["meta"] = dict(meta)
+        payload["meta"] = meta.to_dict()
     atomic_write(path, lambda f: torch.save(payload, f))
     return path
 
@@ -106,23 +147,45 @@ def _normalise_state(state: Mapping[str, torch.Tensor], model: nn.Module) -> dic
     return state
 
 
-def _describe_mismatch(missing: list[str], unexpected: list[str], wrong_shape: list[str]) -> str:
+def _describe_mismatch(missing: list[str], unexpected: list[str], wrong_shape: list[str], shown: int = 3) -> str:
     def show(keys: list[str]) -> str:
-        head = ", ".join(keys[:8])
-        return head + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
+        return ", ".join(keys[:shown]) + (f", ... ({len(keys)} in all)" if len(keys) > shown else "")
 
-    parts = []
-    if missing:
-        parts.append(f"missing keys: {show(missing)}")
-    if unexpected:
-        parts.append(f"unexpected keys: {show(unexpected)}")
-    if wrong_shape:
-        parts.append(f"shape mismatches: {show(wrong_shape)}")
+    parts = [f"{what}: {show(keys)}" for what, keys in (("missing keys", missing), ("unexpected keys", unexpected),
+                                                          ("shape mismatches", wrong_shape)) if keys]
     return "; ".join(parts)
 
 
+def _head_classes(state: Mapping[str, torch.Tensor]) -> Optional[int]:
+    """The number of classes the head's class convs predict (legacy 81-class heads: 80)."""
+    for key, value in state.items():
+        if key.endswith("head.gfl_cls.0.weight"):
+            return 80 if value.shape[0] == 81 else int(value.shape[0])
+    return None
+
+
+def _fits(state: Mapping[str, torch.Tensor], variant: str, num_classes: int) -> bool:
+    fused = any(k.endswith("rbr_reparam.weight") for k in state)
+    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+        target = build_model(variant, num_classes, deploy=fused).state_dict()
+    return target.keys() == state.keys() and all(tuple(target[k].shape) == tuple(state[k].shape) for k in target)
+
+
+def infer_variant(state: Mapping[str, torch.Tensor]) -> Optional[str]:
+    """The variant whose layout (keys and shapes) the weights have, or None when none or several fit."""
+    num_classes = _head_classes(state)
+    if num_classes is None:
+        return None
+    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    state = {k: v[:num_classes] if k.startswith("head.gfl_cls.") and v.shape[0] == num_classes + 1 else v
+             for k, v in state.items()}  # the legacy head's extra class
+    fitting = [name for name in MODEL_CFGS if _fits(state, name, num_classes)]
+    return fitting[0] if len(fitting) == 1 else None
+
+
 def load_state_dict_strict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "state dict") -> None:
-    """Load ``state`` into ``model`` requiring the same keys and shapes; the error names every difference."""
+    """Load ``state`` into ``model`` requiring the same keys and shapes. The error summarises the differences
+    (and names the variant the weights fit, when it is another); ``error.details`` lists every key."""
     state = _normalise_state(state, model)
     fused_ckpt = any(k.endswith("rbr_reparam.weight") for k in state)
     unfused_ckpt = any(".rbr_dense." in k for k in state)
@@ -138,12 +201,50 @@ def load_state_dict_strict(model: nn.Module, state: Mapping[str, torch.Tensor], 
         if unfused_ckpt and any(k.endswith("rbr_reparam.weight") for k in target):
             hint = " (the model is already fused: load training-form checkpoints before switch_to_deploy())"
         variant = getattr(getattr(model, "cfg", None), "name", "?")
+        fits = infer_variant(state)
+        if fits and fits != variant:
+            hint += f" — the weights are DAMO-YOLO-{fits}'s (variant {fits})"
+        every = _describe_mismatch(missing, unexpected, wrong_shape, shown=len(target) + len(state))
         raise CheckpointError(f"{source} does not fit DAMO-YOLO-{variant}: "
-                              f"{_describe_mismatch(missing, unexpected, wrong_shape)}{hint}")
+                              f"{_describe_mismatch(missing, unexpected, wrong_shape)}{hint}", details=every)
     model.load_state_dict(state, strict=True)
 
 
-def load_checkpoint(model: nn.Module, path: PathLike, trusted: bool = False) -> dict:
+def checkpoint_meta(ckpt: Mapping[str, Any], variant: Optional[str] = None, source: str = "checkpoint"
+                    ) -> CheckpointMeta:
+    """The metadata of a read checkpoint: its own, or — for an official file — its variant's defaults (the
+    variant named, or recognised from the weights)."""
+    meta = ckpt.get("meta")
+    if isinstance(meta, Mapping) and "variant" in meta:
+        meta = CheckpointMeta.from_dict(meta)
+        if variant and get_model_cfg(variant).name != meta.variant:
+            raise CheckpointError(f"{source} holds DAMO-YOLO-{meta.variant} (its metadata says so), not {variant}")
+        return meta
+    state = detector_weights(ckpt["model"]) or ckpt["model"]
+    num_classes = _head_classes(state) or 80
+    if variant is None:
+        variant = infer_variant(state)
+        if variant is None:
+            raise CheckpointError(f"{source} carries no metadata and its weights fit no single DAMO-YOLO variant: "
+                                  f"name its variant ({', '.join(MODEL_CFGS)})")
+    return CheckpointMeta.for_variant(variant, num_classes)
+
+
+def load_model(path: PathLike, variant: Optional[str] = None, trusted: bool = False):
+    """Any DAMO-YOLO checkpoint → ``(model, meta)``: the detector (training form, or fused when the file
+    is) with the weights loaded strictly, in eval mode, and its :class:`CheckpointMeta`.
+
+    ``variant`` is only needed for an official checkpoint whose weights fit several variants; given for
+    one of the project's checkpoints, it must agree with the file's metadata.
+    """
+    ckpt = read_checkpoint(path, trusted=trusted)
+    meta = checkpoint_meta(ckpt, variant, f"checkpoint {path}")
+    model = build_model(meta.variant, meta.num_classes)
+    load_state_dict_strict(model, detector_weights(ckpt["model"]) or ckpt["model"], source=f"checkpoint {path}")
+    return model.eval(), meta
+
+
+def load_checkpoint(model: nn.Module, path: PathLike, trusted: bool = False) -> CheckpointMeta:
     """Load an official or project checkpoint into ``model`` strictly; return the checkpoint's metadata.
 
     Raises:
@@ -151,9 +252,8 @@ def load_checkpoint(model: nn.Module, path: PathLike, trusted: bool = False) -> 
             (the message names the missing, unexpected and mis-shaped keys).
     """
     ckpt = read_checkpoint(path, trusted=trusted)
-    load_state_dict_strict(model, ckpt["model"], source=f"checkpoint {path}")
+    load_state_dict_strict(model, detector_weights(ckpt["model"]) or ckpt["model"], source=f"checkpoint {path}")
     meta = ckpt.get("meta")
-    if not isinstance(meta, Mapping):
-        cfg = getattr(model, "cfg", None)
-        meta = default_meta(cfg, getattr(model, "num_classes", 80)) if cfg is not None else {}
-    return dict(meta)
+    if isinstance(meta, Mapping) and "variant" in meta:
+        return CheckpointMeta.from_dict(meta)
+    return CheckpointMeta.for_variant(model.cfg.name, getattr(model, "num_classes", 80))

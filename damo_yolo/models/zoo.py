@@ -6,7 +6,6 @@ Figures come from the official configs (configs/damoyolo_tinynasL*.py) and the T
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 
 @dataclass(frozen=True)
@@ -36,6 +35,8 @@ class BackboneCfg:
 
 @dataclass(frozen=True)
 class ModelCfg:
+    """One variant: its structure and the reference's settings around it (no reported figures)."""
+
     name: str
     official_config: str  # the reference config this variant reproduces
     input_size: tuple[int, int]  # (H, W) of the test transform
@@ -49,11 +50,17 @@ class ModelCfg:
     head_kernel: int
     score_threshold: float  # post-processing defaults of the reference
     iou_threshold: float
-    zoo_params_m: Optional[float] = None  # fused parameter count of the README model zoo (millions)
-    zoo_map: Optional[float] = None  # COCO val2017 mAP reported for the variant
     strides: tuple[int, int, int] = (8, 16, 32)
     num_classes: int = 80
     tags: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class ZooResult:
+    """What the reference's model zoo reports for a variant."""
+
+    params_m: float  # fused parameter count, millions
+    coco_map: float  # COCO val2017 mAP@[.5:.95]
 
 
 def _stages(*rows: tuple, kxkx: bool = False) -> tuple[StageCfg, ...]:
@@ -92,25 +99,39 @@ def _mob(stem: int, stages, out, use_focus: bool = False) -> BackboneCfg:
     return BackboneCfg("mob", stem, stages, act="silu", use_focus=use_focus, out_channels=out, reparam=False)
 
 
+_LARGE = dict(input_size=(640, 640), neck_depthwise=False, reg_max=16, head_kernel=3, score_threshold=0.05,
+              iou_threshold=0.7)  # the T, S, M, L recipe
+_NANO = dict(input_size=(416, 416), neck_depth=0.5, neck_hidden_ratio=0.5, neck_act="silu", neck_depthwise=True,
+             reg_max=7, score_threshold=0.03, iou_threshold=0.65)  # the Nano recipe
+
 MODEL_CFGS: dict[str, ModelCfg] = {cfg.name: cfg for cfg in [
-    ModelCfg("T", "damoyolo_tinynasL20_T", (640, 640), _res(24, _T, (96, 192, 384)),
-             1.0, 1.0, (64, 128, 256), "relu", False, 16, 3, 0.05, 0.7, 8.5, 42.0),
-    ModelCfg("S", "damoyolo_tinynasL25_S", (640, 640), _res(32, _S, (128, 256, 512)),
-             1.0, 0.75, (128, 256, 512), "relu", False, 16, 3, 0.05, 0.7, 16.3, 46.0),
-    ModelCfg("M", "damoyolo_tinynasL35_M", (640, 640), _csp(32, _M),
-             1.5, 1.0, (128, 256, 512), "silu", False, 16, 3, 0.05, 0.7, 28.2, 49.2),
-    ModelCfg("L", "damoyolo_tinynasL45_L", (640, 640), _csp(32, _L),
-             2.0, 1.0, (128, 256, 512), "silu", False, 16, 3, 0.05, 0.7, 42.1, 50.8),
-    ModelCfg("Ns", "damoyolo_tinynasL18_Ns", (416, 416), _mob(16, _NS, (40, 80, 160)),
-             0.5, 0.5, (40, 80, 160), "silu", True, 7, 1, 0.03, 0.65, 1.41, 32.3),
-    ModelCfg("Nm", "damoyolo_tinynasL18_Nm", (416, 416), _mob(16, _NM, (64, 128, 256)),
-             0.5, 0.5, (64, 128, 256), "silu", True, 7, 1, 0.03, 0.65, 2.71, 38.2),
-    ModelCfg("Nl", "damoyolo_tinynasL20_Nl", (416, 416), _mob(24, _NL, (80, 160, 320)),
-             0.5, 0.5, (80, 160, 320), "silu", True, 7, 1, 0.03, 0.65, 5.69, 40.5),
+    ModelCfg(name="T", official_config="damoyolo_tinynasL20_T", backbone=_res(24, _T, (96, 192, 384)),
+             neck_depth=1.0, neck_hidden_ratio=1.0, neck_out_channels=(64, 128, 256), neck_act="relu", **_LARGE),
+    ModelCfg(name="S", official_config="damoyolo_tinynasL25_S", backbone=_res(32, _S, (128, 256, 512)),
+             neck_depth=1.0, neck_hidden_ratio=0.75, neck_out_channels=(128, 256, 512), neck_act="relu", **_LARGE),
+    ModelCfg(name="M", official_config="damoyolo_tinynasL35_M", backbone=_csp(32, _M),
+             neck_depth=1.5, neck_hidden_ratio=1.0, neck_out_channels=(128, 256, 512), neck_act="silu", **_LARGE),
+    ModelCfg(name="L", official_config="damoyolo_tinynasL45_L", backbone=_csp(32, _L),
+             neck_depth=2.0, neck_hidden_ratio=1.0, neck_out_channels=(128, 256, 512), neck_act="silu", **_LARGE),
+    ModelCfg(name="Ns", official_config="damoyolo_tinynasL18_Ns", backbone=_mob(16, _NS, (40, 80, 160)),
+             neck_out_channels=(40, 80, 160), head_kernel=1, **_NANO),
+    ModelCfg(name="Nm", official_config="damoyolo_tinynasL18_Nm", backbone=_mob(16, _NM, (64, 128, 256)),
+             neck_out_channels=(64, 128, 256), head_kernel=1, **_NANO),
+    ModelCfg(name="Nl", official_config="damoyolo_tinynasL20_Nl", backbone=_mob(24, _NL, (80, 160, 320)),
+             neck_out_channels=(80, 160, 320), head_kernel=1, **_NANO),
     # The first (pre-v0.3.0) nano release; not in the current model-zoo table.
-    ModelCfg("N", "damoyolo_tinynasL20_N", (416, 416), _mob(16, _N, (80, 112, 160), use_focus=True),
-             0.5, 0.5, (64, 128, 256), "silu", True, 7, 3, 0.03, 0.65, tags=("legacy",)),
+    ModelCfg(name="N", official_config="damoyolo_tinynasL20_N",
+             backbone=_mob(16, _N, (80, 112, 160), use_focus=True), neck_out_channels=(64, 128, 256),
+             head_kernel=3, tags=("legacy",), **_NANO),
 ]}
+
+# The reference's model-zoo table (README of tinyvision/DAMO-YOLO), kept apart from the structures.
+ZOO_RESULTS: dict[str, ZooResult] = {
+    "T": ZooResult(params_m=8.5, coco_map=42.0), "S": ZooResult(params_m=16.3, coco_map=46.0),
+    "M": ZooResult(params_m=28.2, coco_map=49.2), "L": ZooResult(params_m=42.1, coco_map=50.8),
+    "Ns": ZooResult(params_m=1.41, coco_map=32.3), "Nm": ZooResult(params_m=2.71, coco_map=38.2),
+    "Nl": ZooResult(params_m=5.69, coco_map=40.5),
+}
 
 # COCO class names in the contiguous order every reference config uses.
 COCO_CLASSES: tuple[str, ...] = (

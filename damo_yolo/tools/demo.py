@@ -22,6 +22,23 @@ from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_SEED = 2026
+MARKER = ".damo-demo-output"  # marks a folder the demo owns: its earlier results are replaced, not mixed in
+
+
+def prepare_out(out: Path) -> None:
+    """An empty result folder: a new one, or one of an earlier demo run (whose results are removed); a folder
+    holding anything else is refused rather than cleared."""
+    import shutil
+    if out.exists() and any(out.iterdir()) and not (out / MARKER).exists():
+        raise FileExistsError(f"--out {out} holds files the demo did not write: choose a new or empty folder")
+    for name in ("images", "annotated", "detections.json", "tritonserver.log"):
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("results of damo-demo: replaced by the next run\n")
 
 
 def make_demo_images(out: Path, count: int, size: int) -> Path:
@@ -52,13 +69,15 @@ def found_ground_truth(annotations: Path, detections: list[dict], iou: float = 0
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="damo-demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="damo-demo", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--repo", type=Path, default=ROOT / "triton_models", help="model repository to serve")
-    parser.add_argument("--out", type=Path, default=Path("demo_output"))
+    parser.add_argument("--out", type=Path, default=Path("demo_output"),
+                        help="results folder (an earlier demo's results there are replaced)")
     parser.add_argument("--images", type=Path, help="a folder of your own images (default: synthetic scenes)")
     parser.add_argument("--count", type=int, default=6, help="synthetic scenes to make")
-    parser.add_argument("--score-thr", type=float, default=0.35)
-    parser.add_argument("--protocol", choices=["http", "grpc"], default="http")
+    parser.add_argument("--score-thr", type=float, default=0.35, help="score threshold of the detections shown")
+    parser.add_argument("--protocol", choices=["http", "grpc"], default="http", help="how the client calls the server")
     args = parser.parse_args(argv)
 
     from damo_yolo.deploy.repository import validate_repository
@@ -68,7 +87,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     except ValueError as exc:
         print(f"damo-demo: {exc}\n  make one with: damo-export CHECKPOINT --out {args.repo}", file=sys.stderr)
         return 1
-    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        prepare_out(args.out)
+    except FileExistsError as exc:
+        print(f"damo-demo: {exc}", file=sys.stderr)
+        return 1
     annotations = None
     if args.images is None:
         annotations = make_demo_images(args.out, args.count, 416)

@@ -6,7 +6,8 @@
     damo-export best.pth --preprocess dali --out triton_models               # CPU target, DALI CPU decoding
 
 The project's checkpoints carry their variant, classes, input size and resize policy; official ones get
-their variant's reference settings (``--variant`` names it). Exits 1 with a one-line reason on failure.
+their variant's reference settings (the variant is recognised from the weights; ``--variant`` names it
+when several fit). Exits 1 with a one-line reason on failure (``--verbose``: every mismatched key).
 """
 from __future__ import annotations
 
@@ -56,35 +57,24 @@ def export_repository(checkpoint: Path, out: Path, variant: Optional[str] = None
     from damo_yolo import __version__
     from damo_yolo.deploy.onnx_export import export_onnx
     from damo_yolo.deploy.repository import RepositorySpec, write_repository
-    from damo_yolo.models import CheckpointError, build_model, default_meta, get_model_cfg, load_state_dict_strict
-    from damo_yolo.models import read_checkpoint
+    from damo_yolo.models import load_model
 
-    ckpt = read_checkpoint(checkpoint, trusted=trusted)
-    meta = ckpt.get("meta") if isinstance(ckpt.get("meta"), dict) and "variant" in ckpt.get("meta", {}) else None
-    if meta is None:
-        if not variant:
-            raise CheckpointError(f"{checkpoint} carries no metadata (an official checkpoint?): name its variant "
-                                  f"with --variant")
-        state = ckpt["model"]
-        num_classes = next((v.shape[0] for k, v in state.items() if k.endswith("gfl_cls.0.weight")), 80)
-        meta = default_meta(get_model_cfg(variant), 80 if num_classes == 81 else int(num_classes))
-    model = build_model(meta["variant"], meta["num_classes"])
-    load_state_dict_strict(model, ckpt["model"], source=f"checkpoint {checkpoint}")
-    h, w = meta["input_size"]
+    model, meta = load_model(checkpoint, variant, trusted=trusted)
+    h, w = meta.input_size
     spec = RepositorySpec(
-        input_size=(h, w), class_names=list(meta["class_names"]), name=name, resize=meta.get("resize", "stretch"),
-        pad_value=float(meta.get("pad_value", 0.0)),
-        score_threshold=meta["score_threshold"] if score_threshold is None else score_threshold,
-        iou_threshold=meta["iou_threshold"] if iou_threshold is None else iou_threshold,
-        max_detections=meta.get("max_detections", 100) if max_detections is None else max_detections,
+        input_size=(h, w), class_names=list(meta.class_names), name=name, resize=meta.resize,
+        pad_value=float(meta.pad_value),
+        score_threshold=meta.score_threshold if score_threshold is None else score_threshold,
+        iou_threshold=meta.iou_threshold if iou_threshold is None else iou_threshold,
+        max_detections=meta.max_detections if max_detections is None else max_detections,
         target=target, preprocess=preprocess, max_batch_size=max_batch_size, dynamic_batching=dynamic_batching,
         **({} if max_queue_delay_us is None else {"max_queue_delay_us": max_queue_delay_us}),
         detector_instances=detector_instances,
         extra={"checkpoint": str(checkpoint), "checkpoint_sha256": _sha256(Path(checkpoint)),
-               "variant": meta["variant"], "precision": "fp32" if target == "cpu" else precision,
+               "variant": meta.variant, "precision": "fp32" if target == "cpu" else precision,
                "versions": {"damo_yolo": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
                             "onnxruntime": onnxruntime.__version__},
-               "train_metrics": meta.get("metrics", {})})
+               "train_metrics": meta.metrics})
     num_priors = sum((h // s) * (w // s) for s in model.cfg.strides)
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = export_onnx(model, Path(tmp) / "model.onnx", input_size=(h, w))
@@ -104,7 +94,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--out", type=Path, required=True,
                         help="model repository folder (models already there are replaced only with --force)")
     parser.add_argument("--force", action="store_true", help="replace this export's models if --out holds them")
-    parser.add_argument("--variant", help="variant of an official checkpoint without metadata (T, S, M, L, Ns, ...)")
+    parser.add_argument("--variant", help="variant of an official checkpoint (default: recognised from its weights)")
+    parser.add_argument("--verbose", action="store_true", help="on a checkpoint that does not fit, list every key")
     parser.add_argument("--target", choices=["cpu", "gpu"], default="cpu",
                         help="cpu: python backends + onnxruntime; gpu: TensorRT plan (needs a GPU)")
     parser.add_argument("--name", default="damo_yolo", help="ensemble name clients call")
@@ -131,6 +122,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                                 args.preprocess, not args.no_dynamic_batching, args.max_queue_delay_us, args.force)
     except (CheckpointError, TensorRTUnavailable, ValueError) as exc:
         print(f"damo-export: {exc}", file=sys.stderr)
+        if args.verbose and getattr(exc, "details", ""):
+            print(exc.details.replace("; ", "\n"), file=sys.stderr)
+        elif getattr(exc, "details", ""):
+            print("damo-export: --verbose lists every key", file=sys.stderr)
         return 1
     print(f"model repository written to {out}: tritonserver --model-repository {out}")
     return 0

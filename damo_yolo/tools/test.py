@@ -22,19 +22,18 @@ def evaluate(cfg, checkpoint: str, batch_size: int = 8, num_workers: int = 2, js
     import torch
     from mmengine.registry import DATASETS, MODELS
 
+    from damo_yolo.models import CheckpointError
+
     from damo_yolo.evaluation import evaluate_coco_results
-    from damo_yolo.models import load_state_dict_strict, read_checkpoint
+    from damo_yolo.models import load_model
     from damo_yolo.training.data import collate_detections
     from damo_yolo.training.metric import detections_to_coco, format_per_class
 
-    model = MODELS.build({**cfg.model, "teacher": None})
-    ckpt = read_checkpoint(checkpoint, trusted=trusted)
-    state = ckpt["model"] if "state_dict" not in ckpt else ckpt["state_dict"]
-    state = {k: v for k, v in state.items() if k.split(".", 1)[0] in ("backbone", "neck", "head")}
-    detector = model.to_detector()
-    load_state_dict_strict(detector, state, source=f"checkpoint {checkpoint}")  # also takes fused checkpoints
-    model.backbone, model.neck, model.head = detector.backbone, detector.neck, detector.head
-    model.eval()
+    detector, _ = load_model(checkpoint, variant=cfg.model.get("variant"), trusted=trusted)
+    try:  # the config's thresholds and post-processing around the checkpoint's detector
+        model = MODELS.build({**cfg.model, "teacher": None, "detector": detector}).eval()
+    except ValueError as exc:
+        raise CheckpointError(f"checkpoint {checkpoint} does not fit the config: {exc}") from exc
     dataset = DATASETS.build(cfg.test_dataloader.dataset)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
                                          collate_fn=collate_detections)

@@ -5,9 +5,9 @@
     damo-train CONFIG --resume work_dirs/x/epoch_7.pth
     torchrun --nproc_per_node 8 -m damo_yolo.tools.train CONFIG --launcher pytorch
 
-The work dir receives mmengine checkpoints (epoch_N.pth, best_coco_mAP_epoch_N.pth; for --resume),
-``latest.pth`` and ``best.pth`` in the project's checkpoint format (for export), logs, scalars.json and
-tensorboard event files.
+The work dir receives mmengine checkpoints of the last two epochs (epoch_N.pth, for --resume), ``latest.pth``
+and ``best.pth`` (best val mAP) in the project's checkpoint format (for damo-export and damo-test), logs,
+scalars.json and tensorboard event files.
 """
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ import torch
 
 from damo_yolo.data.preprocess import preprocess
 from damo_yolo.models import build_model, list_models
+from damo_yolo.models.zoo import ZOO_RESULTS
 
 
 def count_params(model: torch.nn.Module) -> int:
@@ -30,10 +31,10 @@ def main(argv: list[str] | None = None) -> int:
         model = build_model(name)
         unfused = count_params(model)
         fused = count_params(model.switch_to_deploy())
-        cfg = model.cfg
-        zoo = f"{cfg.zoo_params_m:.2f}M" if cfg.zoo_params_m else "-"
-        zoo_map = f"{cfg.zoo_map:.1f}" if cfg.zoo_map else "-"
-        print(f"{name:8} {cfg.input_size[0]:>4}x{cfg.input_size[1]:<3} {unfused:>15,} {fused:>15,} {zoo:>7} {zoo_map:>8}")
+        h, w = model.cfg.input_size
+        reported = ZOO_RESULTS.get(name)
+        zoo, zoo_map = (f"{reported.params_m:.2f}M", f"{reported.coco_map:.1f}") if reported else ("-", "-")
+        print(f"{name:8} {h:>4}x{w:<3} {unfused:>15,} {fused:>15,} {zoo:>7} {zoo_map:>8}")
 
     if args.image:
         bgr = cv2.imread(args.image, cv2.IMREAD_COLOR)

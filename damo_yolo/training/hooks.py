@@ -22,7 +22,7 @@ from mmengine.registry import HOOKS, MODELS
 
 from .. import __version__
 from ..fileio import atomic_write_bytes
-from ..models import default_meta, save_checkpoint
+from ..models import CheckpointMeta, detector_weights, save_checkpoint
 
 
 class AtomicLocalBackend(LocalBackend):
@@ -149,20 +149,17 @@ class ExportCheckpointHook(Hook):
                 break
         else:
             module = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        return {k: v for k, v in module.state_dict().items() if k.split(".", 1)[0] in ("backbone", "neck", "head")}
+        return detector_weights(module.state_dict())
 
-    def meta(self, runner, metrics: dict) -> dict:
+    def meta(self, runner, metrics: dict) -> CheckpointMeta:
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         classes = list(getattr(runner.train_dataloader.dataset, "metainfo", {}).get("classes", []))
-        meta = default_meta(model.model_cfg, model.num_classes, classes or None)
         val_set = runner.val_dataloader.dataset  # the preprocessing the metrics were measured with
-        meta.update(input_size=list(val_set.input_size), resize=val_set.mode, pad_value=val_set.pad_value,
-                    score_threshold=model.score_threshold,
-                    iou_threshold=model.iou_threshold, max_detections=model.max_detections,
-                    train_config=runner.cfg.pretty_text, damo_yolo_version=__version__,
-                    epoch=runner.epoch, iteration=runner.iter,
-                    metrics={k: float(v) for k, v in (metrics or {}).items()})
-        return meta
+        return CheckpointMeta.for_variant(model.model_cfg.name, model.num_classes, classes or None).replace(
+            input_size=tuple(val_set.input_size), resize=val_set.mode, pad_value=float(val_set.pad_value),
+            score_threshold=model.score_threshold, iou_threshold=model.iou_threshold,
+            max_detections=model.max_detections, train_config=runner.cfg.pretty_text, damo_yolo_version=__version__,
+            epoch=runner.epoch, metrics={k: float(v) for k, v in (metrics or {}).items()})
 
     def after_val_epoch(self, runner, metrics: Optional[dict] = None) -> None:
         if runner.rank != 0 or not runner.train_loop or runner.iter == 0:

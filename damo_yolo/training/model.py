@@ -17,8 +17,9 @@ import torch
 from mmengine.model import BaseModel
 from mmengine.registry import MODELS
 
+from ..contract import MAX_DETECTIONS
 from ..data.preprocess import ResizeInfo
-from ..models import DAMOYOLO, build_model
+from ..models import DAMOYOLO, build_model, detector_weights, get_model_cfg
 from ..postprocess import postprocess
 from .distill import FeatureDistiller, distill_weight, load_teacher
 from .losses import DAMOYOLOLoss
@@ -27,10 +28,16 @@ from .losses import DAMOYOLOLoss
 @MODELS.register_module()
 class DAMOYOLODetector(BaseModel):
     def __init__(self, variant: str, num_classes: int = 80, score_threshold: Optional[float] = None,
-                 iou_threshold: Optional[float] = None, max_detections: int = 500, channels_last: bool = False,
-                 teacher: Optional[dict] = None, data_preprocessor: Optional[dict] = None):
+                 iou_threshold: Optional[float] = None, max_detections: int = MAX_DETECTIONS,
+                 channels_last: bool = False, teacher: Optional[dict] = None, data_preprocessor: Optional[dict] = None,
+                 detector: Optional[DAMOYOLO] = None):
+        """``detector``: adopt this detector's modules (e.g. from ``load_model``) instead of building fresh ones."""
         super().__init__(data_preprocessor=data_preprocessor)
-        detector = build_model(variant, num_classes)
+        if detector is None:
+            detector = build_model(variant, num_classes)
+        elif (detector.cfg.name, detector.num_classes) != (get_model_cfg(variant).name, num_classes):
+            raise ValueError(f"the config's model is DAMO-YOLO-{variant} with {num_classes} classes, the checkpoint's "
+                             f"DAMO-YOLO-{detector.cfg.name} with {detector.num_classes}")
         self.model_cfg, self.num_classes = detector.cfg, num_classes
         self.backbone, self.neck, self.head = detector.backbone, detector.neck, detector.head
         self.criterion = DAMOYOLOLoss(num_classes, detector.cfg.reg_max)
@@ -52,7 +59,7 @@ class DAMOYOLODetector(BaseModel):
 
     def detector_state_dict(self) -> dict[str, torch.Tensor]:
         """The weights in the official layout (no extra keys such as distillation adapters)."""
-        return {k: v for k, v in self.state_dict().items() if k.split(".", 1)[0] in ("backbone", "neck", "head")}
+        return detector_weights(self.state_dict())
 
     def to_detector(self) -> DAMOYOLO:
         """A plain :class:`DAMOYOLO` with these weights (for export and inference)."""

@@ -47,9 +47,9 @@ def test_sdk_detections_equal_pytorch(served_synthetic, local_model, trained_syn
         for path in _images(trained_synthetic, sample_images):
             got = client.detect(path)
             want = local_detections(model, meta, path.read_bytes())
-            compared += assert_same_detections(_as_arrays(got), want, meta["max_detections"])
-            assert all(d.class_name == meta["class_names"][d.class_id] for d in got)
-        assert client.class_names == list(meta["class_names"]) and client.max_batch_size == 8
+            compared += assert_same_detections(_as_arrays(got), want, meta.max_detections)
+            assert all(d.class_name == meta.class_names[d.class_id] for d in got)
+        assert client.class_names == list(meta.class_names) and client.max_batch_size == 8
     assert compared > 20
 
 
@@ -163,3 +163,20 @@ def test_cli_perf_reports_levels_it_cannot_stabilise(served_synthetic, sample_im
     recorded = list(csv.DictReader(open(tmp_path / "perf.csv")))
     assert [(r["concurrency"], r["stable"]) for r in recorded] == [("1", "False"), ("3", "False")]
     assert all(float(r["mean_ms"]) > 0 and r["p50_ms"] == "" for r in recorded)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_a_port_of_the_other_protocol_is_named(served_synthetic, sample_images, protocol):
+    from damo_client import WrongProtocol
+    other = served_synthetic.grpc_url if protocol == "http" else served_synthetic.http_url
+    speaks = "gRPC" if protocol == "http" else "HTTP"
+    with pytest.raises(WrongProtocol, match=f"{other} speaks {speaks}, not"):
+        DamoClient(other, protocol=protocol).detect(sample_images[0])
+
+    async def run():
+        async with AsyncDamoClient(other, protocol=protocol) as client:
+            await client.detect(sample_images[0])
+    with pytest.raises(WrongProtocol, match=f"--protocol {'grpc' if protocol == 'http' else 'http'}"):
+        asyncio.run(run())
+    result = CliRunner().invoke(cli, ["detect", str(sample_images[0]), "-u", other, "--protocol", protocol])
+    assert result.exit_code == 1 and f"speaks {speaks}" in result.output and len(result.output.splitlines()) == 1

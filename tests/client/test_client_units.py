@@ -139,3 +139,16 @@ def test_cli_help_and_failures_without_a_server(tmp_path):
     assert result.exit_code == 1 and "no .jpg/.jpeg/.png images" in result.output
     result = runner.invoke(cli, ["perf", "--images", str(tmp_path), "--concurrency", "0:4"])
     assert result.exit_code == 2 and "START[:END[:STEP]]" in result.output
+
+
+@pytest.mark.parametrize("width", [300, 60])
+def test_labels_stay_whole_inside_the_image(width):
+    from damo_client.draw import annotate
+    image = np.full((200, width, 3), 255, np.uint8)
+    out = annotate(image, [Detection((width - 20, 50, width, 120), 0.91, 3, "hexagon")])
+    label_rows = np.flatnonzero((out[:50] != 255).any(axis=(1, 2)))
+    assert label_rows.size, "no label drawn"
+    text = (out[label_rows].max(axis=2) < 60)  # the black glyphs
+    assert text.any()
+    columns = np.flatnonzero(text.any(axis=0))
+    assert columns.min() >= 1 and columns.max() <= width - 2, (columns.min(), columns.max())

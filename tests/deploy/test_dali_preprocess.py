@@ -86,7 +86,7 @@ def test_served_with_dali_equals_pytorch(dali_server, trained_synthetic, sample_
     model = build_model("Ns", num_classes=8)
     meta = load_checkpoint(model, trained_synthetic["checkpoint"])
     model.eval()
-    pipe = build_pipeline(tuple(meta["input_size"]), meta["resize"], meta["pad_value"], 8, device="cpu")
+    pipe = build_pipeline(tuple(meta.input_size), meta.resize, meta.pad_value, 8, device="cpu")
     paths = sample_images[:4] + sorted((trained_synthetic["data"] / "val").glob("*.jpg"))[:4]
     datas = [p.read_bytes() for p in paths]
     compared = 0
@@ -95,7 +95,7 @@ def test_served_with_dali_equals_pytorch(dali_server, trained_synthetic, sample_
         for i, got in enumerate(infer_raw(client, mod, batch)):
             info = ResizeInfo(int(size[i][0]), int(size[i][1]), float(scale[i][0]), float(scale[i][1]))
             want = local_detections(model, meta, batch[i], chw_info=(chw[i], info))
-            compared += assert_same_detections(got, want, meta["max_detections"])
+            compared += assert_same_detections(got, want, meta.max_detections)
             # and against the OpenCV path: the confident detections agree
             cv_boxes, cv_scores, cv_classes = local_detections(model, meta, batch[i])
             for box, score, cls in zip(*got):

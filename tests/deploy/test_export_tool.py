@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from damo_yolo.models import build_model, default_meta, get_model_cfg, save_checkpoint
+from damo_yolo.models import CheckpointMeta, build_model, save_checkpoint
 
 
 def _export(*args: str) -> subprocess.CompletedProcess:
@@ -17,7 +17,7 @@ def _export(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def small_checkpoint(tmp_path_factory):
-    meta = dict(default_meta(get_model_cfg("Ns"), 2, ["a", "b"]), input_size=[128, 128])
+    meta = CheckpointMeta.for_variant("Ns", 2, ["a", "b"]).replace(input_size=(128, 128))
     return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "ns.pth", build_model("Ns", num_classes=2), meta)
 
 

@@ -62,7 +62,7 @@ def test_gpu_repository_uses_a_tensorrt_plan(tmp_path):
     assert det.platform == "tensorrt_plan" and det.instance_group[0].kind == pb.ModelInstanceGroup.KIND_GPU
     assert [i.name for i in det.input] == ["images"] and [o.name for o in det.output] == ["scores", "boxes"]
     ens = parse_config((repo / "damo_yolo" / "config.pbtxt").read_text())
-    assert dict(ens.ensemble_scheduling.step[1].input_map) == {"images": "_input"}
+    assert dict(ens.ensemble_scheduling.step[1].input_map) == {"images": "_images"}
     # preprocessing on the GPU: the DALI python model on a KIND_GPU instance
     pre = parse_config((repo / "damo_yolo_preprocess" / "config.pbtxt").read_text())
     assert pre.instance_group[0].kind == pb.ModelInstanceGroup.KIND_GPU
@@ -100,7 +100,7 @@ def test_validation_finds_broken_wiring(tmp_path):
     repo = _cpu_repo(tmp_path)
     validate_repository(repo)
     _rewrite(repo / "damo_yolo_detector" / "config.pbtxt", lambda c: c.input[0].dims.__setitem__(1, 320))
-    with pytest.raises(ValueError, match="damo_yolo_detector: input 'INPUT' is"):
+    with pytest.raises(ValueError, match="damo_yolo_detector: input 'images' is"):
         validate_repository(repo)
 
 
@@ -126,3 +126,29 @@ def test_parse_rejects_unknown_fields():
 def test_bad_specs(kwargs, match):
     with pytest.raises(ValueError, match=match):
         RepositorySpec(**{**SPEC, **kwargs})
+
+
+def test_both_targets_wire_the_contracts_tensors_the_same_way():
+    from damo_yolo import __version__
+    from damo_yolo import contract as C
+    cpu, gpu = (model_configs(RepositorySpec(**SPEC, target=t), num_priors=1680) for t in ("cpu", "gpu"))
+    for name in cpu:
+        for kind in ("input", "output"):
+            assert [t.name for t in getattr(cpu[name], kind)] == [t.name for t in getattr(gpu[name], kind)], name
+    assert cpu["damo_yolo"].ensemble_scheduling == gpu["damo_yolo"].ensemble_scheduling
+    det = cpu["damo_yolo_detector"]
+    assert [t.name for t in det.input] == [C.MODEL_INPUT.name]
+    assert [t.name for t in det.output] == [C.MODEL_SCORES.name, C.MODEL_BOXES.name]
+    assert [t.name for t in cpu["damo_yolo"].input] == [t.name for t in C.ENSEMBLE_INPUTS]
+    assert [t.name for t in cpu["damo_yolo"].output] == [t.name for t in C.ENSEMBLE_OUTPUTS]
+    for name in ("damo_yolo_preprocess", "damo_yolo_detector", "damo_yolo_postprocess"):  # python backends
+        assert cpu[name].parameters["damo_yolo_version"].string_value == __version__
+
+
+def test_a_repository_of_another_release_is_refused():
+    from damo_yolo.deploy.triton.common import check_version
+    check_version("0.1.0", installed="0.1.7")  # patch releases read the same repositories
+    check_version("", installed="0.2.0")  # repositories written before the check: nothing to compare
+    with pytest.raises(RuntimeError, match=r"exported by damo_yolo 0.1.0, but damo_yolo 0.2.0 is installed.*"
+                                           r"--force.*damo-yolo==0.1.\*"):
+        check_version("0.1.0", installed="0.2.0")

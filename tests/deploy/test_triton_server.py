@@ -39,7 +39,7 @@ def _synthetic_val(trained_synthetic, count: int) -> list[Path]:
 
 def test_served_detections_equal_pytorch(server, local_model, sample_images, trained_synthetic):
     model, meta = local_model
-    k, compared = meta["max_detections"], 0
+    k, compared = meta.max_detections, 0
     # the real photographs, and images of the kind the model was trained on (confident detections)
     for path in sample_images + _synthetic_val(trained_synthetic, 3):
         data = path.read_bytes()
@@ -55,7 +55,7 @@ def test_batch_of_four_different_sizes(server, local_model, sample_images):
     datas = [p.read_bytes() for p in sample_images[:4]]
     assert len({decode_image(d).shape for d in datas}) > 1
     for got, data in zip(infer_raw(server["http"], server["http_mod"], datas), datas):
-        assert_same_detections(got, local_detections(model, meta, data), meta["max_detections"])
+        assert_same_detections(got, local_detections(model, meta, data), meta.max_detections)
         h, w = decode_image(data).shape[:2]
         assert (got[0][:, [0, 2]] <= w).all() and (got[0][:, [1, 3]] <= h).all() and (got[0] >= 0).all()
 
@@ -66,7 +66,7 @@ def test_per_request_score_threshold(server, local_model, trained_synthetic):
     (everything,) = infer_raw(server["grpc"], server["grpc_mod"], [data])
     (got,) = infer_raw(server["grpc"], server["grpc_mod"], [data], score_threshold=0.4)
     assert (got[1] > 0.4).all() and 0 < len(got[1]) < len(everything[1])
-    assert assert_same_detections(got, local_detections(model, meta, data, score_threshold=0.4), meta["max_detections"]) > 0
+    assert assert_same_detections(got, local_detections(model, meta, data, score_threshold=0.4), meta.max_detections) > 0
 
 
 def test_bad_inputs_get_clear_errors_and_the_server_keeps_serving(server, local_model, sample_images):
@@ -87,7 +87,7 @@ def test_bad_inputs_get_clear_errors_and_the_server_keeps_serving(server, local_
             assert outcome == "answer", f"{name}: {message}"
             h, w = decode_image(data).shape[:2]
             assert (got[0][:, [0, 2]] <= w + 1e-3).all() and (got[0][:, [1, 3]] <= h + 1e-3).all(), name
-            assert_same_detections(got, local_detections(model, meta, data), meta["max_detections"])
+            assert_same_detections(got, local_detections(model, meta, data), meta.max_detections)
             if name == "exif_rotated.jpg":
                 assert h > w  # turned upright: the landscape photo stands
         (after,) = infer_raw(client, mod, [good])  # the next good request is served
@@ -105,3 +105,19 @@ def test_bad_inputs_get_clear_errors_and_the_server_keeps_serving(server, local_
             client.infer("damo_yolo", inputs)
     (after,) = infer_raw(client, mod, [good])
     assert len(after[1]) > 0
+
+
+def test_a_repository_of_another_damo_yolo_release_fails_loading_clearly(tmp_path):
+    import shutil
+
+    from damo_yolo.deploy.repository import config_text, parse_config
+    from damo_yolo.deploy.tritonserver import LocalServer
+    repo = shutil.copytree(ROOT / "triton_models", tmp_path / "triton_models")
+    path = repo / "damo_yolo_postprocess" / "config.pbtxt"
+    config = parse_config(path.read_text())
+    config.parameters["damo_yolo_version"].string_value = "9.9.0"
+    path.write_text(config_text(config))
+    with pytest.raises(RuntimeError, match="did not get damo_yolo ready"):
+        LocalServer(repo, tmp_path / "server.log", ready_timeout=60).start()
+    log = (tmp_path / "server.log").read_text()
+    assert "exported by damo_yolo 9.9.0, but damo_yolo" in log and "re-export" in log

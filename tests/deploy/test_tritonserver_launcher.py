@@ -39,3 +39,47 @@ def test_free_ports_are_distinct_and_bindable():
     for port in ports:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", port))
+
+
+def _version(command) -> str:
+    import subprocess
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp"}  # nothing of ours on the library path
+    run = subprocess.run([str(command), "--version"], capture_output=True, text=True, env=env)
+    return run.stdout + run.stderr  # perf_analyzer prints its version on stderr
+
+
+def test_the_environments_perf_analyzer_runs_as_installed():
+    from pathlib import Path
+    command = Path(sys.executable).parent / "perf_analyzer"  # what scripts/setup.sh leaves
+    assert "Perf Analyzer Version 2.51" in _version(command)
+
+
+def test_launcher_wraps_the_wheels_binary_once(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from damo_client.perf import install_launcher
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    real = Path(sys.executable).parent / "perf_analyzer"
+    real = real.with_name("perf_analyzer.bin") if real.with_name("perf_analyzer.bin").exists() else real
+    shutil.copy2(real, bindir / "perf_analyzer")  # as the tritonclient wheel installs it
+    assert "Perf Analyzer Version" not in _version(bindir / "perf_analyzer")  # libb64/libcudart missing
+    launcher = install_launcher(bindir)
+    assert launcher == bindir / "perf_analyzer" and (bindir / "perf_analyzer.bin").read_bytes()[:4] == b"\x7fELF"
+    assert "Perf Analyzer Version 2.51" in _version(launcher)
+    assert install_launcher(bindir) == launcher and "Perf Analyzer Version 2.51" in _version(launcher)
+    assert sorted(p.name for p in (tmp_path / "lib" / "damo-perf-libs").iterdir()) == ["libb64.so.0d", "libcudart.so.12"]
+
+
+def test_cpu_hosts_are_told_the_gpu_messages_are_expected(tmp_path):
+    import subprocess
+    from damo_yolo.deploy.tritonserver import CPU_HOST_NOTE, has_nvidia_gpu
+    if has_nvidia_gpu():
+        import pytest
+        pytest.skip("this host has an NVIDIA GPU: the note is not printed")
+    run = subprocess.run([sys.executable, "-m", "damo_yolo.deploy.tritonserver", "--model-repository",
+                          str(tmp_path / "none"), "--exit-on-error=true", "--http-port=0", "--grpc-port=0",
+                          "--metrics-port=0"], capture_output=True, text=True, timeout=120)
+    assert run.stderr.startswith(CPU_HOST_NOTE)
+    assert "NVML" in run.stdout + run.stderr or "CUDA" in run.stdout + run.stderr  # what the note explains

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from damo_yolo.models import CheckpointError, build_model, default_meta, load_checkpoint, save_checkpoint
+from damo_yolo.models import (CheckpointError, CheckpointMeta, build_model, infer_variant, load_checkpoint, load_model,
+                              save_checkpoint)
 
 from helpers import random_images, randomize_model
 
@@ -22,8 +23,8 @@ def trained_like():
 
 
 def test_round_trip_is_exact(tmp_path, trained_like):
-    meta = default_meta(trained_like.cfg)
-    meta["class_names"][0] = "pedestrian"
+    meta = CheckpointMeta.for_variant("Ns")
+    meta = meta.replace(class_names=("pedestrian",) + meta.class_names[1:], metrics={"coco/mAP": 0.5}, epoch=7)
     path = save_checkpoint(tmp_path / "ckpt.pth", trained_like, meta=meta, epoch=7)
     fresh = build_model("Ns")
     loaded_meta = load_checkpoint(fresh, path)
@@ -45,8 +46,12 @@ def test_official_layouts_load(tmp_path, trained_like):
         torch.save(payload, tmp_path / name)
         fresh = build_model("Ns")
         meta = load_checkpoint(fresh, tmp_path / name)
-        assert meta["variant"] == "Ns" and meta["resize"] == "stretch" and len(meta["class_names"]) == 80
+        assert meta.variant == "Ns" and meta.resize == "stretch" and len(meta.class_names) == 80
         for got, ref in zip(_outputs(fresh), want):
+            assert torch.equal(got, ref), name
+        model, meta = load_model(tmp_path / name)  # the variant recognised from the weights alone
+        assert meta == CheckpointMeta.for_variant("Ns") and not model.training
+        for got, ref in zip(_outputs(model), want):
             assert torch.equal(got, ref), name
 
 
@@ -149,3 +154,27 @@ def test_checkpoint_gets_the_umask_mode(tmp_path, trained_like, umask):
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+@pytest.mark.parametrize("variant", ["T", "S", "Ns", "Nm", "Nl"])
+def test_variant_is_recognised_from_the_weights(variant):
+    assert infer_variant(build_model(variant, num_classes=7).state_dict()) == variant
+    assert infer_variant(build_model(variant, deploy=True).state_dict()) == variant  # fused files too
+
+
+def test_load_model_reads_the_projects_metadata_and_checks_a_named_variant(tmp_path, trained_like):
+    meta = CheckpointMeta.for_variant("Ns").replace(input_size=(320, 320), resize="letterbox")
+    path = save_checkpoint(tmp_path / "ckpt.pth", trained_like, meta)
+    model, loaded = load_model(path)
+    assert loaded == meta and model.cfg.name == "Ns"
+    with pytest.raises(CheckpointError, match="holds DAMO-YOLO-Ns .* not T"):
+        load_model(path, variant="T")
+
+
+def test_another_variants_checkpoint_is_named_briefly(tmp_path):
+    save_checkpoint(tmp_path / "t.pth", build_model("T"))
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(build_model("S"), tmp_path / "t.pth")
+    text = str(err.value)
+    assert len(text) < 1000 and "in all" in text and "the weights are DAMO-YOLO-T's (variant T)" in text
+    assert len(err.value.details) > 10 * len(text)  # every key, on request

@@ -103,3 +103,11 @@ def test_training_forward_backpropagates_to_every_parameter():
     (scores.sum() + boxes.sum() * 1e-3).backward()
     without_grad = [n for n, p in model.named_parameters() if p.grad is None]
     assert without_grad == []
+
+
+@pytest.mark.parametrize("name", ZOO_VARIANTS)
+def test_structures_have_the_parameter_counts_the_zoo_reports(name):
+    from damo_yolo.models.zoo import ZOO_RESULTS
+    with torch.device("meta"):
+        fused = sum(p.numel() for p in build_model(name, deploy=True).parameters())
+    assert round(fused / 1e6, 2 if fused < 6e6 else 1) == ZOO_RESULTS[name].params_m  # as the zoo rounds them

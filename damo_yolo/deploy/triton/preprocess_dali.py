@@ -1,7 +1,7 @@
 """Triton python backend: encoded image bytes → model input with NVIDIA DALI (the GPU target's preprocess).
 
-The same tensors as the OpenCV model (preprocess.py): INPUT FP32 [3, H, W], SCALE FP32 [2], ORIG_SIZE INT32 [2].
-On a GPU instance DALI decodes with nvJPEG and resizes on the GPU, and INPUT leaves as a CUDA tensor
+The same tensors as the OpenCV model (preprocess.py): images FP32 [3, H, W], SCALE FP32 [2], ORIG_SIZE INT32 [2].
+On a GPU instance DALI decodes with nvJPEG and resizes on the GPU, and images leaves as a CUDA tensor
 through DLPack (the TensorRT detector reads it without a host copy); parameter ``dali_device: cpu`` runs
 the same pipeline on CPU operators. All images of a dynamic batch go through one pipeline run; when
 that run fails, each request is retried alone so only the requests with a bad image get an error.
@@ -11,10 +11,9 @@ import json
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from damo_yolo.deploy.triton.common import client_error
-
 from damo_yolo.data.preprocess import ImageDecodeError, check_encoded, check_pixels
-from damo_yolo.deploy.dali_preprocess import OUTPUT_NAMES, build_pipeline
+from damo_yolo.deploy.dali_preprocess import INPUT_NAME, OUTPUT_NAMES, build_pipeline
+from damo_yolo.deploy.triton.common import client_error, model_parameters
 
 
 def _dali_reason(exc: Exception) -> str:
@@ -27,7 +26,7 @@ def _dali_reason(exc: Exception) -> str:
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        params = model_parameters(args)
         self.device = params.get("dali_device", "gpu")
         self.max_batch_size = max(1, int(config.get("max_batch_size", 1)))
         self.options = dict(input_size=(int(params["input_height"]), int(params["input_width"])),
@@ -40,7 +39,7 @@ class TritonPythonModel:
     def _run(self, arrays):
         """One pipeline run over encoded images (at most max_batch_size) → the three output TensorLists."""
         try:
-            self.pipe.feed_input("IMAGE", arrays)
+            self.pipe.feed_input(INPUT_NAME, arrays)
             return self.pipe.run()
         except RuntimeError:
             self.pipe = build_pipeline(**self.options)  # a failed run may leave the pipeline unusable
@@ -103,7 +102,7 @@ class TritonPythonModel:
     def execute(self, requests):
         errors, per_request = {}, {}
         for r, request in enumerate(requests):
-            images = pb_utils.get_input_tensor_by_name(request, "IMAGE").as_numpy().reshape(-1)
+            images = pb_utils.get_input_tensor_by_name(request, INPUT_NAME).as_numpy().reshape(-1)
             try:
                 if images.size == 0:
                     raise ImageDecodeError("the request holds no image")

@@ -18,6 +18,13 @@ from PIL import Image
 HERE = Path(__file__).resolve().parent
 
 
+def motion_photo_video() -> bytes:
+    """What a phone appends to a motion photo's JPEG: an MP4 (here its ftyp box and 4 KB of seeded bytes,
+    which hold 0xFF 0xD8 and 0xFF 0xD9 pairs like real video data)."""
+    body = np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+    return b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + b"\xff\xd8\xff\xd9" + body
+
+
 def main(photo_path: str) -> None:
     photo = cv2.imread(photo_path, cv2.IMREAD_COLOR)
     small = cv2.resize(photo, (160, int(160 * photo.shape[0] / photo.shape[1])), interpolation=cv2.INTER_AREA)
@@ -61,6 +68,8 @@ def main(photo_path: str) -> None:
         "one_pixel.png": (cv2.imencode(".png", np.full((1, 1, 3), 200, np.uint8))[1].tobytes(), "answer", "1x1"),
         "sliver.jpg": (cv2.imencode(".jpg", np.full((3, 2000, 3), 90, np.uint8))[1].tobytes(), "answer",
                        "a 2000x3 sliver"),
+        "motion_photo.jpg": (jpeg + motion_photo_video(), "answer",
+                             "a phone's motion photo: a JPEG with a video appended after its end-of-image marker"),
     }
     manifest = {}
     for name, (data, expect, what) in files.items():

@@ -5,9 +5,9 @@ default_hooks = dict(
     timer=dict(type="IterTimerHook"),
     logger=dict(type="LoggerHook", interval=50),
     param_scheduler=dict(type="ParamSchedulerHook"),
-    # mmengine checkpoints (for --resume), written atomically; best by val mAP kept
-    checkpoint=dict(type="CheckpointHook", interval=1, max_keep_ckpts=2, save_best="coco/mAP", rule="greater",
-                    backend_args=dict(backend="atomic_local")),
+    # mmengine checkpoints of the last two epochs (for --resume), written atomically. The best weights by val
+    # mAP are ExportCheckpointHook's best.pth (the file export reads), so mmengine keeps no second best file.
+    checkpoint=dict(type="CheckpointHook", interval=1, max_keep_ckpts=2, backend_args=dict(backend="atomic_local")),
     sampler_seed=dict(type="DistSamplerSeedHook"),
     safe_checkpoints=dict(type="SafeCheckpointContents"),  # resume loads with torch.load(weights_only=True)
 )

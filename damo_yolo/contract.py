@@ -1,0 +1,61 @@
+"""The serving contract, defined once: the tensors of the Triton ensemble and of the steps inside it, and the
+detection defaults. Pure Python (no numpy, no torch): export (the repository and ONNX/TensorRT graphs), the
+Triton python-backend models and the client all import it.
+
+    client ──IMAGE [1] BYTES (+ SCORE_THRESHOLD, IOU_THRESHOLD [1] FP32, optional)──► ensemble
+      preprocess:  IMAGE → images [3, H, W] FP32, SCALE [2] FP32, ORIG_SIZE [2] INT32
+      detector:    images → scores [N, C] FP32, boxes [N, 4] FP32        (ONNX graph, TensorRT plan, CPU model)
+      postprocess: raw_scores, raw_boxes, SCALE, ORIG_SIZE (+ thresholds) → the ensemble's outputs
+    ensemble ──► num_detections [1] INT32, boxes [K, 4] FP32, scores [K] FP32, classes [K] INT32 ──► client
+
+Dims exclude the batch dimension (every model batches); "H", "W", "N", "C", "K" are filled in by export.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+Dim = Union[int, str]
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    datatype: str  # Triton's datatype: BYTES, FP32, INT32
+    dims: tuple[Dim, ...]
+    optional: bool = False
+
+    @property
+    def config_type(self) -> str:
+        """The ``data_type`` of a config.pbtxt (BYTES is TYPE_STRING there)."""
+        return "TYPE_STRING" if self.datatype == "BYTES" else f"TYPE_{self.datatype}"
+
+    def shape(self, **sizes: int) -> list[int]:
+        """The dims with the symbolic ones given, e.g. ``shape(H=416, W=416)``."""
+        return [sizes[d] if isinstance(d, str) else d for d in self.dims]
+
+
+# The ensemble: what every client relies on.
+IMAGE = TensorSpec("IMAGE", "BYTES", (1,))  # one encoded image (JPEG, PNG, ...) per batch item
+SCORE_THRESHOLD = TensorSpec("SCORE_THRESHOLD", "FP32", (1,), optional=True)
+IOU_THRESHOLD = TensorSpec("IOU_THRESHOLD", "FP32", (1,), optional=True)
+NUM_DETECTIONS = TensorSpec("num_detections", "INT32", (1,))
+BOXES = TensorSpec("boxes", "FP32", ("K", 4))  # x1, y1, x2, y2 in original image pixels
+SCORES = TensorSpec("scores", "FP32", ("K",))
+CLASSES = TensorSpec("classes", "INT32", ("K",))  # 0-based; names in labels.txt and the class_names parameter
+ENSEMBLE_INPUTS = (IMAGE, SCORE_THRESHOLD, IOU_THRESHOLD)
+ENSEMBLE_OUTPUTS = (NUM_DETECTIONS, BOXES, SCORES, CLASSES)
+
+# Inside the ensemble. The detector's names are the ONNX graph's (and so the TensorRT plan's), on every target.
+MODEL_INPUT = TensorSpec("images", "FP32", (3, "H", "W"))  # RGB, 0-255, no mean/std
+SCALE = TensorSpec("SCALE", "FP32", (2,))  # (scale_y, scale_x): input pixels = original pixels · scale
+ORIG_SIZE = TensorSpec("ORIG_SIZE", "INT32", (2,))  # (H, W) of the decoded image
+MODEL_SCORES = TensorSpec("scores", "FP32", ("N", "C"))  # sigmoid class scores of the N priors
+MODEL_BOXES = TensorSpec("boxes", "FP32", ("N", 4))  # x1, y1, x2, y2 in input pixels
+RAW_SCORES = TensorSpec("raw_scores", "FP32", ("N", "C"))  # the postprocess's names for the detector outputs
+RAW_BOXES = TensorSpec("raw_boxes", "FP32", ("N", 4))
+PREPROCESS_OUTPUTS = (MODEL_INPUT, SCALE, ORIG_SIZE)
+POSTPROCESS_INPUTS = (RAW_SCORES, RAW_BOXES, SCALE, ORIG_SIZE, SCORE_THRESHOLD, IOU_THRESHOLD)
+
+# Detection defaults. K: at most this many detections per image, as the reference keeps for evaluation.
+MAX_DETECTIONS = 500
