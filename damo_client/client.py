@@ -98,6 +98,7 @@ class _ClientBase:
         self.max_batch_size: Optional[int] = None
         self.class_names: list[str] = []
         self._mod = None
+        self._client = None  # the tritonclient client, made on first use
 
     @property
     def module(self):
@@ -214,10 +215,6 @@ class _ClientBase:
 class DamoClient(_ClientBase):
     """A synchronous client; safe to use from one thread (make one per thread)."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._client = None
-
     @property
     def triton(self):
         """The underlying tritonclient InferenceServerClient."""
@@ -300,10 +297,6 @@ class DamoClient(_ClientBase):
 
 class AsyncDamoClient(_ClientBase):
     """The asyncio client (tritonclient.http.aio / grpc.aio): the same methods, awaited."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._client = None
 
     @property
     def triton(self):

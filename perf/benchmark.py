@@ -80,14 +80,15 @@ def measure_served(server, images: list[bytes], runs: int) -> dict:
     import tritonclient.http as httpclient
 
     from damo_client import DamoClient
+    from damo_yolo import contract as C
     n = len(images)
     bare = httpclient.InferenceServerClient(server.http_url)
 
     def bare_call(i):
-        image = httpclient.InferInput("IMAGE", [1, 1], "BYTES")
+        image = httpclient.InferInput(C.IMAGE.name, [1, 1], C.IMAGE.datatype)
         image.set_data_from_numpy(np.array([[images[i % n]]], dtype=np.object_))
         result = bare.infer("damo_yolo", [image])
-        result.as_numpy("boxes")
+        result.as_numpy(C.BOXES.name)
 
     with DamoClient(server.http_url) as client:
         client.connect()

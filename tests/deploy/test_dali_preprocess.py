@@ -76,7 +76,11 @@ def dali_server(trained_synthetic, tmp_path_factory):
     repo = export_repository(trained_synthetic["checkpoint"], tmp_path_factory.mktemp("dali") / "triton_models",
                              preprocess="dali")
     with running_server(repo, repo.parent / "server.log") as srv:
-        yield httpclient.InferenceServerClient(srv.http_url, network_timeout=120.0, concurrency=8), httpclient
+        client = httpclient.InferenceServerClient(srv.http_url, network_timeout=120.0, concurrency=8)
+        try:
+            yield client, httpclient
+        finally:  # open keep-alive connections would hold the server's shutdown for its 30 s exit timeout
+            client.close()
 
 
 @pytest.mark.slow

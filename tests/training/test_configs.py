@@ -51,7 +51,9 @@ def test_config_builds(path):
         assert tuple(cfg[key].dataset.input_size) == tuple(cfg.input_size)
     assert METRICS.get(cfg.val_evaluator["type"]) is not None
     for hook in cfg.custom_hooks:
-        assert HOOKS.get(hook["type"]) is not None or MODELS.get(hook.get("ema_type", "")) is not None
+        assert HOOKS.get(hook["type"]) is not None, hook
+        if "ema_type" in hook:
+            assert MODELS.get(hook["ema_type"]) is not None, hook
     assert cfg.train_cfg.max_epochs == cfg.max_epochs and cfg.optim_wrapper.optimizer.lr == cfg.base_lr
     if path.name.endswith("_coco.py"):
         size, optimizer = EXPECTED[cfg.model["variant"]]

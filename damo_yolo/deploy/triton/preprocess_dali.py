@@ -36,6 +36,10 @@ class TritonPythonModel:
                             num_threads=int(params.get("dali_threads", "2")))
         self.pipe = build_pipeline(**self.options)
 
+    def finalize(self):
+        """Release the pipeline (its worker threads) so the model unloads at once."""
+        self.pipe = None
+
     def _run(self, arrays):
         """One pipeline run over encoded images (at most max_batch_size) → the three output TensorLists."""
         try:
