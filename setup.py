@@ -28,10 +28,14 @@ EXTRAS = {
               "tensorboard==2.20.0"],  # newest release that accepts protobuf<5 (tritonclient caps it)
     "export": TORCH + ["onnx==1.22.0", "onnxruntime==1.32.0", "onnxslim==0.1.98"],
     "server": ["nvidia-pytriton==0.7.0", "onnxruntime==1.32.0"],
-    "test": ["pytest==9.2.0"],
+    # cuda-python: the GPU detection runs for real in the tests (and says there is no GPU)
+    "test": ["pytest==9.2.0", "cuda-python==12.8.0"],
     # NVIDIA DALI: the GPU target's preprocessing; its CPU operators run (and are tested) anywhere
     "dali": ["nvidia-dali-cuda120==2.4.0"],
-    "gpu": ["tensorrt", "nvidia-dali-cuda120==2.4.0"],  # GPU hosts only (NVIDIA's containers have them)
+    # GPU hosts: exactly the TensorRT and DALI of the serving container (damo_yolo/deploy/platform.py:
+    # nvcr.io/nvidia/tritonserver:25.01-py3); both download from NVIDIA's index (pip --extra-index-url
+    # https://pypi.nvidia.com). cuda-python finds the GPU and holds INT8 calibration batches.
+    "gpu": ["tensorrt-cu12==10.8.0.43", "nvidia-dali-cuda120==1.45.0", "cuda-python==12.8.0"],
 }
 EXTRAS["all"] = sorted({req for key in ("train", "export", "server", "dali", "test") for req in EXTRAS[key]})
 

@@ -1,9 +1,12 @@
 """TensorRT plans from the exported ONNX graphs, through the ``tensorrt`` Python API (GPU hosts only).
 
-FP32 / FP16 / INT8 (entropy calibration over a folder of images, with a calibration cache), one
-optimisation profile over the batch range, a workspace limit, and a timing cache reused across builds.
-Without TensorRT or a GPU, :func:`build_engine` stops with a message saying what is missing; the option
-handling and the calibration data are plain Python and run anywhere.
+Written against TensorRT 10.8 (``platform.TENSORRT``, the serving container's): networks are explicit-batch
+by construction (no creation flag), FP16 through ``BuilderFlag.FP16``, INT8 through the entropy
+calibrator that release still has (over a folder of images, with a calibration cache), one optimisation
+profile over the batch range, a workspace limit and a timing cache reused across builds. The GPU is found
+through CUDA (cuda-python), never through torch. Without TensorRT, with another TensorRT version or without
+a GPU, :func:`build_engine` stops with a one-line :class:`TensorRTUnavailable`; the option handling and the
+calibration data are plain Python and run anywhere.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from typing import Iterator, Optional, Union
 import numpy as np
 
 from ..fileio import atomic_write_bytes
+from . import platform
 from .onnx_export import INPUT_NAME
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -21,7 +25,60 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 class TensorRTUnavailable(RuntimeError):
-    """TensorRT or an NVIDIA GPU is missing on this host."""
+    """TensorRT (of the pinned version) or a suitable NVIDIA GPU is missing on this host."""
+
+
+@dataclass(frozen=True)
+class GPUInfo:
+    name: str
+    compute_capability: tuple[int, int]
+    device: int = 0
+
+
+def _cudart():
+    try:
+        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
+    except ImportError:
+        try:
+            from cuda import cudart  # older cuda-python
+        except ImportError as exc:
+            raise TensorRTUnavailable("cuda-python is not installed: pip install '.[gpu]' on the GPU host "
+                                      "(it finds the GPU and holds INT8 calibration batches)") from exc
+    return cudart
+
+
+def _check(cudart, result, what: str):
+    err, *values = result if isinstance(result, tuple) else (result,)
+    if int(err) != 0:
+        name = cudart.cudaGetErrorName(err)[1]
+        raise TensorRTUnavailable(f"{what} failed: {name.decode() if isinstance(name, bytes) else name}")
+    return values[0] if len(values) == 1 else values
+
+
+def gpu_info(device: int = 0) -> GPUInfo:
+    """The NVIDIA GPU plans are built for (through the CUDA runtime); TensorRTUnavailable when there is none
+    or it is older than the serving container supports."""
+    cudart = _cudart()
+    try:
+        count = _check(cudart, cudart.cudaGetDeviceCount(), "cudaGetDeviceCount")
+    except TensorRTUnavailable:
+        raise
+    except RuntimeError as exc:  # no driver: cuda-python cannot load libcuda.so.1
+        reason = ("the NVIDIA driver (libcuda.so.1) is not on this host" if "libcuda" in str(exc)
+                  else str(exc).splitlines()[0])
+        raise TensorRTUnavailable(f"no NVIDIA GPU is visible: {reason}; TensorRT plans are built on the GPU "
+                                  f"they will run on") from exc
+    if count < 1 or device >= count:
+        raise TensorRTUnavailable(f"no NVIDIA GPU {device} is visible ({count} found)")
+    props = _check(cudart, cudart.cudaGetDeviceProperties(device), "cudaGetDeviceProperties")
+    name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
+    info = GPUInfo(name.strip("\x00 "), (int(props.major), int(props.minor)), device)
+    if info.compute_capability < platform.MIN_COMPUTE_CAPABILITY:
+        raise TensorRTUnavailable(
+            f"{info.name} has compute capability {info.compute_capability[0]}.{info.compute_capability[1]}; "
+            f"TensorRT {platform.TENSORRT} and {platform.CONTAINER} need "
+            f"{platform.MIN_COMPUTE_CAPABILITY[0]}.{platform.MIN_COMPUTE_CAPABILITY[1]} or newer")
+    return info
 
 
 @dataclass(frozen=True)
@@ -100,13 +157,15 @@ class CalibrationData:
 
 
 def _make_calibrator(trt, data: Optional[CalibrationData], cache: Optional[Path], batch_size: int):
-    import torch  # device memory for the batches (torch is on every GPU host of this project)
+    cudart = _cudart()
 
     class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
+        """Feeds calibration batches from device memory (cudaMalloc'd once, copied into per batch)."""
+
         def __init__(self):
             super().__init__()
             self.batches = iter(data) if data is not None else iter(())
-            self.device_batch = None
+            self.device_ptr, self.nbytes = None, 0
 
         def get_batch_size(self) -> int:
             return batch_size
@@ -115,8 +174,12 @@ def _make_calibrator(trt, data: Optional[CalibrationData], cache: Optional[Path]
             batch = next(self.batches, None)
             if batch is None:
                 return None
-            self.device_batch = torch.from_numpy(batch).cuda()
-            return [int(self.device_batch.data_ptr())]
+            if self.device_ptr is None:
+                self.nbytes = batch.nbytes
+                self.device_ptr = _check(cudart, cudart.cudaMalloc(self.nbytes), "cudaMalloc")
+            _check(cudart, cudart.cudaMemcpy(self.device_ptr, batch.ctypes.data, batch.nbytes,
+                                             cudart.cudaMemcpyKind.cudaMemcpyHostToDevice), "cudaMemcpy")
+            return [int(self.device_ptr)]
 
         def read_calibration_cache(self):
             return Path(cache).read_bytes() if cache is not None and Path(cache).is_file() else None
@@ -125,32 +188,37 @@ def _make_calibrator(trt, data: Optional[CalibrationData], cache: Optional[Path]
             if cache is not None:
                 atomic_write_bytes(cache, bytes(blob))
 
+        def __del__(self):
+            if self.device_ptr is not None:
+                cudart.cudaFree(self.device_ptr)
+
     return EntropyCalibrator()
 
 
 def import_tensorrt():
+    """The ``tensorrt`` module of the pinned version; TensorRTUnavailable (one line) otherwise."""
     try:
         import tensorrt as trt
     except ImportError as exc:
-        raise TensorRTUnavailable("TensorRT is not installed: build plans on a GPU host with `pip install "
-                                  ".[gpu]` or inside NVIDIA's TensorRT/Triton container") from exc
-    try:
-        import torch
-        has_gpu = torch.cuda.is_available()
-    except ImportError:
-        has_gpu = False
-    if not has_gpu:
-        raise TensorRTUnavailable("no NVIDIA GPU is visible: TensorRT plans are built on the GPU they will run on")
+        raise TensorRTUnavailable(f"TensorRT is not installed: build plans on a GPU host with `pip install "
+                                  f"'.[gpu]'` (tensorrt-cu12=={platform.TENSORRT}) or inside "
+                                  f"{platform.CONTAINER}") from exc
+    installed = getattr(trt, "__version__", "")
+    if platform.release(installed) != platform.release(platform.TENSORRT):
+        raise TensorRTUnavailable(f"TensorRT {installed or '(unknown version)'} is installed, but plans must be "
+                                  f"built with {platform.TENSORRT}, the TensorRT of {platform.CONTAINER} that "
+                                  f"serves them (a plan only loads in the TensorRT that built it)")
     return trt
 
 
 def build_engine(onnx_path: Union[str, Path], plan_path: Union[str, Path], options: BuildOptions) -> Path:
     """Parse ``onnx_path``, build a serialized engine with ``options`` and write it to ``plan_path``."""
     trt = import_tensorrt()
+    gpu_info()  # a GPU the serving container supports, before any TensorRT work
     logger = trt.Logger(trt.Logger.WARNING)
     trt.init_libnvinfer_plugins(logger, "")  # EfficientNMS_TRT for the end2end graph
     builder = trt.Builder(logger)
-    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH))
+    network = builder.create_network(0)  # TensorRT 10: every network is explicit-batch
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(Path(onnx_path).read_bytes()):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
@@ -160,9 +228,7 @@ def build_engine(onnx_path: Union[str, Path], plan_path: Union[str, Path], optio
     profile = builder.create_optimization_profile()
     profile.set_shape(INPUT_NAME, *options.profile_shapes())
     config.add_optimization_profile(profile)
-    if options.precision in ("fp16", "int8"):
-        if not builder.platform_has_fast_fp16:
-            raise TensorRTUnavailable("this GPU has no fast FP16; build with precision fp32")
+    if options.precision in ("fp16", "int8"):  # every GPU of compute capability >= 7.5 has fast FP16
         config.set_flag(trt.BuilderFlag.FP16)
     if options.precision == "int8":
         config.set_flag(trt.BuilderFlag.INT8)

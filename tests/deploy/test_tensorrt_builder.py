@@ -1,4 +1,7 @@
-"""TensorRT builder: option checks and calibration data here; the build itself needs a GPU."""
+"""TensorRT builder: option checks and calibration data, the one-line errors of a host that cannot build
+(the real cuda-python says there is no GPU here), and the builder's calls in order through a stand-in for
+TensorRT. That these calls exist in the pinned TensorRT is checked against its real bindings in
+test_tensorrt_api.py; the build itself needs a GPU."""
 from __future__ import annotations
 
 import shutil
@@ -51,15 +54,41 @@ def test_calibration_batches_use_the_serving_preprocessing(tmp_path, sample_imag
 
 
 def test_build_without_a_gpu_says_what_is_missing(tmp_path):
+    from damo_yolo.deploy.tensorrt_builder import gpu_info
     try:
-        import tensorrt  # noqa: F401
-        import torch
-        if torch.cuda.is_available():
-            pytest.skip("a GPU with TensorRT is present: the real build is covered by the GPU tests")
-    except ImportError:
-        pass
+        gpu_info()
+        pytest.skip("this host has a GPU: the real build is covered by the GPU tests")
+    except TensorRTUnavailable as exc:  # the real CUDA runtime (cuda-python) looked and found none
+        assert "no NVIDIA GPU is visible" in str(exc) and "\n" not in str(exc)
     with pytest.raises(TensorRTUnavailable, match="TensorRT is not installed|no NVIDIA GPU"):
         build_engine(tmp_path / "model.onnx", tmp_path / "model.plan", BuildOptions(input_size=(416, 416)))
+
+
+def test_another_tensorrt_version_is_refused_in_one_line(monkeypatch):
+    import sys
+    import types
+
+    from damo_yolo.deploy import platform
+    from damo_yolo.deploy.tensorrt_builder import import_tensorrt
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="11.4.0.106"))
+    with pytest.raises(TensorRTUnavailable) as err:
+        import_tensorrt()
+    assert f"TensorRT 11.4.0.106 is installed, but plans must be built with {platform.TENSORRT}" in str(err.value)
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__=platform.TENSORRT))
+    assert import_tensorrt().__version__ == platform.TENSORRT
+
+
+def test_export_for_the_gpu_on_this_host_ends_in_one_line(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2]
+    run = subprocess.run([sys.executable, "-m", "damo_yolo.tools.export",
+                          str(root / "demo" / "model" / "damoyolo_tinynasL18_Ns_synthetic.pth"), "--target", "gpu",
+                          "--out", str(tmp_path / "repo")], capture_output=True, text=True, timeout=300)
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 1 and len(lines) == 1 and "Traceback" not in run.stderr, run.stderr[-2000:]
+    assert "TensorRT is not installed" in lines[0] or "no NVIDIA GPU" in lines[0]
 
 
 class _FakeTensorRT:
@@ -70,9 +99,6 @@ class _FakeTensorRT:
 
         def __init__(self, level):
             self.level = level
-
-    class NetworkDefinitionCreationFlag:
-        EXPLICIT_BATCH = 0
 
     class MemoryPoolType:
         WORKSPACE = "workspace"
@@ -130,9 +156,8 @@ class _FakeTensorRT:
                 fake.calls.append(("timing_cache", cache.blob))
 
         class Builder:
-            platform_has_fast_fp16 = True
-
             def create_network(self, flags):
+                assert flags == 0, "TensorRT 10 networks need no creation flag"
                 return "network"
 
             def create_optimization_profile(self):
@@ -157,14 +182,38 @@ class _FakeTensorRT:
         return Parser()
 
 
+class _HostMemoryCUDA:
+    """Stands for the CUDA runtime in the calibration test: "device" buffers are host buffers."""
+
+    class cudaMemcpyKind:  # noqa: N801 (the CUDA API's name)
+        cudaMemcpyHostToDevice = 1
+
+    def __init__(self):
+        self.buffers = {}
+
+    def cudaMalloc(self, size):  # noqa: N802
+        buf = np.zeros(size, np.uint8)
+        self.buffers[buf.ctypes.data] = buf
+        return 0, buf.ctypes.data
+
+    def cudaMemcpy(self, dst, src, size, kind):  # noqa: N802
+        import ctypes
+        ctypes.memmove(dst, src, size)
+        return (0,)
+
+    def cudaFree(self, ptr):  # noqa: N802
+        self.buffers.pop(ptr, None)
+        return (0,)
+
+
 @pytest.fixture()
 def fake_trt(monkeypatch):
-    import torch
-
     from damo_yolo.deploy import tensorrt_builder
     fake = _FakeTensorRT()
+    fake.cuda = _HostMemoryCUDA()
     monkeypatch.setattr(tensorrt_builder, "import_tensorrt", lambda: fake)
-    monkeypatch.setattr(torch.Tensor, "cuda", lambda self: self)  # calibration batches stay on the CPU here
+    monkeypatch.setattr(tensorrt_builder, "gpu_info", lambda device=0: tensorrt_builder.GPUInfo("stand-in", (8, 9)))
+    monkeypatch.setattr(tensorrt_builder, "_cudart", lambda: fake.cuda)
     return fake
 
 
@@ -192,7 +241,11 @@ def test_int8_calibrates_on_images_and_writes_the_cache(tmp_path, fake_trt, samp
     assert fake_trt.config.flags == {"fp16", "int8"}
     calibrator = fake_trt.config.int8_calibrator
     assert calibrator.get_batch_size() == 2 and calibrator.read_calibration_cache() is None
-    assert calibrator.get_batch(["images"]) and calibrator.get_batch(["images"]) and calibrator.get_batch(["images"]) is None
+    want = list(CalibrationData(sample_images[0].parent, (128, 160), batch_size=2, max_batches=2))
+    for batch in want:  # each batch lands in the one device buffer, as float32 NCHW
+        (ptr,) = calibrator.get_batch(["images"])
+        np.testing.assert_array_equal(fake_trt.cuda.buffers[ptr].view(np.float32).reshape(batch.shape), batch)
+    assert calibrator.get_batch(["images"]) is None
     calibrator.write_calibration_cache(b"scales")
     assert (tmp_path / "calib.cache").read_bytes() == b"scales" and calibrator.read_calibration_cache() == b"scales"
     assert ("calibration_profile", {"images": ((2, 3, 128, 160),) * 3}) in fake_trt.calls
