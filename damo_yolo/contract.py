@@ -4,8 +4,12 @@ Triton python-backend models and the client all import it.
 
     client ──IMAGE [1] BYTES (+ SCORE_THRESHOLD, IOU_THRESHOLD [1] FP32, optional)──► ensemble
       preprocess:  IMAGE → images [3, H, W] FP32, SCALE [2] FP32, ORIG_SIZE [2] INT32
-      detector:    images → scores [N, C] FP32, boxes [N, 4] FP32        (ONNX graph, TensorRT plan, CPU model)
-      postprocess: raw_scores, raw_boxes, SCALE, ORIG_SIZE (+ thresholds) → the ensemble's outputs
+      CPU target:
+        detector:    images → scores [N, C], boxes [N, 4]                (the ONNX graph in onnxruntime)
+        postprocess: raw_scores, raw_boxes, SCALE, ORIG_SIZE (+ thresholds) → the ensemble's outputs
+      GPU target (NMS inside the TensorRT plan, EfficientNMS_TRT):
+        detector:    images → num_dets [1], det_boxes [K, 4], det_scores [K], det_classes [K]
+        map-back:    num_dets, det_*, SCALE, ORIG_SIZE (+ thresholds) → the ensemble's outputs
     ensemble ──► num_detections [1] INT32, boxes [K, 4] FP32, scores [K] FP32, classes [K] INT32 ──► client
 
 Dims exclude the batch dimension (every model batches); "H", "W", "N", "C", "K" are filled in by export.
@@ -56,6 +60,14 @@ RAW_SCORES = TensorSpec("raw_scores", "FP32", ("N", "C"))  # the postprocess's n
 RAW_BOXES = TensorSpec("raw_boxes", "FP32", ("N", 4))
 PREPROCESS_OUTPUTS = (MODEL_INPUT, SCALE, ORIG_SIZE)
 POSTPROCESS_INPUTS = (RAW_SCORES, RAW_BOXES, SCALE, ORIG_SIZE, SCORE_THRESHOLD, IOU_THRESHOLD)
+
+# The end2end detector (the GPU target's plan): the fused model followed by EfficientNMS_TRT, boxes in input pixels.
+DET_NUM = TensorSpec("num_dets", "INT32", (1,))
+DET_BOXES = TensorSpec("det_boxes", "FP32", ("K", 4))
+DET_SCORES = TensorSpec("det_scores", "FP32", ("K",))
+DET_CLASSES = TensorSpec("det_classes", "INT32", ("K",))
+END2END_OUTPUTS = (DET_NUM, DET_BOXES, DET_SCORES, DET_CLASSES)
+MAPBACK_INPUTS = END2END_OUTPUTS + (SCALE, ORIG_SIZE, SCORE_THRESHOLD, IOU_THRESHOLD)
 
 # Detection defaults. K: at most this many detections per image, as the reference keeps for evaluation.
 MAX_DETECTIONS = 500

@@ -16,11 +16,12 @@ from typing import Union
 import torch
 from torch import nn
 
+from .. import contract as C
 from ..contract import MAX_DETECTIONS
 from ..models import DAMOYOLO
 from .onnx_export import DEFAULT_OPSET, INPUT_NAME, deploy_copy
 
-END2END_OUTPUTS = ("num_dets", "det_boxes", "det_scores", "det_classes")
+END2END_OUTPUTS = tuple(t.name for t in C.END2END_OUTPUTS)  # num_dets, det_boxes, det_scores, det_classes
 PLUGIN_DOMAIN = "TRT"
 PLUGIN_OP = "EfficientNMS_TRT"
 

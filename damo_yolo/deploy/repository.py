@@ -115,12 +115,15 @@ def model_configs(spec: RepositorySpec, num_priors: int) -> dict:
     else:
         det.platform = "tensorrt_plan"
     det.input.append(_tensor(In, C.MODEL_INPUT, sizes))
-    det.output.extend([_tensor(Out, C.MODEL_SCORES, sizes), _tensor(Out, C.MODEL_BOXES, sizes)])
+    det_outputs = (C.MODEL_SCORES, C.MODEL_BOXES) if spec.target == "cpu" else C.END2END_OUTPUTS
+    det.output.extend(_tensor(Out, t, sizes) for t in det_outputs)
     det.instance_group.append(pb.ModelInstanceGroup(kind=kind, count=spec.detector_instances))
     _batching(spec, det)
 
+    # CPU target: score filter + NMS + map-back; GPU target: map-back only (the plan's EfficientNMS did the rest)
     post = pb.ModelConfig(name=names["postprocess"], backend="python", max_batch_size=spec.max_batch_size)
-    post.input.extend(_tensor(In, t, sizes) for t in C.POSTPROCESS_INPUTS)
+    post.input.extend(_tensor(In, t, sizes) for t in (C.POSTPROCESS_INPUTS if spec.target == "cpu"
+                                                      else C.MAPBACK_INPUTS))
     post.output.extend(_tensor(Out, t, sizes) for t in C.ENSEMBLE_OUTPUTS)
     post.instance_group.append(pb.ModelInstanceGroup(kind=pb.ModelInstanceGroup.KIND_CPU,
                                                      count=spec.postprocess_instances))
@@ -133,15 +136,18 @@ def model_configs(spec: RepositorySpec, num_priors: int) -> dict:
     ens.output.extend(_tensor(Out, t, sizes, label_filename="labels.txt" if t is C.CLASSES else "")
                       for t in C.ENSEMBLE_OUTPUTS)
     _params(ens, {"class_names": json.dumps(spec.class_names)})  # what clients read to name the classes
+    if spec.target == "cpu":
+        detections = {C.MODEL_SCORES.name: "_raw_scores", C.MODEL_BOXES.name: "_raw_boxes"}
+        post_reads = {C.RAW_SCORES.name: "_raw_scores", C.RAW_BOXES.name: "_raw_boxes"}
+    else:
+        detections = {t.name: f"_{t.name}" for t in C.END2END_OUTPUTS}
+        post_reads = dict(detections)
+    thresholds = {t.name: t.name for t in (C.SCORE_THRESHOLD, C.IOU_THRESHOLD)}
     steps = [
         (names["preprocess"], {C.IMAGE.name: C.IMAGE.name},
          {t.name: f"_{t.name.lower()}" for t in C.PREPROCESS_OUTPUTS}),
-        (names["detector"], {C.MODEL_INPUT.name: f"_{C.MODEL_INPUT.name.lower()}"},
-         {C.MODEL_SCORES.name: "_raw_scores", C.MODEL_BOXES.name: "_raw_boxes"}),
-        (names["postprocess"],
-         {C.RAW_SCORES.name: "_raw_scores", C.RAW_BOXES.name: "_raw_boxes", C.SCALE.name: "_scale",
-          C.ORIG_SIZE.name: "_orig_size", C.SCORE_THRESHOLD.name: C.SCORE_THRESHOLD.name,
-          C.IOU_THRESHOLD.name: C.IOU_THRESHOLD.name},
+        (names["detector"], {C.MODEL_INPUT.name: f"_{C.MODEL_INPUT.name.lower()}"}, detections),
+        (names["postprocess"], {**post_reads, C.SCALE.name: "_scale", C.ORIG_SIZE.name: "_orig_size", **thresholds},
          {t.name: t.name for t in C.ENSEMBLE_OUTPUTS}),
     ]
     for model_name, inputs, outputs in steps:
@@ -185,7 +191,7 @@ def write_repository(spec: RepositorySpec, out_dir, num_priors: int, onnx_path: 
         (model_dir / "1").mkdir(parents=True)
         (model_dir / "config.pbtxt").write_text(config_text(config))
     _write_model_py(out / names["preprocess"], "preprocess_dali" if spec.preprocess == "dali" else "preprocess")
-    _write_model_py(out / names["postprocess"], "postprocess")
+    _write_model_py(out / names["postprocess"], "postprocess" if spec.target == "cpu" else "mapback")
     if spec.target == "cpu":
         if onnx_path is None:
             raise ValueError("the CPU target needs the detector's ONNX graph")

@@ -79,11 +79,18 @@ def export_repository(checkpoint: Path, out: Path, variant: Optional[str] = None
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = export_onnx(model, Path(tmp) / "model.onnx", input_size=(h, w))
         plan_path = None
-        if target == "gpu":
-            from damo_yolo.deploy.tensorrt_builder import BuildOptions, build_engine
-            plan_path = build_engine(onnx_path, Path(tmp) / "model.plan",
+        if target == "gpu":  # the plan holds the NMS: the end2end graph with EfficientNMS_TRT
+            from damo_yolo.deploy import platform
+            from damo_yolo.deploy.end2end import NMSSettings, export_end2end_onnx
+            from damo_yolo.deploy.tensorrt_builder import BuildOptions, build_engine, gpu_info, import_tensorrt
+            trt, gpu = import_tensorrt(), gpu_info()
+            nms = NMSSettings(spec.score_threshold, spec.iou_threshold, spec.max_detections)
+            end2end = export_end2end_onnx(model, Path(tmp) / "end2end.onnx", nms, input_size=(h, w))
+            plan_path = build_engine(end2end, Path(tmp) / "model.plan",
                                      BuildOptions(input_size=(h, w), precision=precision, max_batch=max_batch_size,
                                                   opt_batch=min(4, max_batch_size)))
+            spec.extra.update(tensorrt=trt.__version__, container=platform.CONTAINER,
+                              gpu={"name": gpu.name, "compute_capability": "%d.%d" % gpu.compute_capability})
         return write_repository(spec, out, num_priors, onnx_path=onnx_path, plan_path=plan_path)
 
 

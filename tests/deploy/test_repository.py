@@ -60,9 +60,13 @@ def test_gpu_repository_uses_a_tensorrt_plan(tmp_path):
     det = parse_config((repo / "damo_yolo_detector" / "config.pbtxt").read_text())
     from tritonclient.grpc import model_config_pb2 as pb
     assert det.platform == "tensorrt_plan" and det.instance_group[0].kind == pb.ModelInstanceGroup.KIND_GPU
-    assert [i.name for i in det.input] == ["images"] and [o.name for o in det.output] == ["scores", "boxes"]
+    # NMS inside the plan (EfficientNMS_TRT): the end2end outputs, then a map-back step
+    assert [i.name for i in det.input] == ["images"]
+    assert [(o.name, list(o.dims)) for o in det.output] == [("num_dets", [1]), ("det_boxes", [50, 4]),
+                                                              ("det_scores", [50]), ("det_classes", [50])]
     ens = parse_config((repo / "damo_yolo" / "config.pbtxt").read_text())
     assert dict(ens.ensemble_scheduling.step[1].input_map) == {"images": "_images"}
+    assert "triton.mapback import" in (repo / "damo_yolo_postprocess" / "1" / "model.py").read_text()
     # preprocessing on the GPU: the DALI python model on a KIND_GPU instance
     pre = parse_config((repo / "damo_yolo_preprocess" / "config.pbtxt").read_text())
     assert pre.instance_group[0].kind == pb.ModelInstanceGroup.KIND_GPU
@@ -128,19 +132,22 @@ def test_bad_specs(kwargs, match):
         RepositorySpec(**{**SPEC, **kwargs})
 
 
-def test_both_targets_wire_the_contracts_tensors_the_same_way():
+def test_both_targets_wire_the_contracts_tensors():
     from damo_yolo import __version__
     from damo_yolo import contract as C
     cpu, gpu = (model_configs(RepositorySpec(**SPEC, target=t), num_priors=1680) for t in ("cpu", "gpu"))
-    for name in cpu:
+    for name in ("damo_yolo", "damo_yolo_preprocess"):  # what clients and the preprocess see: identical
         for kind in ("input", "output"):
             assert [t.name for t in getattr(cpu[name], kind)] == [t.name for t in getattr(gpu[name], kind)], name
-    assert cpu["damo_yolo"].ensemble_scheduling == gpu["damo_yolo"].ensemble_scheduling
-    det = cpu["damo_yolo_detector"]
-    assert [t.name for t in det.input] == [C.MODEL_INPUT.name]
-    assert [t.name for t in det.output] == [C.MODEL_SCORES.name, C.MODEL_BOXES.name]
     assert [t.name for t in cpu["damo_yolo"].input] == [t.name for t in C.ENSEMBLE_INPUTS]
     assert [t.name for t in cpu["damo_yolo"].output] == [t.name for t in C.ENSEMBLE_OUTPUTS]
+    for configs, det_outputs, post_inputs in ((cpu, (C.MODEL_SCORES, C.MODEL_BOXES), C.POSTPROCESS_INPUTS),
+                                              (gpu, C.END2END_OUTPUTS, C.MAPBACK_INPUTS)):
+        det, post = configs["damo_yolo_detector"], configs["damo_yolo_postprocess"]
+        assert [t.name for t in det.input] == [C.MODEL_INPUT.name]
+        assert [t.name for t in det.output] == [t.name for t in det_outputs]
+        assert [t.name for t in post.input] == [t.name for t in post_inputs]
+        assert [t.name for t in post.output] == [t.name for t in C.ENSEMBLE_OUTPUTS]
     for name in ("damo_yolo_preprocess", "damo_yolo_detector", "damo_yolo_postprocess"):  # python backends
         assert cpu[name].parameters["damo_yolo_version"].string_value == __version__
 

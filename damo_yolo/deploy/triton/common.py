@@ -27,6 +27,30 @@ def check_version(exported: str, installed: str = damo_yolo.__version__) -> None
                            f"damo-yolo=={'.'.join(map(str, release(exported)))}.*")
 
 
+def respond_each(pb_utils, requests, one_request) -> list:
+    """One response per request: ``one_request(request)`` gives its output tensors; a ValueError it raises
+    (bad image, bad threshold) becomes that request's own 400, and the other requests are answered."""
+    responses = []
+    for request in requests:
+        try:
+            responses.append(pb_utils.InferenceResponse(output_tensors=one_request(request)))
+        except ValueError as exc:
+            responses.append(pb_utils.InferenceResponse(error=client_error(pb_utils, str(exc))))
+    return responses
+
+
+def optional_input(pb_utils, request, name: str, default: float, count: int):
+    """An optional per-item FP32 input of the request as ``count`` values (``default`` when not sent)."""
+    import numpy as np
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    if tensor is None:
+        return np.full(count, default, np.float32)
+    values = tensor.as_numpy().reshape(-1).astype(np.float32)
+    if values.size != count:
+        raise ValueError(f"{name} holds {values.size} values for {count} images")
+    return values
+
+
 def model_parameters(args) -> dict:
     """The model's config parameters as strings, once the repository's damo_yolo release is checked."""
     config = json.loads(args["model_config"])

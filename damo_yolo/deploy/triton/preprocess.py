@@ -13,7 +13,7 @@ import triton_python_backend_utils as pb_utils
 
 from damo_yolo import contract as C
 from damo_yolo.data.preprocess import ImageDecodeError, decode_image, preprocess
-from damo_yolo.deploy.triton.common import client_error, model_parameters
+from damo_yolo.deploy.triton.common import model_parameters, respond_each
 
 
 class TritonPythonModel:
@@ -36,16 +36,9 @@ class TritonPythonModel:
             inputs.append(chw)
             scales.append((info.scale_y, info.scale_x))
             sizes.append((info.orig_h, info.orig_w))
-        return pb_utils.InferenceResponse(output_tensors=[
-            pb_utils.Tensor(C.MODEL_INPUT.name, np.stack(inputs).astype(np.float32)),
-            pb_utils.Tensor(C.SCALE.name, np.asarray(scales, np.float32)),
-            pb_utils.Tensor(C.ORIG_SIZE.name, np.asarray(sizes, np.int32))])
+        return [pb_utils.Tensor(C.MODEL_INPUT.name, np.stack(inputs).astype(np.float32)),
+                pb_utils.Tensor(C.SCALE.name, np.asarray(scales, np.float32)),
+                pb_utils.Tensor(C.ORIG_SIZE.name, np.asarray(sizes, np.int32))]
 
-    def execute(self, requests):
-        responses = []
-        for request in requests:
-            try:
-                responses.append(self._one_request(request))
-            except (ImageDecodeError, ValueError) as exc:
-                responses.append(pb_utils.InferenceResponse(error=client_error(pb_utils, str(exc))))
-        return responses
+    def execute(self, requests):  # an image that cannot be decoded (a ValueError) fails its own request only
+        return respond_each(pb_utils, requests, self._one_request)

@@ -1,0 +1,57 @@
+"""What the CPU postprocess and the GPU map-back step share (numpy only, no Triton): per-request thresholds
+and the padded ensemble outputs in original pixels."""
+from __future__ import annotations
+
+import numpy as np
+
+from damo_yolo.data.preprocess import ResizeInfo
+
+IOU_MATCH = 1e-6  # an IoU threshold this close to the plan's is the plan's
+
+
+def check_thresholds(score_thr: np.ndarray, iou_thr: np.ndarray) -> None:
+    """Per-item thresholds: SCORE_THRESHOLD in [0, 1), IOU_THRESHOLD in (0, 1]; ValueError names the input."""
+    if not np.all((score_thr >= 0) & (score_thr < 1)):  # False for NaN too
+        raise ValueError(f"SCORE_THRESHOLD must be in [0, 1), got {score_thr[~((score_thr >= 0) & (score_thr < 1))][0]}")
+    if not np.all((iou_thr > 0) & (iou_thr <= 1)):
+        raise ValueError(f"IOU_THRESHOLD must be in (0, 1], got {iou_thr[~((iou_thr > 0) & (iou_thr <= 1))][0]}")
+
+
+def pack(per_image: list, scales: np.ndarray, sizes: np.ndarray, k: int) -> tuple:
+    """[(boxes in input pixels, scores, classes)] → num_detections [B, 1], boxes [B, K, 4] in original pixels
+    (clipped), scores [B, K], classes [B, K]; rows after num_detections are zero."""
+    count = len(per_image)
+    num = np.zeros((count, 1), np.int32)
+    out_boxes = np.zeros((count, k, 4), np.float32)
+    out_scores = np.zeros((count, k), np.float32)
+    out_classes = np.zeros((count, k), np.int32)
+    for i, (boxes, scores, classes) in enumerate(per_image):
+        n = min(len(scores), k)
+        info = ResizeInfo(int(sizes[i][0]), int(sizes[i][1]), float(scales[i][0]), float(scales[i][1]))
+        num[i, 0] = n
+        out_boxes[i, :n] = info.to_original(boxes[:n])
+        out_scores[i, :n] = scores[:n]
+        out_classes[i, :n] = classes[:n]
+    return num, out_boxes, out_scores, out_classes
+
+
+def map_back(num_dets, det_boxes, det_scores, det_classes, scales, sizes, score_thr, iou_thr,
+             plan_score_threshold: float, plan_iou_threshold: float, k: int) -> tuple:
+    """The GPU map-back step: the plan's detections (already NMS'd, top-K, input pixels) → the ensemble's
+    outputs. A per-request score threshold at or above the plan's filters further (strictly greater, as the
+    CPU postprocess); one below it, or another IoU threshold, cannot be honoured and is refused."""
+    check_thresholds(score_thr, iou_thr)
+    if np.any(score_thr < plan_score_threshold):
+        raise ValueError(f"SCORE_THRESHOLD {float(score_thr.min()):g} is below {plan_score_threshold:g}, the "
+                         f"threshold of the NMS inside this repository's TensorRT plan: lower scores were never "
+                         f"kept (re-export with --score-threshold {float(score_thr.min()):g})")
+    if np.any(np.abs(iou_thr - plan_iou_threshold) > IOU_MATCH):
+        other = float(iou_thr[np.abs(iou_thr - plan_iou_threshold) > IOU_MATCH][0])
+        raise ValueError(f"IOU_THRESHOLD {other:g} cannot be honoured: this repository's NMS runs inside its "
+                         f"TensorRT plan at IoU {plan_iou_threshold:g} (re-export with --iou-threshold {other:g})")
+    per_image = []
+    for i in range(len(num_dets)):
+        n = int(num_dets[i].reshape(-1)[0])
+        keep = det_scores[i, :n] > score_thr[i]
+        per_image.append((det_boxes[i, :n][keep], det_scores[i, :n][keep], det_classes[i, :n][keep]))
+    return pack(per_image, scales, sizes, k)
