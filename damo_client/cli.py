@@ -36,6 +36,25 @@ def _fail(exc: Exception):
     raise click.ClickException(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
 
+def _describe_export(client: DamoClient) -> None:
+    """The repository's own account (damo_yolo release, target, precision; TensorRT and GPU of a GPU plan),
+    and a warning when its plan was built with another TensorRT than the serving container's."""
+    from damo_yolo.deploy.platform import TENSORRT, tensorrt_mismatch
+    info = client.export_info
+    if not info:
+        return
+    parts = [f"damo_yolo {info.get('damo_yolo', '?')}", f"target {info.get('target', '?')}"]
+    parts += [f"{k} {info[k]}" for k in ("variant", "precision") if k in info]
+    if "tensorrt" in info:
+        gpu = info.get("gpu", {})
+        parts.append(f"TensorRT {info['tensorrt']} on {gpu.get('name', '?')} "
+                     f"(compute {gpu.get('compute_capability', '?')})")
+    click.echo("exported: " + ", ".join(parts))
+    problem = tensorrt_mismatch(info.get("tensorrt", "")) if info.get("target") == "gpu" else ""
+    if problem:
+        click.echo(f"warning: {problem} (serving container TensorRT {TENSORRT})", err=True)
+
+
 @click.group(context_settings=CONTEXT)
 @click.version_option(package_name="damo-yolo", prog_name="damo-client")
 def cli():
@@ -130,6 +149,12 @@ def health(url, protocol, model, timeout):
     click.echo(f"server {client.url} ({protocol}): live={live} model {model} ready={ready}")
     if not (live and ready):
         raise click.ClickException(f"model {model} is not ready")
+    with _client(url, protocol, model, timeout, retries=0) as client:
+        try:
+            client.connect()
+        except DamoClientError as exc:
+            _fail(exc)
+        _describe_export(client)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -141,6 +166,12 @@ def models(url, protocol, model, timeout):
             index = client.models()
         except DamoClientError as exc:
             _fail(exc)
+        if any(m["name"] == model and m["state"] == "READY" for m in index):
+            try:
+                client.connect()
+                _describe_export(client)
+            except DamoClientError:
+                pass  # the table below still says what the server holds
     width = max([len("model")] + [len(m["name"]) for m in index])
     click.echo(f"{'model':<{width}}  version  state")
     for m in index:

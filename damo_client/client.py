@@ -97,6 +97,7 @@ class _ClientBase:
         self.score_threshold, self.iou_threshold = score_threshold, iou_threshold
         self.max_batch_size: Optional[int] = None
         self.class_names: list[str] = []
+        self.export_info: dict = {}  # what the repository says about itself (damo_yolo release, target, TensorRT)
         self._mod = None
         self._client = None  # the tritonclient client, made on first use
 
@@ -158,8 +159,11 @@ class _ClientBase:
                                 f"{C.IMAGE.name} ({C.IMAGE.datatype}) and outputs {', '.join(OUTPUTS)}; got inputs "
                                 f"{inputs} and outputs {sorted(outputs)}")
         self.max_batch_size = max(1, int(config.get("max_batch_size", 1)))
-        names = config.get("parameters", {}).get("class_names", {}).get("string_value")
+        params = config.get("parameters", {})
+        names = params.get("class_names", {}).get("string_value")
         self.class_names = json.loads(names) if names else []
+        export = params.get("export", {}).get("string_value")
+        self.export_info = json.loads(export) if export else {}
 
     def _inputs(self, datas: list[bytes], score_threshold: Optional[float], iou_threshold: Optional[float]):
         mod, n = self.module, len(datas)

@@ -87,6 +87,33 @@ def _batching(spec: RepositorySpec, config) -> None:
     config.dynamic_batching.max_queue_delay_microseconds = spec.max_queue_delay_us
 
 
+SUMMARY_KEYS = ("variant", "precision", "tensorrt", "gpu", "container")  # from the export record, when present
+
+
+def export_summary(spec: RepositorySpec) -> dict:
+    """What a served repository says about itself (the ensemble's ``export`` parameter): damo_yolo release,
+    target, and for the GPU target the TensorRT version and the GPU the plan was built on."""
+    summary = {"damo_yolo": __version__, "target": spec.target}
+    summary.update({k: spec.extra[k] for k in SUMMARY_KEYS if k in spec.extra})
+    return summary
+
+
+def repository_summary(repo_dir, name: str = "damo_yolo") -> dict:
+    """The ``export`` account of a written repository's ensemble ({} for repositories without one)."""
+    path = Path(repo_dir) / name / "config.pbtxt"
+    config = parse_config(path.read_text()) if path.is_file() else None
+    if config is None or "export" not in config.parameters:
+        return {}
+    return json.loads(config.parameters["export"].string_value)
+
+
+def platform_warnings(summary: dict) -> list[str]:
+    """What will keep a GPU repository from loading in the serving container (empty when nothing is known)."""
+    from .platform import tensorrt_mismatch
+    problem = tensorrt_mismatch(summary.get("tensorrt", "")) if summary.get("target") == "gpu" else ""
+    return [problem] if problem else []
+
+
 def model_configs(spec: RepositorySpec, num_priors: int) -> dict:
     """name → ModelConfig of every model of the repository."""
     pb = _pb()
@@ -135,7 +162,8 @@ def model_configs(spec: RepositorySpec, num_priors: int) -> dict:
     ens.input.extend(_tensor(In, t, sizes) for t in C.ENSEMBLE_INPUTS)
     ens.output.extend(_tensor(Out, t, sizes, label_filename="labels.txt" if t is C.CLASSES else "")
                       for t in C.ENSEMBLE_OUTPUTS)
-    _params(ens, {"class_names": json.dumps(spec.class_names)})  # what clients read to name the classes
+    _params(ens, {"class_names": json.dumps(spec.class_names),  # what clients read to name the classes
+                  "export": json.dumps(export_summary(spec))})  # and what they report about the models
     if spec.target == "cpu":
         detections = {C.MODEL_SCORES.name: "_raw_scores", C.MODEL_BOXES.name: "_raw_boxes"}
         post_reads = {C.RAW_SCORES.name: "_raw_scores", C.RAW_BOXES.name: "_raw_boxes"}

@@ -135,6 +135,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             print("damo-export: --verbose lists every key", file=sys.stderr)
         return 1
     print(f"model repository written to {out}: tritonserver --model-repository {out}")
+    from damo_yolo.deploy.repository import platform_warnings, repository_summary
+    for warning in platform_warnings(repository_summary(out, args.name)):
+        print(f"damo-export: warning: {warning}", file=sys.stderr)
     return 0
 
 

@@ -110,8 +110,10 @@ def test_health_and_models(served_synthetic):
     for protocol in ("http", "grpc"):
         result = runner.invoke(cli, ["health", "-u", _url(served_synthetic, protocol), "-p", protocol])
         assert result.exit_code == 0 and "ready=True" in result.output
+        assert "exported: damo_yolo 0.1.0, target cpu, variant Ns, precision fp32" in result.output
     result = runner.invoke(cli, ["models", "-u", served_synthetic.http_url])
     assert result.exit_code == 0 and "damo_yolo_detector     1        READY" in result.output
+    assert "exported: damo_yolo 0.1.0, target cpu" in result.output and "warning" not in result.output
     result = runner.invoke(cli, ["health", "-u", served_synthetic.http_url, "-m", "no_such_model"])
     assert result.exit_code == 1
 

@@ -29,7 +29,9 @@ def gpu_layout(trained_synthetic, tmp_path_factory):
     root = tmp_path_factory.mktemp("gpu_layout")
     spec = RepositorySpec(input_size=(h, w), class_names=list(meta.class_names), score_threshold=meta.score_threshold,
                           iou_threshold=meta.iou_threshold, max_detections=meta.max_detections, target="gpu",
-                          preprocess="opencv")
+                          preprocess="opencv",  # as if its plan had been built with an older TensorRT:
+                          extra={"tensorrt": "10.7.0.23", "precision": "fp16",
+                                 "gpu": {"name": "NVIDIA L4", "compute_capability": "8.9"}})
     num_priors = sum((h // s) * (w // s) for s in model.cfg.strides)
     repo = write_repository(spec, root / "triton_models", num_priors)  # no plan: the stand-in takes its place
     det_dir = repo / "damo_yolo_detector"
@@ -47,7 +49,7 @@ def gpu_layout(trained_synthetic, tmp_path_factory):
     with running_server(repo, root / "server.log") as server:
         client = httpclient.InferenceServerClient(server.http_url, network_timeout=120.0)
         try:
-            yield client, httpclient, meta
+            yield client, httpclient, meta, server
         finally:
             client.close()
 
@@ -58,7 +60,7 @@ def _images(trained_synthetic, sample_images):
 
 def test_gpu_ensemble_answers_as_the_cpu_target(gpu_layout, served_synthetic, trained_synthetic, sample_images):
     import tritonclient.http as httpclient
-    client, mod, meta = gpu_layout
+    client, mod, meta, _ = gpu_layout
     cpu = httpclient.InferenceServerClient(served_synthetic.http_url, network_timeout=120.0)
     try:
         datas = _images(trained_synthetic, sample_images)
@@ -75,7 +77,7 @@ def test_gpu_ensemble_answers_as_the_cpu_target(gpu_layout, served_synthetic, tr
 
 def test_thresholds_the_plan_cannot_honour_are_refused(gpu_layout, sample_images):
     from tritonclient.utils import InferenceServerException
-    client, mod, meta = gpu_layout
+    client, mod, meta, _ = gpu_layout
     data = sample_images[0].read_bytes()
 
     def request(name, value):
@@ -93,3 +95,16 @@ def test_thresholds_the_plan_cannot_honour_are_refused(gpu_layout, sample_images
     with pytest.raises(InferenceServerException, match=r"SCORE_THRESHOLD must be in \[0, 1\), got nan"):
         request("SCORE_THRESHOLD", float("nan"))
     assert request("IOU_THRESHOLD", meta.iou_threshold).as_numpy("num_detections").shape == (1, 1)  # still serving
+
+
+def test_health_reports_the_plan_and_warns_of_another_tensorrt(gpu_layout):
+    from click.testing import CliRunner
+
+    from damo_client.cli import cli
+    from damo_yolo.deploy import platform
+    *_, server = gpu_layout
+    result = CliRunner().invoke(cli, ["health", "-u", server.http_url])
+    assert result.exit_code == 0, result.output
+    assert "target gpu, precision fp16, TensorRT 10.7.0.23 on NVIDIA L4 (compute 8.9)" in result.output
+    assert f"warning: the plan was built with TensorRT 10.7.0.23, but the serving container runs TensorRT " \
+           f"{platform.TENSORRT}" in result.output

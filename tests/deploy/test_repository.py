@@ -159,3 +159,18 @@ def test_a_repository_of_another_release_is_refused():
     with pytest.raises(RuntimeError, match=r"exported by damo_yolo 0.1.0, but damo_yolo 0.2.0 is installed.*"
                                            r"--force.*damo-yolo==0.1.\*"):
         check_version("0.1.0", installed="0.2.0")
+
+
+def test_repository_says_what_built_it_and_warns_of_another_tensorrt(tmp_path):
+    from damo_yolo.deploy import platform
+    from damo_yolo.deploy.repository import platform_warnings, repository_summary
+    repo = write_repository(RepositorySpec(**SPEC, target="gpu", extra={
+        "tensorrt": platform.TENSORRT, "precision": "fp16", "gpu": {"name": "NVIDIA L4", "compute_capability": "8.9"},
+        "checkpoint_sha256": "not part of the summary"}), tmp_path / "repo", num_priors=1680)
+    summary = repository_summary(repo)
+    assert summary["target"] == "gpu" and summary["tensorrt"] == platform.TENSORRT and summary["gpu"]["name"] == "NVIDIA L4"
+    assert "checkpoint_sha256" not in summary and platform_warnings(summary) == []
+    older = dict(summary, tensorrt="10.7.0.23")
+    (warning,) = platform_warnings(older)
+    assert "built with TensorRT 10.7.0.23" in warning and platform.CONTAINER in warning
+    assert platform_warnings(dict(older, target="cpu")) == []
