@@ -303,3 +303,31 @@ def validate_repository(repo_dir, name: str = "damo_yolo", require_artifacts: bo
     if problems:
         raise ValueError(f"model repository {repo} ({name}): " + "; ".join(problems))
     return steps
+
+
+def main(argv: Optional[list] = None) -> int:
+    """``python -m damo_yolo.deploy.repository REPO [--name damo_yolo]``: check a repository's wiring, say what
+    built it, and warn when its plan will not load in the serving container."""
+    import argparse
+    import sys
+    parser = argparse.ArgumentParser(prog="python -m damo_yolo.deploy.repository", description=main.__doc__)
+    parser.add_argument("repo", type=Path, help="model repository folder")
+    parser.add_argument("--name", default="damo_yolo", help="the ensemble's name")
+    args = parser.parse_args(argv)
+    try:
+        steps = validate_repository(args.repo, args.name)
+    except ValueError as exc:
+        print(f"invalid: {exc}", file=sys.stderr)
+        return 1
+    summary = repository_summary(args.repo, args.name)
+    print(f"{args.repo}: {args.name} → {' → '.join(s.name for s in steps)}; "
+          + ", ".join(f"{k} {v}" for k, v in summary.items() if not isinstance(v, dict))
+          + (f", GPU {summary['gpu']['name']} (compute {summary['gpu']['compute_capability']})" if "gpu" in summary
+             else ""))
+    for warning in platform_warnings(summary):
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -174,3 +174,21 @@ def test_repository_says_what_built_it_and_warns_of_another_tensorrt(tmp_path):
     (warning,) = platform_warnings(older)
     assert "built with TensorRT 10.7.0.23" in warning and platform.CONTAINER in warning
     assert platform_warnings(dict(older, target="cpu")) == []
+
+
+def test_validator_command_reports_and_warns(tmp_path):
+    import subprocess
+    import sys
+    repo = write_repository(RepositorySpec(**SPEC, target="gpu", extra={
+        "tensorrt": "10.7.0.23", "precision": "fp16", "gpu": {"name": "NVIDIA L4", "compute_capability": "8.9"}}),
+        tmp_path / "repo", num_priors=1680)
+    (repo / "damo_yolo_detector" / "1" / "model.plan").write_bytes(b"engine")
+    run = subprocess.run([sys.executable, "-m", "damo_yolo.deploy.repository", str(repo)], capture_output=True,
+                         text=True)
+    assert run.returncode == 0, run.stderr
+    assert "tensorrt 10.7.0.23" in run.stdout and "GPU NVIDIA L4 (compute 8.9)" in run.stdout
+    assert "warning: the plan was built with TensorRT 10.7.0.23" in run.stderr
+    (repo / "damo_yolo_detector" / "1" / "model.plan").unlink()
+    run = subprocess.run([sys.executable, "-m", "damo_yolo.deploy.repository", str(repo)], capture_output=True,
+                         text=True)
+    assert run.returncode == 1 and "missing 1/model.plan" in run.stderr
