@@ -21,8 +21,10 @@ OUTPUT_NAMES = tuple(t.name for t in C.PREPROCESS_OUTPUTS)
 
 
 def build_pipeline(input_size: tuple[int, int], resize: str = "stretch", pad_value: float = 0.0,
-                   max_batch_size: int = 8, device: str = "gpu", device_id: int = 0, num_threads: int = 2):
-    """A built DALI pipeline for the model input ``input_size`` = (H, W); feed it with ``feed_input(INPUT_NAME, ...)``."""
+                   max_batch_size: int = 8, device: str = "gpu", device_id: int = 0, num_threads: int = 2,
+                   build: bool = True):
+    """A built DALI pipeline for the model input ``input_size`` = (H, W); feed it with ``feed_input(INPUT_NAME, ...)``.
+    ``build=False`` leaves it unbuilt (to serialize)."""
     import nvidia.dali.fn as fn
     import nvidia.dali.math as dmath
     import nvidia.dali.types as types
@@ -57,6 +59,20 @@ def build_pipeline(input_size: tuple[int, int], resize: str = "stretch", pad_val
         return chw, scale, fn.cast(fn.stack(h, w), dtype=types.INT32)
 
     pipe = pipeline()
-    pipe.build()
+    if build:
+        pipe.build()
     return pipe
+
+
+def serialize_pipeline(path, input_size: tuple[int, int], resize: str = "stretch", pad_value: float = 0.0,
+                       max_batch_size: int = 8, device: str = "gpu", num_threads: int = 2):
+    """Write the pipeline as the ``model.dali`` file Triton's DALI backend loads (input ``IMAGE``: encoded bytes
+    as UINT8; outputs in the order images, SCALE, ORIG_SIZE). A GPU pipeline is serialized where CUDA is (the
+    GPU host that builds the plan); the CPU one anywhere."""
+    from pathlib import Path
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pipe = build_pipeline(input_size, resize, pad_value, max_batch_size, device, num_threads=num_threads, build=False)
+    pipe.serialize(filename=str(path))
+    return path
 

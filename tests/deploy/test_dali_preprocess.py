@@ -138,3 +138,37 @@ def test_dali_server_answers_good_requests_batched_with_bad_ones(dali_server, sa
                 message = str(result)
                 assert ("image 0 of the request" in message or "cannot decode the image" in message) and \
                     len(message) < 400, message
+
+
+def test_serialized_pipeline_equals_opencv_on_every_photo_and_the_corpus(tmp_path, sample_images):
+    """model.dali, the file Triton's DALI backend loads, from the same definition (CPU operators here):
+    deserialized through DALI's API it matches OpenCV on every shared photograph and refuses what OpenCV
+    refuses in the bad-input corpus."""
+    from nvidia.dali import Pipeline
+
+    from damo_yolo.deploy.dali_preprocess import serialize_pipeline
+    path = serialize_pipeline(tmp_path / "model.dali", SIZE, "stretch", 0.0, max_batch_size=1, device="cpu")
+    pipe = Pipeline.deserialize(serialized_pipeline=path.read_bytes(), batch_size=1, num_threads=2, device_id=None)
+    pipe.build()
+    worst = 0.0
+    for image in sample_images:
+        data = image.read_bytes()
+        chw, scale, size = _dali(pipe, [data])
+        want, info = preprocess(decode_image(data), SIZE)
+        _assert_close(chw[0], want)
+        worst = max(worst, float(np.abs(chw[0] - want).max()))
+        assert tuple(size[0]) == (info.orig_h, info.orig_w)
+    assert worst <= 1.0
+    print(f"\nserialized DALI pipeline vs OpenCV on {len(sample_images)} photographs: max |diff| {worst:g} grey level")
+    for name, (data, expect) in corpus(huge=False).items():
+        try:
+            decode_image(data)
+        except ValueError:
+            if data[:3] == b"\xff\xd8\xff" or data[:4] == b"\x89PNG":  # containers the decoder itself must refuse
+                fresh = Pipeline.deserialize(serialized_pipeline=path.read_bytes(), batch_size=1, num_threads=1,
+                                             device_id=None)
+                fresh.build()  # a failed run can leave a pipeline unusable: a new one per refusal
+                with pytest.raises(RuntimeError, match="(?i)decod|image|jpeg|png|corrupt"):
+                    _dali(fresh, [data])
+            continue
+        assert _dali(pipe, [data])[0].shape == (1, 3, *SIZE), name
