@@ -21,7 +21,8 @@ import numpy as np
 
 from damo_yolo import contract as C
 
-from damo_client.errors import ContractError, DamoClientError, InferenceError, ServerUnavailable, WrongProtocol
+from damo_client.errors import (ContractError, DamoClientError, ImageError, InferenceError, ServerUnavailable,
+                                 WrongProtocol)
 from damo_client.images import ImageInput, to_bytes
 from damo_client.results import Detection
 
@@ -98,6 +99,7 @@ class _ClientBase:
         self.max_batch_size: Optional[int] = None
         self.class_names: list[str] = []
         self.export_info: dict = {}  # what the repository says about itself (damo_yolo release, target, TensorRT)
+        self.image_datatype = C.IMAGE.datatype  # UINT8 where Triton's DALI backend preprocesses
         self._mod = None
         self._client = None  # the tritonclient client, made on first use
 
@@ -154,10 +156,12 @@ class _ClientBase:
         config = config.get("config", config)  # gRPC wraps the config
         inputs = {t["name"]: t["datatype"] for t in metadata.get("inputs", [])}
         outputs = {t["name"] for t in metadata.get("outputs", [])}
-        if inputs.get(C.IMAGE.name) != C.IMAGE.datatype or not set(OUTPUTS) <= outputs:
+        image_types = (C.IMAGE.datatype, C.IMAGE_ENCODED.datatype)
+        if inputs.get(C.IMAGE.name) not in image_types or not set(OUTPUTS) <= outputs:
             raise ContractError(f"model {self.model!r} at {self.url} is not the DAMO-YOLO ensemble: expected input "
-                                f"{C.IMAGE.name} ({C.IMAGE.datatype}) and outputs {', '.join(OUTPUTS)}; got inputs "
-                                f"{inputs} and outputs {sorted(outputs)}")
+                                f"{C.IMAGE.name} ({' or '.join(image_types)}) and outputs {', '.join(OUTPUTS)}; "
+                                f"got inputs {inputs} and outputs {sorted(outputs)}")
+        self.image_datatype = inputs[C.IMAGE.name]
         self.max_batch_size = max(1, int(config.get("max_batch_size", 1)))
         params = config.get("parameters", {})
         names = params.get("class_names", {}).get("string_value")
@@ -167,8 +171,15 @@ class _ClientBase:
 
     def _inputs(self, datas: list[bytes], score_threshold: Optional[float], iou_threshold: Optional[float]):
         mod, n = self.module, len(datas)
-        image = mod.InferInput(C.IMAGE.name, [n, 1], C.IMAGE.datatype)
-        image.set_data_from_numpy(np.array([[d] for d in datas], dtype=np.object_))
+        if self.image_datatype == C.IMAGE_ENCODED.datatype:  # the files' bytes, zero-padded to the longest
+            rows = np.zeros((n, max(len(d) for d in datas)), np.uint8)
+            for i, d in enumerate(datas):
+                rows[i, :len(d)] = np.frombuffer(d, np.uint8)
+            image = mod.InferInput(C.IMAGE.name, list(rows.shape), C.IMAGE_ENCODED.datatype)
+            image.set_data_from_numpy(rows)
+        else:
+            image = mod.InferInput(C.IMAGE.name, [n, 1], C.IMAGE.datatype)
+            image.set_data_from_numpy(np.array([[d] for d in datas], dtype=np.object_))
         inputs = [image]
         for spec, value in ((C.SCORE_THRESHOLD, score_threshold if score_threshold is not None
                              else self.score_threshold),
@@ -208,6 +219,18 @@ class _ClientBase:
         if iou_threshold is not None and not 0 < iou_threshold <= 1:
             raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
         return [to_bytes(image) for image in images]
+
+    def _check_images(self, datas: list[bytes]) -> None:
+        """Before Triton's DALI backend (UINT8 input), an image it cannot decode fails every request batched
+        with it, other clients' too: files that are not whole JPEG/PNG images are refused here, unsent."""
+        if self.image_datatype != C.IMAGE_ENCODED.datatype:
+            return
+        from damo_yolo.data.preprocess import ImageDecodeError, check_encoded
+        for i, data in enumerate(datas):
+            try:
+                check_encoded(data)
+            except ImageDecodeError as exc:
+                raise ImageError(f"image {i}: {exc} (not sent)") from None
 
     def _requests(self, datas: list[bytes], score_threshold, iou_threshold) -> Iterable[list]:
         """The inputs of each request: the images in groups of the model's batch limit."""
@@ -262,6 +285,7 @@ class DamoClient(_ClientBase):
         """Detections per image; images go in requests of up to the model's max batch size."""
         datas = self._encode(images, score_threshold, iou_threshold)
         self.connect()
+        self._check_images(datas)
         out = []
         for inputs in self._requests(datas, score_threshold, iou_threshold):
             out.extend(self._parse(self._call("inference", "infer", self.model, inputs, outputs=self._outputs())))
@@ -339,6 +363,7 @@ class AsyncDamoClient(_ClientBase):
                            iou_threshold: Optional[float] = None) -> list[list[Detection]]:
         datas = self._encode(images, score_threshold, iou_threshold)
         await self.connect()
+        self._check_images(datas)
         out = []
         for inputs in self._requests(datas, score_threshold, iou_threshold):
             out.extend(self._parse(await self._call("inference", "infer", self.model, inputs,

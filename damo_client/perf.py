@@ -141,9 +141,14 @@ def install_launcher(bindir: Optional[Path] = None) -> Optional[Path]:
     return command
 
 
-def write_input_data(images: list[bytes], path: Path) -> Path:
-    """perf_analyzer's --input-data JSON: each image as a serialized BYTES element (4-byte length + bytes)."""
-    entries = [{C.IMAGE.name: {"b64": base64.b64encode(struct.pack("<I", len(d)) + d).decode("ascii")}} for d in images]
+def write_input_data(images: list[bytes], path: Path, datatype: str = "BYTES") -> Path:
+    """perf_analyzer's --input-data JSON: each image as a serialized BYTES element (4-byte length + bytes), or,
+    for a UINT8 input (Triton's DALI backend), the file's bytes with their shape."""
+    if datatype == C.IMAGE_ENCODED.datatype:
+        entries = [{C.IMAGE.name: {"b64": base64.b64encode(d).decode("ascii"), "shape": [len(d)]}} for d in images]
+    else:
+        entries = [{C.IMAGE.name: {"b64": base64.b64encode(struct.pack("<I", len(d)) + d).decode("ascii")}}
+                   for d in images]
     path.write_text(json.dumps({"data": entries}))
     return path
 
@@ -165,7 +170,7 @@ def parse_csv(path: Path) -> list[PerfRow]:
 def run_perf_analyzer(images: list[bytes], url: str, protocol: str = "http", model: str = "damo_yolo",
                       concurrency: str = "1:4:1", batch_size: int = 1, measurement_interval_ms: int = 2000,
                       max_trials: int = 5, stability_percentage: float = 20.0, csv_path: Optional[Path] = None,
-                      timeout: Optional[float] = None) -> list[PerfRow]:
+                      timeout: Optional[float] = None, datatype: Optional[str] = None) -> list[PerfRow]:
     """Run perf_analyzer at every level of a concurrency range; one row per requested level.
 
     Each level is measured by a run of its own, so a level perf_analyzer cannot stabilise (it then stops
@@ -174,6 +179,11 @@ def run_perf_analyzer(images: list[bytes], url: str, protocol: str = "http", mod
     if not images:
         raise DamoClientError("perf needs at least one image")
     levels = concurrency_levels(concurrency)
+    if datatype is None:  # what the ensemble's IMAGE takes (UINT8 before Triton's DALI backend)
+        from damo_client.client import DamoClient
+        with DamoClient(url, protocol, model, retries=1) as client:
+            datatype = client.connect().image_datatype
+    shape = [] if datatype == C.IMAGE_ENCODED.datatype else ["--shape", f"{C.IMAGE.name}:1"]
     binary = find_perf_analyzer()
     env = dict(os.environ)
     libs = library_dir(binary)
@@ -181,12 +191,11 @@ def run_perf_analyzer(images: list[bytes], url: str, protocol: str = "http", mod
         env["LD_LIBRARY_PATH"] = f"{libs}:{env['LD_LIBRARY_PATH']}" if env.get("LD_LIBRARY_PATH") else str(libs)
     rows = []
     with tempfile.TemporaryDirectory(prefix="damo-perf-") as tmp:
-        data = write_input_data(images, Path(tmp) / "input.json")
+        data = write_input_data(images, Path(tmp) / "input.json", datatype)
         for level in levels:
             out_csv = Path(tmp) / f"perf-{level}.csv"
             cmd = [str(binary), "-m", model, "-u", url, "-i", protocol, "-b", str(batch_size),
-                   "--concurrency-range", f"{level}:{level}", "--input-data", str(data),
-                   "--shape", f"{C.IMAGE.name}:1",
+                   "--concurrency-range", f"{level}:{level}", "--input-data", str(data), *shape,
                    "--measurement-interval", str(measurement_interval_ms), "--max-trials", str(max_trials),
                    "--stability-percentage", f"{stability_percentage:g}", "-v", "-f", str(out_csv)]
             try:

@@ -2,7 +2,8 @@
 detection defaults. Pure Python (no numpy, no torch): export (the repository and ONNX/TensorRT graphs), the
 Triton python-backend models and the client all import it.
 
-    client ──IMAGE [1] BYTES (+ SCORE_THRESHOLD, IOU_THRESHOLD [1] FP32, optional)──► ensemble
+    client ──IMAGE [1] BYTES, or [-1] UINT8 before the DALI backend (+ SCORE_THRESHOLD, IOU_THRESHOLD [1] FP32,
+             optional)──► ensemble
       preprocess:  IMAGE → images [3, H, W] FP32, SCALE [2] FP32, ORIG_SIZE [2] INT32
       CPU target:
         detector:    images → scores [N, C], boxes [N, 4]                (the ONNX graph in onnxruntime)
@@ -41,6 +42,9 @@ class TensorSpec:
 
 # The ensemble: what every client relies on.
 IMAGE = TensorSpec("IMAGE", "BYTES", (1,))  # one encoded image (JPEG, PNG, ...) per batch item
+# The same input where Triton's DALI backend preprocesses (the GPU target): it takes no BYTES, so each image is
+# its file's bytes as UINT8, zero-padded to the longest image of the request (decoders stop at the image's end).
+IMAGE_ENCODED = TensorSpec("IMAGE", "UINT8", (-1,))
 SCORE_THRESHOLD = TensorSpec("SCORE_THRESHOLD", "FP32", (1,), optional=True)
 IOU_THRESHOLD = TensorSpec("IOU_THRESHOLD", "FP32", (1,), optional=True)
 NUM_DETECTIONS = TensorSpec("num_detections", "INT32", (1,))

@@ -56,6 +56,16 @@ class RepositorySpec:
             raise ValueError("class_names must not be empty")
 
     @property
+    def dali_backend(self) -> bool:
+        """Preprocessing in Triton's DALI backend (model.dali): the GPU target with DALI. The CPU target's DALI
+        runs in a python-backend model (the bundled server has no DALI backend)."""
+        return self.target == "gpu" and self.preprocess == "dali"
+
+    @property
+    def image_input(self) -> C.TensorSpec:
+        return C.IMAGE_ENCODED if self.dali_backend else C.IMAGE
+
+    @property
     def model_names(self) -> dict[str, str]:
         return {step: f"{self.name}_{step}" for step in ("preprocess", "detector", "postprocess")}
 
@@ -123,16 +133,21 @@ def model_configs(spec: RepositorySpec, num_priors: int) -> dict:
     sizes = dict(H=h, W=w, N=num_priors, C=len(spec.class_names), K=spec.max_detections)
     kind = pb.ModelInstanceGroup.KIND_CPU if spec.target == "cpu" else pb.ModelInstanceGroup.KIND_GPU
 
-    pre = pb.ModelConfig(name=names["preprocess"], backend="python", max_batch_size=spec.max_batch_size)
-    pre.input.append(_tensor(In, C.IMAGE, sizes))
+    pre = pb.ModelConfig(name=names["preprocess"], max_batch_size=spec.max_batch_size)
+    pre.input.append(_tensor(In, spec.image_input, sizes))
     pre.output.extend(_tensor(Out, t, sizes) for t in C.PREPROCESS_OUTPUTS)
-    pre_params = {"input_height": h, "input_width": w, "resize": spec.resize, "pad_value": spec.pad_value,
-                  VERSION_PARAMETER: __version__}
-    if spec.preprocess == "dali":  # decode + resize on the instance's GPU (or DALI's CPU operators)
-        pre_params["dali_device"] = "gpu" if spec.target == "gpu" else "cpu"
-    pre_kind = kind if spec.preprocess == "dali" else pb.ModelInstanceGroup.KIND_CPU
-    pre.instance_group.append(pb.ModelInstanceGroup(kind=pre_kind, count=spec.preprocess_instances))
-    _params(pre, pre_params)
+    if spec.dali_backend:  # model.dali: nvJPEG decode + GPU resize; images of different lengths batch raggedly
+        pre.backend = "dali"
+        pre.input[0].allow_ragged_batch = True
+    else:  # python backend: OpenCV, or DALI's CPU operators on the CPU target
+        pre.backend = "python"
+        pre_params = {"input_height": h, "input_width": w, "resize": spec.resize, "pad_value": spec.pad_value,
+                      VERSION_PARAMETER: __version__}
+        if spec.preprocess == "dali":
+            pre_params["dali_device"] = "cpu"
+        _params(pre, pre_params)
+    pre.instance_group.append(pb.ModelInstanceGroup(kind=kind if spec.dali_backend else pb.ModelInstanceGroup.KIND_CPU,
+                                                    count=spec.preprocess_instances))
     _batching(spec, pre)
 
     det = pb.ModelConfig(name=names["detector"], max_batch_size=spec.max_batch_size)
@@ -159,7 +174,7 @@ def model_configs(spec: RepositorySpec, num_priors: int) -> dict:
     _batching(spec, post)
 
     ens = pb.ModelConfig(name=spec.name, platform="ensemble", max_batch_size=spec.max_batch_size)
-    ens.input.extend(_tensor(In, t, sizes) for t in C.ENSEMBLE_INPUTS)
+    ens.input.extend(_tensor(In, spec.image_input if t is C.IMAGE else t, sizes) for t in C.ENSEMBLE_INPUTS)
     ens.output.extend(_tensor(Out, t, sizes, label_filename="labels.txt" if t is C.CLASSES else "")
                       for t in C.ENSEMBLE_OUTPUTS)
     _params(ens, {"class_names": json.dumps(spec.class_names),  # what clients read to name the classes
@@ -207,7 +222,7 @@ def _write_model_py(model_dir: Path, module: str) -> None:
 
 
 def write_repository(spec: RepositorySpec, out_dir, num_priors: int, onnx_path: Optional[Path] = None,
-                     plan_path: Optional[Path] = None) -> Path:
+                     plan_path: Optional[Path] = None, dali_path: Optional[Path] = None) -> Path:
     """Write (or update) the models of ``spec`` under ``out_dir``; other models there are left alone."""
     out = Path(out_dir)
     names = spec.model_names
@@ -218,7 +233,11 @@ def write_repository(spec: RepositorySpec, out_dir, num_priors: int, onnx_path: 
             shutil.rmtree(model_dir)
         (model_dir / "1").mkdir(parents=True)
         (model_dir / "config.pbtxt").write_text(config_text(config))
-    _write_model_py(out / names["preprocess"], "preprocess_dali" if spec.preprocess == "dali" else "preprocess")
+    if spec.dali_backend:
+        if dali_path is not None:
+            shutil.copy2(dali_path, out / names["preprocess"] / "1" / "model.dali")
+    else:
+        _write_model_py(out / names["preprocess"], "preprocess_dali" if spec.preprocess == "dali" else "preprocess")
     _write_model_py(out / names["postprocess"], "postprocess" if spec.target == "cpu" else "mapback")
     if spec.target == "cpu":
         if onnx_path is None:
@@ -233,7 +252,8 @@ def write_repository(spec: RepositorySpec, out_dir, num_priors: int, onnx_path: 
     record = {k: v for k, v in asdict(spec).items() if k != "extra"}
     record.update(spec.extra, models=list(configs), num_priors=num_priors)
     (out / spec.name / "export.json").write_text(json.dumps(record, indent=2) + "\n")
-    validate_repository(out, spec.name, require_artifacts=spec.target == "cpu" or plan_path is not None)
+    validate_repository(out, spec.name, require_artifacts=spec.target == "cpu" or (
+        plan_path is not None and (dali_path is not None or not spec.dali_backend)))
     return out
 
 
@@ -286,7 +306,8 @@ def validate_repository(repo_dir, name: str = "damo_yolo", require_artifacts: bo
             problems.append(f"{config.name}: max_batch_size {config.max_batch_size} < the ensemble's")
         if require_artifacts:
             version = repo / config.name / "1"
-            artifact = "model.plan" if config.platform == "tensorrt_plan" else "model.py"
+            artifact = ("model.plan" if config.platform == "tensorrt_plan"
+                        else "model.dali" if config.backend == "dali" else "model.py")
             if not (version / artifact).is_file():
                 problems.append(f"{config.name}: missing 1/{artifact}")
             onnx_file = config.parameters["onnx_file"].string_value if "onnx_file" in config.parameters else ""

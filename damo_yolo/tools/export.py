@@ -91,7 +91,12 @@ def export_repository(checkpoint: Path, out: Path, variant: Optional[str] = None
                                                   opt_batch=min(4, max_batch_size)))
             spec.extra.update(tensorrt=trt.__version__, container=platform.CONTAINER,
                               gpu={"name": gpu.name, "compute_capability": "%d.%d" % gpu.compute_capability})
-        return write_repository(spec, out, num_priors, onnx_path=onnx_path, plan_path=plan_path)
+        dali_path = None
+        if spec.dali_backend:  # serialized here, where CUDA is: the GPU pipeline needs it
+            from damo_yolo.deploy.dali_preprocess import serialize_pipeline
+            dali_path = serialize_pipeline(Path(tmp) / "model.dali", (h, w), spec.resize, spec.pad_value,
+                                           max_batch_size, device="gpu")
+        return write_repository(spec, out, num_priors, onnx_path=onnx_path, plan_path=plan_path, dali_path=dali_path)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

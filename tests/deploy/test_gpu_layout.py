@@ -1,7 +1,9 @@
-"""The GPU target's ensemble served by the real tritonserver on this CPU host: preprocess → the end2end
-detector (NMS inside) → the map-back step. Only the TensorRT plan is replaced, by a stand-in with the plan's
-exact tensors (tests/stand_ins/end2end_plan.py: the ONNX graph in onnxruntime + the reference NMS that
-EfficientNMS_TRT performs). Its answers equal the CPU target's; thresholds it cannot honour get a clear 400."""
+"""The GPU target's ensemble served by the real tritonserver on this CPU host: model.dali (encoded UINT8 images)
+→ the end2end detector (NMS inside) → the map-back step, called through the SDK. Two GPU-only pieces are
+replaced by stand-ins with their exact tensors: Triton's DALI backend (tests/stand_ins/dali_backend.py runs the
+repository's model.dali, serialized with CPU operators, through DALI's API) and the TensorRT plan
+(tests/stand_ins/end2end_plan.py: the ONNX graph in onnxruntime + the reference NMS that EfficientNMS_TRT
+performs). Its answers equal the CPU target's; thresholds it cannot honour get a clear 400."""
 from __future__ import annotations
 
 import shutil
@@ -10,16 +12,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serving import assert_same_detections, infer_raw, running_server
+from serving import assert_same_detections, running_server
 
 pytestmark = pytest.mark.slow
-STAND_IN = Path(__file__).resolve().parents[1] / "stand_ins" / "end2end_plan.py"
+STAND_INS = Path(__file__).resolve().parents[1] / "stand_ins"
 
 
 @pytest.fixture(scope="module")
 def gpu_layout(trained_synthetic, tmp_path_factory):
     import tritonclient.http as httpclient
 
+    from damo_yolo.deploy.dali_preprocess import serialize_pipeline
     from damo_yolo.deploy.onnx_export import export_onnx
     from damo_yolo.deploy.repository import (RepositorySpec, config_text, parse_config, validate_repository,
                                              write_repository)
@@ -29,22 +32,33 @@ def gpu_layout(trained_synthetic, tmp_path_factory):
     root = tmp_path_factory.mktemp("gpu_layout")
     spec = RepositorySpec(input_size=(h, w), class_names=list(meta.class_names), score_threshold=meta.score_threshold,
                           iou_threshold=meta.iou_threshold, max_detections=meta.max_detections, target="gpu",
-                          preprocess="opencv",  # as if its plan had been built with an older TensorRT:
+                          # as if its plan had been built with an older TensorRT:
                           extra={"tensorrt": "10.7.0.23", "precision": "fp16",
                                  "gpu": {"name": "NVIDIA L4", "compute_capability": "8.9"}})
     num_priors = sum((h // s) * (w // s) for s in model.cfg.strides)
-    repo = write_repository(spec, root / "triton_models", num_priors)  # no plan: the stand-in takes its place
-    det_dir = repo / "damo_yolo_detector"
-    config = parse_config((det_dir / "config.pbtxt").read_text())
-    assert config.platform == "tensorrt_plan" and [o.name for o in config.output][0] == "num_dets"
-    config.platform, config.backend = "", "python"
-    config.instance_group[0].kind = config.instance_group[0].KIND_CPU
-    for key, value in (("score_threshold", meta.score_threshold), ("iou_threshold", meta.iou_threshold),
-                       ("max_detections", meta.max_detections)):
-        config.parameters[key].string_value = str(value)
-    (det_dir / "config.pbtxt").write_text(config_text(config))
-    shutil.copy(STAND_IN, det_dir / "1" / "model.py")
-    export_onnx(model, det_dir / "1" / "model.onnx", input_size=(h, w))
+    repo = write_repository(spec, root / "triton_models", num_priors)  # no plan, no model.dali: stand-ins
+
+    def stand_in(model_name: str, source: str, **parameters) -> Path:
+        model_dir = repo / model_name
+        config = parse_config((model_dir / "config.pbtxt").read_text())
+        config.platform, config.backend = "", "python"
+        config.instance_group[0].kind = config.instance_group[0].KIND_CPU
+        for key, value in parameters.items():
+            config.parameters[key].string_value = str(value)
+        (model_dir / "config.pbtxt").write_text(config_text(config))
+        shutil.copy(STAND_INS / source, model_dir / "1" / "model.py")
+        return model_dir / "1"
+
+    pre = parse_config((repo / "damo_yolo_preprocess" / "config.pbtxt").read_text())
+    from tritonclient.grpc import model_config_pb2 as pb
+    assert pre.backend == "dali" and pre.input[0].data_type == pb.TYPE_UINT8  # what is stood in for
+    serialize_pipeline(stand_in("damo_yolo_preprocess", "dali_backend.py") / "model.dali", (h, w), meta.resize,
+                       meta.pad_value, spec.max_batch_size, device="cpu")
+    det = parse_config((repo / "damo_yolo_detector" / "config.pbtxt").read_text())
+    assert det.platform == "tensorrt_plan" and [o.name for o in det.output][0] == "num_dets"
+    export_onnx(model, stand_in("damo_yolo_detector", "end2end_plan.py", score_threshold=meta.score_threshold,
+                                iou_threshold=meta.iou_threshold, max_detections=meta.max_detections)
+                / "model.onnx", input_size=(h, w))
     validate_repository(repo)
     with running_server(repo, root / "server.log") as server:
         client = httpclient.InferenceServerClient(server.http_url, network_timeout=120.0)
@@ -58,43 +72,63 @@ def _images(trained_synthetic, sample_images):
     return [p.read_bytes() for p in sample_images[:3] + sorted((trained_synthetic["data"] / "val").glob("*.jpg"))[:5]]
 
 
-def test_gpu_ensemble_answers_as_the_cpu_target(gpu_layout, served_synthetic, trained_synthetic, sample_images):
-    import tritonclient.http as httpclient
-    client, mod, meta, _ = gpu_layout
-    cpu = httpclient.InferenceServerClient(served_synthetic.http_url, network_timeout=120.0)
-    try:
-        datas = _images(trained_synthetic, sample_images)
-        compared = 0
+def _arrays(per_image):
+    return [(np.array([d.box for d in dets], np.float32).reshape(-1, 4), np.array([d.score for d in dets]),
+             np.array([d.class_id for d in dets])) for dets in per_image]
+
+
+def test_gpu_ensemble_answers_as_the_model_does(gpu_layout, trained_synthetic, sample_images):
+    """Served through the SDK (UINT8 images), equal to the PyTorch model with the reference NMS on the same DALI
+    tensors — the NMS inside the plan and the map-back step change nothing."""
+    from damo_client import DamoClient
+    from damo_yolo.data.preprocess import ResizeInfo
+    from damo_yolo.deploy.dali_preprocess import build_pipeline
+    from damo_yolo.models import load_model
+    from serving import local_detections
+    *_, meta, server = gpu_layout
+    model, _ = load_model(trained_synthetic["checkpoint"])
+    datas = _images(trained_synthetic, sample_images)
+    pipe = build_pipeline(tuple(meta.input_size), meta.resize, meta.pad_value, len(datas), device="cpu")
+    pipe.feed_input("IMAGE", [np.frombuffer(d, np.uint8) for d in datas])
+    chw, scale, size = (np.array(t.as_tensor()) for t in pipe.run())
+    compared = 0
+    with DamoClient(server.http_url) as gpu:
         for threshold in (None, 0.4):  # the plan's threshold, and a per-request one above it
-            got = infer_raw(client, mod, datas, score_threshold=threshold)
-            want = infer_raw(cpu, httpclient, datas, score_threshold=threshold)
-            for g, w in zip(got, want):
-                compared += assert_same_detections(g, w, meta.max_detections)
-        assert compared > 20, compared
-    finally:
-        cpu.close()
+            got = _arrays(gpu.detect_batch(datas, score_threshold=threshold))
+            for i, g in enumerate(got):
+                info = ResizeInfo(int(size[i][0]), int(size[i][1]), float(scale[i][0]), float(scale[i][1]))
+                want = local_detections(model, meta, datas[i], score_threshold=threshold, chw_info=(chw[i], info))
+                compared += assert_same_detections(g, want, meta.max_detections)
+        assert gpu.image_datatype == "UINT8"  # sent as the DALI backend takes them
+    assert compared > 20, compared
 
 
 def test_thresholds_the_plan_cannot_honour_are_refused(gpu_layout, sample_images):
-    from tritonclient.utils import InferenceServerException
-    client, mod, meta, _ = gpu_layout
-    data = sample_images[0].read_bytes()
+    from damo_client import DamoClient, ImageError, InferenceError
+    client, mod, meta, server = gpu_layout
+    photo = sample_images[0].read_bytes()
+    with DamoClient(server.http_url) as sdk:
+        with pytest.raises(InferenceError, match=r"IOU_THRESHOLD 0\.5 cannot be honoured.*TensorRT plan at IoU 0\.65"):
+            sdk.detect(photo, iou_threshold=0.5)
+        with pytest.raises(InferenceError, match=r"SCORE_THRESHOLD 0\.01 is below 0\.03"):
+            sdk.detect(photo, score_threshold=0.01)
+        with pytest.raises(ImageError, match=r"image 0: truncated JPEG.*not sent"):  # refused before the DALI backend
+            sdk.detect(photo[: len(photo) // 2])
+        assert sdk.detect(photo, iou_threshold=meta.iou_threshold) is not None  # still serving
+    image = mod.InferInput("IMAGE", [1, len(photo)], "UINT8")
+    image.set_data_from_numpy(np.frombuffer(photo, np.uint8)[None])
+    thr = mod.InferInput("SCORE_THRESHOLD", [1, 1], "FP32")
+    thr.set_data_from_numpy(np.full((1, 1), np.nan, np.float32))
+    with pytest.raises(Exception, match=r"SCORE_THRESHOLD must be in \[0, 1\), got nan"):
+        client.infer("damo_yolo", [image, thr])
 
-    def request(name, value):
-        image = mod.InferInput("IMAGE", [1, 1], "BYTES")
-        image.set_data_from_numpy(np.array([[data]], dtype=object))
-        thr = mod.InferInput(name, [1, 1], "FP32")
-        thr.set_data_from_numpy(np.full((1, 1), value, np.float32))
-        return client.infer("damo_yolo", [image, thr])
 
-    with pytest.raises(InferenceServerException, match=r"IOU_THRESHOLD 0\.5 cannot be honoured.*TensorRT plan at "
-                                                      r"IoU 0\.65"):
-        request("IOU_THRESHOLD", 0.5)
-    with pytest.raises(InferenceServerException, match=r"SCORE_THRESHOLD 0\.01 is below 0\.03"):
-        request("SCORE_THRESHOLD", 0.01)
-    with pytest.raises(InferenceServerException, match=r"SCORE_THRESHOLD must be in \[0, 1\), got nan"):
-        request("SCORE_THRESHOLD", float("nan"))
-    assert request("IOU_THRESHOLD", meta.iou_threshold).as_numpy("num_detections").shape == (1, 1)  # still serving
+def test_perf_analyzer_sends_uint8_images(gpu_layout, sample_images):
+    from damo_client.perf import run_perf_analyzer
+    *_, server = gpu_layout
+    (row,) = run_perf_analyzer([p.read_bytes() for p in sample_images[:2]], server.http_url, concurrency="1",
+                               measurement_interval_ms=500, max_trials=3, stability_percentage=100)
+    assert row.throughput > 0
 
 
 def test_health_reports_the_plan_and_warns_of_another_tensorrt(gpu_layout):

@@ -67,13 +67,16 @@ def test_gpu_repository_uses_a_tensorrt_plan(tmp_path):
     ens = parse_config((repo / "damo_yolo" / "config.pbtxt").read_text())
     assert dict(ens.ensemble_scheduling.step[1].input_map) == {"images": "_images"}
     assert "triton.mapback import" in (repo / "damo_yolo_postprocess" / "1" / "model.py").read_text()
-    # preprocessing on the GPU: the DALI python model on a KIND_GPU instance
+    # preprocessing on the GPU in Triton's DALI backend: encoded files as UINT8 [-1], batched raggedly
     pre = parse_config((repo / "damo_yolo_preprocess" / "config.pbtxt").read_text())
-    assert pre.instance_group[0].kind == pb.ModelInstanceGroup.KIND_GPU
-    assert pre.parameters["dali_device"].string_value == "gpu"
-    assert "triton.preprocess_dali import" in (repo / "damo_yolo_preprocess" / "1" / "model.py").read_text()
-    with pytest.raises(ValueError, match="missing 1/model.plan"):
+    assert pre.backend == "dali" and pre.instance_group[0].kind == pb.ModelInstanceGroup.KIND_GPU
+    assert [(i.name, i.data_type, list(i.dims), i.allow_ragged_batch) for i in pre.input] == [
+        ("IMAGE", pb.TYPE_UINT8, [-1], True)]
+    assert [(i.name, i.data_type, list(i.dims)) for i in ens.input][0] == ("IMAGE", pb.TYPE_UINT8, [-1])
+    assert not (repo / "damo_yolo_preprocess" / "1" / "model.py").exists()
+    with pytest.raises(ValueError, match="missing 1/model.dali.*missing 1/model.plan"):
         validate_repository(repo)
+    (repo / "damo_yolo_preprocess" / "1" / "model.dali").write_bytes(b"pipeline")
     (repo / "damo_yolo_detector" / "1" / "model.plan").write_bytes(b"engine")
     steps = validate_repository(repo)
     assert [s.name for s in steps] == ["damo_yolo_preprocess", "damo_yolo_detector", "damo_yolo_postprocess"]
@@ -183,6 +186,7 @@ def test_validator_command_reports_and_warns(tmp_path):
         "tensorrt": "10.7.0.23", "precision": "fp16", "gpu": {"name": "NVIDIA L4", "compute_capability": "8.9"}}),
         tmp_path / "repo", num_priors=1680)
     (repo / "damo_yolo_detector" / "1" / "model.plan").write_bytes(b"engine")
+    (repo / "damo_yolo_preprocess" / "1" / "model.dali").write_bytes(b"pipeline")
     run = subprocess.run([sys.executable, "-m", "damo_yolo.deploy.repository", str(repo)], capture_output=True,
                          text=True)
     assert run.returncode == 0, run.stderr

@@ -1,4 +1,6 @@
-"""Triton python backend: encoded image bytes → model input with NVIDIA DALI (the GPU target's preprocess).
+"""Triton python backend: encoded image bytes → model input with NVIDIA DALI, for servers without Triton's
+DALI backend (the CPU target's ``--preprocess dali``; the GPU target serializes the same pipeline as the DALI
+backend's model.dali).
 
 The same tensors as the OpenCV model (preprocess.py): images FP32 [3, H, W], SCALE FP32 [2], ORIG_SIZE INT32 [2].
 On a GPU instance DALI decodes with nvJPEG and resizes on the GPU, and images leaves as a CUDA tensor
