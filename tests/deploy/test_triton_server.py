@@ -69,6 +69,23 @@ def test_per_request_score_threshold(server, local_model, trained_synthetic):
     assert assert_same_detections(got, local_detections(model, meta, data, score_threshold=0.4), meta.max_detections) > 0
 
 
+@pytest.mark.parametrize("name,value", [("SCORE_THRESHOLD", float("nan")), ("SCORE_THRESHOLD", -0.1),
+                                        ("SCORE_THRESHOLD", 1.5), ("IOU_THRESHOLD", 0.0), ("IOU_THRESHOLD", 1.2),
+                                        ("IOU_THRESHOLD", float("nan"))])
+def test_thresholds_that_make_no_sense_get_a_400_naming_the_input(server, sample_images, name, value):
+    from tritonclient.utils import InferenceServerException
+    client, mod = server["http"], server["http_mod"]
+    image = mod.InferInput("IMAGE", [1, 1], "BYTES")
+    image.set_data_from_numpy(np.array([[sample_images[0].read_bytes()]], dtype=object))
+    threshold = mod.InferInput(name, [1, 1], "FP32")
+    threshold.set_data_from_numpy(np.full((1, 1), value, np.float32))
+    with pytest.raises(InferenceServerException) as err:
+        client.infer("damo_yolo", [image, threshold])
+    assert name in err.value.message() and "must be in" in err.value.message()
+    assert str(err.value.status()) == "400"
+    assert client.infer("damo_yolo", [image]).as_numpy("num_detections").shape == (1, 1)  # and serves on
+
+
 def test_bad_inputs_get_clear_errors_and_the_server_keeps_serving(server, local_model, sample_images):
     model, meta = local_model
     good = sample_images[0].read_bytes()

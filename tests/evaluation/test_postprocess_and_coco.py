@@ -7,15 +7,19 @@ import numpy as np
 import pytest
 
 from damo_yolo.evaluation import evaluate_coco_results
-from damo_yolo.postprocess import batched_nms, nms, postprocess
+from damo_yolo.postprocess import NMS_PRE, batched_nms, postprocess
+
+
+def _one_class_nms(boxes, scores, thr):
+    return batched_nms(boxes, scores, np.zeros(len(scores), np.int64), thr)
 
 
 def test_nms_suppresses_overlaps_above_the_threshold_only():
     boxes = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [0, 0, 10, 5], [20, 20, 30, 30]], np.float32)
     scores = np.array([0.9, 0.8, 0.7, 0.6], np.float32)
     # IoU(0,1) = 90/110 = 0.818 → suppressed at 0.7; IoU(0,2) = 0.5 → kept
-    assert nms(boxes, scores, 0.7).tolist() == [0, 2, 3]
-    assert nms(boxes, scores, 0.85).tolist() == [0, 1, 2, 3]
+    assert _one_class_nms(boxes, scores, 0.7).tolist() == [0, 2, 3]
+    assert _one_class_nms(boxes, scores, 0.85).tolist() == [0, 1, 2, 3]
 
 
 def test_nms_is_class_aware():
@@ -68,18 +72,55 @@ def test_wrong_class_and_poor_boxes_score_less(gt_file):
     assert evaluate_coco_results(gt_file, [])["mAP"] == 0.0
 
 
+def _greedy_reference(boxes, scores, classes, thr):
+    """The textbook greedy NMS, one box at a time, per class: what OpenCV's must reproduce."""
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    keep = []
+    for i in np.argsort(-scores, kind="stable"):
+        ok = True
+        for j in keep:
+            if classes[j] != classes[i]:
+                continue
+            w = min(boxes[i, 2], boxes[j, 2]) - max(boxes[i, 0], boxes[j, 0])
+            h = min(boxes[i, 3], boxes[j, 3]) - max(boxes[i, 1], boxes[j, 1])
+            inter = max(w, 0) * max(h, 0)
+            if inter / (area[i] + area[j] - inter) > thr:
+                ok = False
+                break
+        if ok:
+            keep.append(i)
+    return np.array(keep, np.int64)
+
+
 @pytest.mark.parametrize("seed", range(5))
-def test_vectorised_nms_equals_the_greedy_loop(seed, monkeypatch):
-    import damo_yolo.postprocess as pp
+def test_opencv_nms_equals_the_greedy_reference(seed):
     rng = np.random.default_rng(seed)
     for _ in range(40):
-        n = int(rng.integers(1, 600))
+        n = int(rng.integers(1, 300))
         xy = rng.uniform(0, 200, (n, 2))
         boxes = np.c_[xy, xy + rng.uniform(1, 80, (n, 2))].astype(np.float32)
         scores = rng.random(n).astype(np.float32)
         classes = rng.integers(0, 4, n)
         thr = float(rng.uniform(0.05, 0.95))
-        fast = pp.batched_nms(boxes, scores, classes, thr)
-        monkeypatch.setattr(pp, "_MATRIX_LIMIT", -1)  # force the one-box-at-a-time loop
-        assert np.array_equal(fast, pp.batched_nms(boxes, scores, classes, thr))
-        monkeypatch.undo()
+        assert np.array_equal(batched_nms(boxes, scores, classes, thr),
+                              _greedy_reference(boxes.astype(np.float64), scores, classes, thr))
+
+
+def test_candidates_are_capped_before_nms():
+    """Score 0 on 8,400 priors x 80 classes (a poorly trained model): at most NMS_PRE candidates enter NMS, the
+    highest scoring, so the cost is bounded; with the cap lifted the same top detections come back."""
+    import time
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 600, (8400, 2))
+    boxes = np.c_[xy, xy + rng.uniform(8, 120, (8400, 2))].astype(np.float32)
+    scores = rng.uniform(0, 0.2, (8400, 80)).astype(np.float32)
+    scores[:5, 3] = [0.95, 0.9, 0.85, 0.8, 0.75]  # a few confident detections
+    start = time.perf_counter()
+    b, s, c = postprocess(scores, boxes, 0.0, 0.65, 100)
+    capped_ms = (time.perf_counter() - start) * 1e3
+    assert len(s) == 100 and s[0] == np.float32(0.95) and (np.diff(s) <= 0).all()
+    assert capped_ms < 2000, capped_ms  # 672,000 candidates uncapped; bounded by NMS_PRE = 1000 here
+    small = scores[:200, :5]
+    assert all(np.array_equal(x, y) for x, y in zip(postprocess(small, boxes[:200], 0.1, 0.65, 50),
+                                                     postprocess(small, boxes[:200], 0.1, 0.65, 50, nms_pre=None)))
+    assert NMS_PRE == 1000
