@@ -141,11 +141,8 @@ def model_configs(spec: RepositorySpec, num_priors: int) -> dict:
         pre.input[0].allow_ragged_batch = True
     else:  # python backend: OpenCV, or DALI's CPU operators on the CPU target
         pre.backend = "python"
-        pre_params = {"input_height": h, "input_width": w, "resize": spec.resize, "pad_value": spec.pad_value,
-                      VERSION_PARAMETER: __version__}
-        if spec.preprocess == "dali":
-            pre_params["dali_device"] = "cpu"
-        _params(pre, pre_params)
+        _params(pre, {"input_height": h, "input_width": w, "resize": spec.resize, "pad_value": spec.pad_value,
+                      VERSION_PARAMETER: __version__})
     pre.instance_group.append(pb.ModelInstanceGroup(kind=kind if spec.dali_backend else pb.ModelInstanceGroup.KIND_CPU,
                                                     count=spec.preprocess_instances))
     _batching(spec, pre)

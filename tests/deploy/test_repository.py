@@ -92,7 +92,8 @@ def test_cpu_target_with_dali_preprocessing(tmp_path):
     repo = _cpu_repo(tmp_path, preprocess="dali")
     from tritonclient.grpc import model_config_pb2 as pb
     pre = parse_config((repo / "damo_yolo_preprocess" / "config.pbtxt").read_text())
-    assert pre.parameters["dali_device"].string_value == "cpu"
+    assert pre.backend == "python" and "triton.preprocess_dali import" in (
+        repo / "damo_yolo_preprocess" / "1" / "model.py").read_text()
     assert pre.instance_group[0].kind == pb.ModelInstanceGroup.KIND_CPU
     assert json.loads((repo / "damo_yolo" / "export.json").read_text())["preprocess"] == "dali"
 

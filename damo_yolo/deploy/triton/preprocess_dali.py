@@ -1,16 +1,11 @@
-"""Triton python backend: encoded image bytes → model input with NVIDIA DALI, for servers without Triton's
-DALI backend (the CPU target's ``--preprocess dali``; the GPU target serializes the same pipeline as the DALI
-backend's model.dali).
+"""Triton python backend: encoded image bytes → model input with NVIDIA DALI's CPU operators, for servers
+without Triton's DALI backend (the CPU target's ``--preprocess dali``; the GPU target serves the same pipeline
+definition as the DALI backend's model.dali).
 
 The same tensors as the OpenCV model (preprocess.py): images FP32 [3, H, W], SCALE FP32 [2], ORIG_SIZE INT32 [2].
-On a GPU instance DALI decodes with nvJPEG and resizes on the GPU, and images leaves as a CUDA tensor
-through DLPack (the TensorRT detector reads it without a host copy); parameter ``dali_device: cpu`` runs
-the same pipeline on CPU operators. All images of a dynamic batch go through one pipeline run; when
-that run fails, each request is retried alone so only the requests with a bad image get an error.
-
-DALI reuses a run's output buffers on its next run, so only the last run of an ``execute`` hands its GPU
-buffers over as they are; the outputs of every earlier run (another group of requests, or the good
-requests before a retry) are copied before the pipeline runs again.
+All images of a dynamic batch go through one pipeline run; when that run fails, each request is retried
+alone so only the requests with a bad image get an error. Outputs are copied out of DALI's buffers (which
+its next run reuses) as soon as a run ends.
 """
 import json
 
@@ -33,24 +28,19 @@ class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         params = model_parameters(args)
-        self.device = params.get("dali_device", "gpu")
         self.max_batch_size = max(1, int(config.get("max_batch_size", 1)))
         self.options = dict(input_size=(int(params["input_height"]), int(params["input_width"])),
                             resize=params.get("resize", "stretch"), pad_value=float(params.get("pad_value", "0")),
-                            max_batch_size=self.max_batch_size, device=self.device,
-                            device_id=int(args.get("model_instance_device_id", "0") or 0),
+                            max_batch_size=self.max_batch_size, device="cpu",
                             num_threads=int(params.get("dali_threads", "2")))
         self.pipe = build_pipeline(**self.options)
-        self.pending = []  # (request id, outputs, indices) of the last run, not yet turned into tensors
 
     def finalize(self):
         """Release the pipeline (its worker threads) so the model unloads at once."""
         self.pipe = None
 
-    def _run(self, arrays, results: dict):
-        """One pipeline run over encoded images (at most max_batch_size) → the three output TensorLists. The
-        previous run's outputs still waiting in ``self.pending`` are copied into ``results`` first."""
-        self._settle(results, own=True)
+    def _run(self, arrays):
+        """One pipeline run over encoded images (at most max_batch_size) → the three output TensorLists."""
         try:
             self.pipe.feed_input(INPUT_NAME, arrays)
             return self.pipe.run()
@@ -58,28 +48,15 @@ class TritonPythonModel:
             self.pipe = build_pipeline(**self.options)  # a failed run may leave the pipeline unusable
             raise
 
-    def _tensors(self, outputs, indices, own: bool):
-        """Triton tensors for the samples ``indices`` of one pipeline run (one request's images); ``own``: copies
-        that outlive the pipeline's next run, else the run's own buffers (GPU: handed over through DLPack)."""
-        from nvidia.dali.backend import TensorListGPU
+    @staticmethod
+    def _tensors(outputs, indices):
+        """Triton tensors (copies) for the samples ``indices`` of one pipeline run (one request's images)."""
         tensors = []
         for name, tl in zip(OUTPUT_NAMES, outputs):
-            if len(indices) == len(tl):
-                dense = tl.as_tensor()
-            else:
-                dense = type(tl)([tl[i] for i in indices], tl.layout()).as_tensor()
-            if isinstance(tl, TensorListGPU) and not own:  # hand the CUDA buffer over without a copy
-                tensors.append(pb_utils.Tensor.from_dlpack(name, dense))
-            elif isinstance(tl, TensorListGPU):
-                tensors.append(pb_utils.Tensor(name, np.array(dense.as_cpu())))
-            else:
-                tensors.append(pb_utils.Tensor(name, np.array(dense)))  # np.array copies
+            dense = tl.as_tensor() if len(indices) == len(tl) else type(tl)([tl[i] for i in indices],
+                                                                              tl.layout()).as_tensor()
+            tensors.append(pb_utils.Tensor(name, np.array(dense)))  # np.array copies
         return tensors
-
-    def _settle(self, results: dict, own: bool) -> None:
-        for r, outputs, indices in self.pending:
-            results[r] = self._tensors(outputs, indices, own)
-        self.pending = []
 
     def _groups(self, per_request):
         """Request ids in runs of at most max_batch_size images, no request split across two runs."""
@@ -98,7 +75,7 @@ class TritonPythonModel:
         results = {}
         for group in self._groups(per_request):
             try:
-                outputs = self._run([a for r in group for a in per_request[r]], results)
+                outputs = self._run([a for r in group for a in per_request[r]])
             except RuntimeError as exc:
                 if len(group) == 1:
                     results[group[0]] = exc
@@ -117,7 +94,7 @@ class TritonPythonModel:
                 except ImageDecodeError as exc:
                     results[r] = exc
                     continue
-                self.pending.append((r, outputs, indices))
+                results[r] = self._tensors(outputs, indices)
         return results
 
     def execute(self, requests):
@@ -137,7 +114,6 @@ class TritonPythonModel:
             except ImageDecodeError as exc:
                 errors[r] = str(exc)
         results = self._decode(per_request) if per_request else {}
-        self._settle(results, own=False)  # the last run's buffers go out as they are (no run follows)
         responses = []
         for r in range(len(requests)):
             result = results.get(r)
