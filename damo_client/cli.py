@@ -39,7 +39,7 @@ def _fail(exc: Exception):
 def _describe_export(client: DamoClient) -> None:
     """The repository's own account (damo_yolo release, target, precision; TensorRT and GPU of a GPU plan),
     and a warning when its plan was built with another TensorRT than the serving container's."""
-    from damo_yolo.deploy.platform import TENSORRT, tensorrt_mismatch
+    from damo_yolo.deploy.platform import TENSORRT, platform_warnings
     info = client.export_info
     if not info:
         return
@@ -50,8 +50,7 @@ def _describe_export(client: DamoClient) -> None:
         parts.append(f"TensorRT {info['tensorrt']} on {gpu.get('name', '?')} "
                      f"(compute {gpu.get('compute_capability', '?')})")
     click.echo("exported: " + ", ".join(parts))
-    problem = tensorrt_mismatch(info.get("tensorrt", "")) if info.get("target") == "gpu" else ""
-    if problem:
+    for problem in platform_warnings(info):
         click.echo(f"warning: {problem} (serving container TensorRT {TENSORRT})", err=True)
 
 

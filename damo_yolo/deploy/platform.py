@@ -28,3 +28,9 @@ def tensorrt_mismatch(plan_version: str, serving_version: str = TENSORRT) -> str
     return (f"the plan was built with TensorRT {plan_version}, but the serving container runs TensorRT "
             f"{serving_version}: a plan only loads in the TensorRT that built it; rebuild it with "
             f"tensorrt-cu12=={serving_version} (damo-export --target gpu inside {CONTAINER})")
+
+
+def platform_warnings(summary: dict) -> list[str]:
+    """What will keep a repository (its ``export`` summary) from loading in the serving container."""
+    problem = tensorrt_mismatch(summary.get("tensorrt", "")) if summary.get("target") == "gpu" else ""
+    return [problem] if problem else []

@@ -15,11 +15,17 @@ from typing import Optional
 
 from .. import __version__
 from .. import contract as C
+from .platform import platform_warnings
 from .triton.common import VERSION_PARAMETER
 
 TARGETS = ("cpu", "gpu")
 PREPROCESSORS = ("opencv", "dali")  # python backend with OpenCV, or with an NVIDIA DALI pipeline
 TEMPLATES = Path(__file__).resolve().parent / "triton"
+
+
+def step_names(name: str) -> dict[str, str]:
+    """The models behind the ensemble ``name``: step → model name."""
+    return {step: f"{name}_{step}" for step in ("preprocess", "detector", "postprocess")}
 
 
 @dataclass
@@ -67,7 +73,7 @@ class RepositorySpec:
 
     @property
     def model_names(self) -> dict[str, str]:
-        return {step: f"{self.name}_{step}" for step in ("preprocess", "detector", "postprocess")}
+        return step_names(self.name)
 
 
 def _pb():
@@ -117,13 +123,6 @@ def repository_summary(repo_dir, name: str = "damo_yolo") -> dict:
     return json.loads(config.parameters["export"].string_value)
 
 
-def platform_warnings(summary: dict) -> list[str]:
-    """What will keep a GPU repository from loading in the serving container (empty when nothing is known)."""
-    from .platform import tensorrt_mismatch
-    problem = tensorrt_mismatch(summary.get("tensorrt", "")) if summary.get("target") == "gpu" else ""
-    return [problem] if problem else []
-
-
 def model_configs(spec: RepositorySpec, num_priors: int) -> dict:
     """name → ModelConfig of every model of the repository."""
     pb = _pb()
@@ -143,8 +142,8 @@ def model_configs(spec: RepositorySpec, num_priors: int) -> dict:
         pre.backend = "python"
         _params(pre, {"input_height": h, "input_width": w, "resize": spec.resize, "pad_value": spec.pad_value,
                       VERSION_PARAMETER: __version__})
-    pre.instance_group.append(pb.ModelInstanceGroup(kind=kind if spec.dali_backend else pb.ModelInstanceGroup.KIND_CPU,
-                                                    count=spec.preprocess_instances))
+    pre_kind = kind if spec.dali_backend else pb.ModelInstanceGroup.KIND_CPU
+    pre.instance_group.append(pb.ModelInstanceGroup(kind=pre_kind, count=spec.preprocess_instances))
     _batching(spec, pre)
 
     det = pb.ModelConfig(name=names["detector"], max_batch_size=spec.max_batch_size)

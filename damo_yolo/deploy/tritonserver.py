@@ -135,8 +135,8 @@ class LocalServer:
         # DAMO_TRITONSERVER names another server binary (e.g. /opt/tritonserver/bin/tritonserver in NVIDIA's
         # container, with the GPU backends); the default is this package's launcher of the bundled server
         binary = os.environ.get("DAMO_TRITONSERVER")
-        command = [binary, "--http-address=127.0.0.1", "--grpc-address=127.0.0.1", "--metrics-address=127.0.0.1",
-                   *args] if binary else [sys.executable, "-m", "damo_yolo.deploy.tritonserver", *args]
+        command = ([binary, *(f"{option}=127.0.0.1" for option in LOCAL_ONLY), *args] if binary
+                   else [sys.executable, "-m", "damo_yolo.deploy.tritonserver", *args])
         with open(self.log_path, "w") as log:
             self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         url = f"http://{self.http_url}/v2/models/{self.model}/ready"

@@ -35,8 +35,8 @@ def check_out(out: Path, name: str, force: bool = False) -> None:
     """Refuse to replace models of an existing repository unless ``force``; other models are left alone."""
     if out.exists() and not out.is_dir():
         raise RepositoryExists(f"--out {out} is a file, not a folder")
-    existing = [n for n in (name, f"{name}_preprocess", f"{name}_detector", f"{name}_postprocess")
-                if (out / n).exists()]
+    from damo_yolo.deploy.repository import step_names
+    existing = [n for n in (name, *step_names(name).values()) if (out / n).exists()]
     if existing and not force:
         raise RepositoryExists(f"{out} already holds {', '.join(existing)}: pass --force to replace them, "
                                f"or choose another --out (or --name)")
@@ -140,7 +140,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             print("damo-export: --verbose lists every key", file=sys.stderr)
         return 1
     print(f"model repository written to {out}: tritonserver --model-repository {out}")
-    from damo_yolo.deploy.repository import platform_warnings, repository_summary
+    from damo_yolo.deploy.platform import platform_warnings
+    from damo_yolo.deploy.repository import repository_summary
     for warning in platform_warnings(repository_summary(out, args.name)):
         print(f"damo-export: warning: {warning}", file=sys.stderr)
     return 0

@@ -167,7 +167,8 @@ def test_a_repository_of_another_release_is_refused():
 
 def test_repository_says_what_built_it_and_warns_of_another_tensorrt(tmp_path):
     from damo_yolo.deploy import platform
-    from damo_yolo.deploy.repository import platform_warnings, repository_summary
+    from damo_yolo.deploy.platform import platform_warnings
+    from damo_yolo.deploy.repository import repository_summary
     repo = write_repository(RepositorySpec(**SPEC, target="gpu", extra={
         "tensorrt": platform.TENSORRT, "precision": "fp16", "gpu": {"name": "NVIDIA L4", "compute_capability": "8.9"},
         "checkpoint_sha256": "not part of the summary"}), tmp_path / "repo", num_priors=1680)

@@ -11,10 +11,12 @@ IOU_MATCH = 1e-6  # an IoU threshold this close to the plan's is the plan's
 
 def check_thresholds(score_thr: np.ndarray, iou_thr: np.ndarray) -> None:
     """Per-item thresholds: SCORE_THRESHOLD in [0, 1), IOU_THRESHOLD in (0, 1]; ValueError names the input."""
-    if not np.all((score_thr >= 0) & (score_thr < 1)):  # False for NaN too
-        raise ValueError(f"SCORE_THRESHOLD must be in [0, 1), got {score_thr[~((score_thr >= 0) & (score_thr < 1))][0]}")
-    if not np.all((iou_thr > 0) & (iou_thr <= 1)):
-        raise ValueError(f"IOU_THRESHOLD must be in (0, 1], got {iou_thr[~((iou_thr > 0) & (iou_thr <= 1))][0]}")
+    bad_score = ~((score_thr >= 0) & (score_thr < 1))  # NaN fails every comparison, so it is bad too
+    if bad_score.any():
+        raise ValueError(f"SCORE_THRESHOLD must be in [0, 1), got {score_thr[bad_score][0]}")
+    bad_iou = ~((iou_thr > 0) & (iou_thr <= 1))
+    if bad_iou.any():
+        raise ValueError(f"IOU_THRESHOLD must be in (0, 1], got {iou_thr[bad_iou][0]}")
 
 
 def pack(per_image: list, scales: np.ndarray, sizes: np.ndarray, k: int) -> tuple:
