@@ -18,7 +18,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 def _connection_options(fn):
     fn = click.option("--model", "-m", default="damo_yolo", show_default=True, envvar="DAMO_MODEL",
-                      help="Ensemble name on the server.")(fn)
+                      help="Model name on the server.")(fn)
     fn = click.option("--timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
                       help="Seconds to wait for an answer.")(fn)
     fn = click.option("--protocol", "-p", type=click.Choice(["http", "grpc"]), default="http", show_default=True,
@@ -50,6 +50,9 @@ def _describe_export(client: DamoClient) -> None:
         parts.append(f"TensorRT {info['tensorrt']} on {gpu.get('name', '?')} "
                      f"(compute {gpu.get('compute_capability', '?')})")
     click.echo("exported: " + ", ".join(parts))
+    if "score_threshold" in info:
+        click.echo(f"served defaults: score > {info['score_threshold']:g}, NMS IoU {info['iou_threshold']:g}, "
+                   f"at most {info['max_detections']} boxes per image (a request's thresholds override them)")
     for problem in platform_warnings(info):
         click.echo(f"warning: {problem} (serving container TensorRT {TENSORRT})", err=True)
 
@@ -79,8 +82,12 @@ def _image_id(path: Path, index: int) -> int:
 @cli.command(context_settings=CONTEXT)
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @_connection_options
-@click.option("--score-thr", type=click.FloatRange(0, 1, max_open=True), help="Score threshold for this call.")
-@click.option("--iou-thr", type=click.FloatRange(0, 1, min_open=True), help="NMS IoU threshold for this call.")
+@click.option("--score-thr", type=click.FloatRange(0, 1, max_open=True),
+              help="Score threshold for this call [default: the repository's, 0.5 as damo-export writes it; "
+                   "`damo-client models` shows it].")
+@click.option("--iou-thr", type=click.FloatRange(0, 1, min_open=True),
+              help="NMS IoU threshold for this call [default: the repository's, the checkpoint's IoU (0.65 for "
+                   "the project's models)].")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write COCO-results-style JSON (image_id, category_id = class id, bbox xywh, score).")
 @click.option("--save-dir", type=click.Path(file_okay=False, path_type=Path),

@@ -114,6 +114,12 @@ class _ClientBase:
             self._mod = mod
         return self._mod
 
+    @property
+    def deadline_us(self) -> int:
+        """The request's ``timeout`` sent to Triton (µs): a request still queued when the client would have
+        given up is rejected by the server instead of computed for nobody (the repository's queue policy)."""
+        return int(self.timeout * 1_000_000)
+
     def _delay(self, attempt: int) -> float:
         return self.backoff * (2 ** attempt)
 
@@ -288,7 +294,8 @@ class DamoClient(_ClientBase):
         self._check_images(datas)
         out = []
         for inputs in self._requests(datas, score_threshold, iou_threshold):
-            out.extend(self._parse(self._call("inference", "infer", self.model, inputs, outputs=self._outputs())))
+            out.extend(self._parse(self._call("inference", "infer", self.model, inputs, outputs=self._outputs(),
+                                              timeout=self.deadline_us)))
         return out
 
     def is_live(self) -> bool:
@@ -367,7 +374,7 @@ class AsyncDamoClient(_ClientBase):
         out = []
         for inputs in self._requests(datas, score_threshold, iou_threshold):
             out.extend(self._parse(await self._call("inference", "infer", self.model, inputs,
-                                                    outputs=self._outputs())))
+                                                    outputs=self._outputs(), timeout=self.deadline_us)))
         return out
 
     async def is_ready(self) -> bool:

@@ -55,9 +55,11 @@ def trained_synthetic(tmp_path_factory, shared_dir) -> dict:
 
 @pytest.fixture(scope="session")
 def served_synthetic(trained_synthetic, tmp_path_factory):
-    """The trained synthetic model exported (CPU target) and served by the real tritonserver on free ports."""
+    """The trained synthetic model exported (CPU target) with the checkpoint's evaluation thresholds, so served
+    answers compare with the PyTorch model's evaluation, and served by the real tritonserver on free ports."""
     from damo_yolo.tools.export import export_repository
     from serving import running_server
-    repo = export_repository(trained_synthetic["checkpoint"], tmp_path_factory.mktemp("served") / "triton_models")
+    repo = export_repository(trained_synthetic["checkpoint"], tmp_path_factory.mktemp("served") / "triton_models",
+                             thresholds="evaluation")
     with running_server(repo, repo.parent / "server.log") as server:
         yield server

@@ -38,9 +38,9 @@ def test_accuracy_gate(pytorch_metrics, served_synthetic, trained_synthetic, cap
 
 
 BROKEN_POSTPROCESS = '''"""A deliberately broken postprocess for the gate's own test: boxes come back 3 px off."""
-import damo_yolo.deploy.triton.postprocess as post
+import damo_yolo.deploy.cpu_pipeline as pipeline
 
-_real = post.postprocess
+_real = pipeline.postprocess
 
 
 def _shifted(*args, **kwargs):
@@ -48,8 +48,8 @@ def _shifted(*args, **kwargs):
     return boxes + 3.0, scores, classes
 
 
-post.postprocess = _shifted
-from damo_yolo.deploy.triton.postprocess import TritonPythonModel  # noqa: E402,F401
+pipeline.postprocess = _shifted
+from damo_yolo.deploy.triton.pipeline import TritonPythonModel  # noqa: E402,F401
 '''
 
 
@@ -57,7 +57,7 @@ def test_gate_fails_a_broken_postprocess(pytorch_metrics, served_synthetic, trai
     from damo_yolo.evaluation import evaluate_served
     repo = tmp_path / "triton_models"
     shutil.copytree(served_synthetic.repo, repo)
-    (repo / "damo_yolo_postprocess" / "1" / "model.py").write_text(BROKEN_POSTPROCESS)
+    (repo / "damo_yolo" / "1" / "model.py").write_text(BROKEN_POSTPROCESS)
     ann, images = _val(trained_synthetic)
     with running_server(repo, tmp_path / "server.log") as server:
         served = evaluate_served(server.http_url, ann, images)

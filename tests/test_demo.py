@@ -42,7 +42,7 @@ def test_committed_onnx_equals_the_checkpoint_in_pytorch(tmp_path):
     model = build_model("Ns", num_classes=8)
     meta = load_checkpoint(model, CHECKPOINT)
     model.eval().switch_to_deploy()
-    session = ort.InferenceSession(str(REPO / "damo_yolo_detector" / "1" / "model.onnx"),
+    session = ort.InferenceSession(str(REPO / "damo_yolo" / "1" / "model.onnx"),
                                    providers=["CPUExecutionProvider"])
     from damo_yolo.data.synthetic import generate_split
     generate_split(tmp_path, "check", 2, (320, 320), 5, [])  # procedural backgrounds
@@ -69,7 +69,8 @@ def test_demo_command_serves_and_detects(tmp_path):
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     detections = json.loads((tmp_path / "out" / "detections.json").read_text())
-    assert detections and all(d["score"] >= 0.35 for d in detections)
+    # the repository's served default (0.5, damo_yolo.contract): a few boxes per scene, not hundreds
+    assert detections and all(d["score"] > 0.5 for d in detections) and len(detections) <= 15 * 6
     assert len(list((tmp_path / "out" / "annotated").glob("*.jpg"))) == 6
     found, total = map(int, re.search(r"found (\d+) of the (\d+) shapes", run.stdout).groups())
     assert found >= 0.6 * total, run.stdout[-1500:]
@@ -92,7 +93,9 @@ def test_demo_results_folder_holds_only_the_last_run(tmp_path):
     assert (mine / "holiday.jpg").exists()
     help_text = subprocess.run([sys.executable, "-m", "damo_yolo.tools.demo", "--help"], capture_output=True,
                                text=True).stdout
-    assert "0.35)" in help_text and "(default: http)" in help_text and help_text.count("(default:") >= 6
+    assert "(default: the repository's served default)" in " ".join(help_text.split())
+    assert "(default: http)" in help_text
+    assert help_text.count("(default:") >= 6 and "None" not in help_text
 
 
 def test_the_shipped_synthetic_config_is_the_demo_models_recipe():

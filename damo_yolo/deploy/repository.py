@@ -1,5 +1,9 @@
-"""The Triton model repository: an ensemble ``<name>`` over ``<name>_preprocess`` → ``<name>_detector`` →
-``<name>_postprocess``, generated from one checkpoint's metadata.
+"""The Triton model repository, generated from one checkpoint's metadata.
+
+CPU target: one python-backend model ``<name>`` that decodes, runs the detector in onnxruntime and
+post-processes (damo_yolo.deploy.cpu_pipeline). GPU target: an ensemble ``<name>`` over ``<name>_preprocess``
+(DALI backend) → ``<name>_detector`` (TensorRT plan with EfficientNMS) → ``<name>_postprocess`` (map-back).
+Clients see the same model either way: ``<name>`` with the contract's inputs and outputs.
 
 Every ``config.pbtxt`` is built as Triton's ``ModelConfig`` protobuf message and written in its text
 format, so a config that would not parse cannot be written. Tensor names, types and dims come from the
@@ -19,12 +23,13 @@ from .platform import platform_warnings
 from .triton.common import VERSION_PARAMETER
 
 TARGETS = ("cpu", "gpu")
-PREPROCESSORS = ("opencv", "dali")  # python backend with OpenCV, or with an NVIDIA DALI pipeline
+PREPROCESSORS = ("opencv", "dali")  # CPU: OpenCV or DALI's CPU operators in the python model; GPU: DALI backend
 TEMPLATES = Path(__file__).resolve().parent / "triton"
 
 
 def step_names(name: str) -> dict[str, str]:
-    """The models behind the ensemble ``name``: step → model name."""
+    """The models behind the GPU target's ensemble ``name``: step → model name (also the CPU target's former
+    layout, which a CPU export replaces)."""
     return {step: f"{name}_{step}" for step in ("preprocess", "detector", "postprocess")}
 
 
@@ -32,19 +37,20 @@ def step_names(name: str) -> dict[str, str]:
 class RepositorySpec:
     input_size: tuple[int, int]
     class_names: list[str]
-    score_threshold: float
+    score_threshold: float  # served defaults, when a request sets no threshold
     iou_threshold: float
     name: str = "damo_yolo"
     resize: str = "stretch"
     pad_value: float = 0.0
     max_detections: int = C.MAX_DETECTIONS
+    nms_score_threshold: Optional[float] = None  # GPU: the plan's NMS keeps scores above this (default: score_threshold)
     target: str = "cpu"
     preprocess: Optional[str] = None  # default: dali on the GPU target, opencv on the CPU target
     max_batch_size: int = 8
     dynamic_batching: bool = True
     preferred_batch_sizes: tuple[int, ...] = (4, 8)
-    max_queue_delay_us: int = 500  # measured: 2000 µs cost ~5 ms at concurrency 1 for no throughput gain
-    detector_instances: int = 1
+    max_queue_delay_us: int = 0  # a batch is what queued while the model was busy; waiting costs latency
+    detector_instances: int = 1  # the CPU model's instances (each decodes, detects, post-processes)
     preprocess_instances: int = 2
     postprocess_instances: int = 1
     extra: dict = field(default_factory=dict)  # recorded in export.json (checkpoint hash, versions, ...)
@@ -56,16 +62,23 @@ class RepositorySpec:
             self.preprocess = "dali" if self.target == "gpu" else "opencv"
         if self.preprocess not in PREPROCESSORS:
             raise ValueError(f"unknown preprocess {self.preprocess!r}; choose {' or '.join(PREPROCESSORS)}")
+        if self.target == "gpu" and self.preprocess != "dali":
+            raise ValueError("the GPU target decodes and resizes in Triton's DALI backend (--preprocess dali)")
         if self.max_batch_size < 1 or any(b < 1 or b > self.max_batch_size for b in self.preferred_batch_sizes):
             raise ValueError("preferred batch sizes must lie in 1..max_batch_size")
         if not self.class_names:
             raise ValueError("class_names must not be empty")
+        if self.nms_score_threshold is None:
+            self.nms_score_threshold = self.score_threshold
+        if self.nms_score_threshold > self.score_threshold:
+            raise ValueError(f"the plan's NMS threshold {self.nms_score_threshold} is above the served default "
+                             f"{self.score_threshold}: requests at the default would lose boxes")
 
     @property
     def dali_backend(self) -> bool:
-        """Preprocessing in Triton's DALI backend (model.dali): the GPU target with DALI. The CPU target's DALI
-        runs in a python-backend model (the bundled server has no DALI backend)."""
-        return self.target == "gpu" and self.preprocess == "dali"
+        """Preprocessing in Triton's DALI backend (model.dali): the GPU target. The CPU target's DALI runs
+        inside its python-backend model (the bundled server has no DALI backend)."""
+        return self.target == "gpu"
 
     @property
     def image_input(self) -> C.TensorSpec:
@@ -73,7 +86,8 @@ class RepositorySpec:
 
     @property
     def model_names(self) -> dict[str, str]:
-        return step_names(self.name)
+        """step → model name: the GPU ensemble's three steps, or the CPU target's one model."""
+        return step_names(self.name) if self.target == "gpu" else {"pipeline": self.name}
 
 
 def _pb():
@@ -97,10 +111,15 @@ def _params(config, values: dict) -> None:
 
 
 def _batching(spec: RepositorySpec, config) -> None:
+    """Dynamic batching, and the queue policy that honours a request's own ``timeout``: a request still queued
+    when its deadline passes is rejected without running (clients set it from their own timeout). Without
+    dynamic batching Triton has no queue policy: requests wait for an instance however long."""
     if not spec.dynamic_batching:
         return
     config.dynamic_batching.preferred_batch_size.extend(spec.preferred_batch_sizes)
     config.dynamic_batching.max_queue_delay_microseconds = spec.max_queue_delay_us
+    config.dynamic_batching.default_queue_policy.CopyFrom(
+        _pb().ModelQueuePolicy(timeout_action=_pb().ModelQueuePolicy.REJECT, allow_timeout_override=True))
 
 
 SUMMARY_KEYS = ("variant", "precision", "tensorrt", "gpu", "container")  # from the export record, when present
@@ -109,7 +128,8 @@ SUMMARY_KEYS = ("variant", "precision", "tensorrt", "gpu", "container")  # from 
 def export_summary(spec: RepositorySpec) -> dict:
     """What a served repository says about itself (the ensemble's ``export`` parameter): damo_yolo release,
     target, and for the GPU target the TensorRT version and the GPU the plan was built on."""
-    summary = {"damo_yolo": __version__, "target": spec.target}
+    summary = {"damo_yolo": __version__, "target": spec.target, "score_threshold": spec.score_threshold,
+               "iou_threshold": spec.iou_threshold, "max_detections": spec.max_detections}
     summary.update({k: spec.extra[k] for k in SUMMARY_KEYS if k in spec.extra})
     return summary
 
@@ -125,68 +145,74 @@ def repository_summary(repo_dir, name: str = "damo_yolo") -> dict:
 
 def model_configs(spec: RepositorySpec, num_priors: int) -> dict:
     """name → ModelConfig of every model of the repository."""
+    h, w = spec.input_size
+    sizes = dict(H=h, W=w, N=num_priors, C=len(spec.class_names), K=spec.max_detections)
+    return _cpu_configs(spec, sizes) if spec.target == "cpu" else _gpu_configs(spec, sizes)
+
+
+def _client_facing(spec: RepositorySpec, config, sizes: dict) -> None:
+    """The contract's inputs and outputs, and what clients read: the class names and the export summary."""
+    pb = _pb()
+    config.input.extend(_tensor(pb.ModelInput, spec.image_input if t is C.IMAGE else t, sizes)
+                        for t in C.ENSEMBLE_INPUTS)
+    config.output.extend(_tensor(pb.ModelOutput, t, sizes, label_filename="labels.txt" if t is C.CLASSES else "")
+                         for t in C.ENSEMBLE_OUTPUTS)
+    _params(config, {"class_names": json.dumps(spec.class_names), "export": json.dumps(export_summary(spec))})
+
+
+def _cpu_configs(spec: RepositorySpec, sizes: dict) -> dict:
+    """One python-backend model: decode, detector (onnxruntime), NMS (triton/pipeline.py)."""
+    pb = _pb()
+    config = pb.ModelConfig(name=spec.name, backend="python", max_batch_size=spec.max_batch_size)
+    _client_facing(spec, config, sizes)
+    _params(config, {"input_height": sizes["H"], "input_width": sizes["W"], "resize": spec.resize,
+                     "pad_value": spec.pad_value, "preprocess": spec.preprocess, "onnx_file": "model.onnx",
+                     "score_threshold": spec.score_threshold, "iou_threshold": spec.iou_threshold,
+                     "max_detections": spec.max_detections, VERSION_PARAMETER: __version__})
+    config.instance_group.append(pb.ModelInstanceGroup(kind=pb.ModelInstanceGroup.KIND_CPU,
+                                                       count=spec.detector_instances))
+    _batching(spec, config)
+    return {spec.name: config}
+
+
+def _gpu_configs(spec: RepositorySpec, sizes: dict) -> dict:
+    """The ensemble: DALI-backend preprocess → TensorRT plan with EfficientNMS → python map-back."""
     pb = _pb()
     In, Out = pb.ModelInput, pb.ModelOutput
     names = spec.model_names
-    h, w = spec.input_size
-    sizes = dict(H=h, W=w, N=num_priors, C=len(spec.class_names), K=spec.max_detections)
-    kind = pb.ModelInstanceGroup.KIND_CPU if spec.target == "cpu" else pb.ModelInstanceGroup.KIND_GPU
+    gpu, cpu = pb.ModelInstanceGroup.KIND_GPU, pb.ModelInstanceGroup.KIND_CPU
 
-    pre = pb.ModelConfig(name=names["preprocess"], max_batch_size=spec.max_batch_size)
+    pre = pb.ModelConfig(name=names["preprocess"], max_batch_size=spec.max_batch_size, backend="dali")
     pre.input.append(_tensor(In, spec.image_input, sizes))
     pre.output.extend(_tensor(Out, t, sizes) for t in C.PREPROCESS_OUTPUTS)
-    if spec.dali_backend:  # model.dali: nvJPEG decode + GPU resize; images of different lengths batch raggedly
-        pre.backend = "dali"
-        pre.input[0].allow_ragged_batch = True
-    else:  # python backend: OpenCV, or DALI's CPU operators on the CPU target
-        pre.backend = "python"
-        _params(pre, {"input_height": h, "input_width": w, "resize": spec.resize, "pad_value": spec.pad_value,
-                      VERSION_PARAMETER: __version__})
-    pre_kind = kind if spec.dali_backend else pb.ModelInstanceGroup.KIND_CPU
-    pre.instance_group.append(pb.ModelInstanceGroup(kind=pre_kind, count=spec.preprocess_instances))
+    pre.input[0].allow_ragged_batch = True  # model.dali: nvJPEG decode + GPU resize; images of any length batch
+    pre.instance_group.append(pb.ModelInstanceGroup(kind=gpu, count=spec.preprocess_instances))
     _batching(spec, pre)
 
-    det = pb.ModelConfig(name=names["detector"], max_batch_size=spec.max_batch_size)
-    if spec.target == "cpu":
-        det.backend = "python"
-        _params(det, {"onnx_file": "model.onnx", VERSION_PARAMETER: __version__})
-    else:
-        det.platform = "tensorrt_plan"
+    det = pb.ModelConfig(name=names["detector"], max_batch_size=spec.max_batch_size, platform="tensorrt_plan")
     det.input.append(_tensor(In, C.MODEL_INPUT, sizes))
-    det_outputs = (C.MODEL_SCORES, C.MODEL_BOXES) if spec.target == "cpu" else C.END2END_OUTPUTS
-    det.output.extend(_tensor(Out, t, sizes) for t in det_outputs)
-    det.instance_group.append(pb.ModelInstanceGroup(kind=kind, count=spec.detector_instances))
+    det.output.extend(_tensor(Out, t, sizes) for t in C.END2END_OUTPUTS)
+    det.instance_group.append(pb.ModelInstanceGroup(kind=gpu, count=spec.detector_instances))
     _batching(spec, det)
 
-    # CPU target: score filter + NMS + map-back; GPU target: map-back only (the plan's EfficientNMS did the rest)
     post = pb.ModelConfig(name=names["postprocess"], backend="python", max_batch_size=spec.max_batch_size)
-    post.input.extend(_tensor(In, t, sizes) for t in (C.POSTPROCESS_INPUTS if spec.target == "cpu"
-                                                      else C.MAPBACK_INPUTS))
+    post.input.extend(_tensor(In, t, sizes) for t in C.MAPBACK_INPUTS)
     post.output.extend(_tensor(Out, t, sizes) for t in C.ENSEMBLE_OUTPUTS)
-    post.instance_group.append(pb.ModelInstanceGroup(kind=pb.ModelInstanceGroup.KIND_CPU,
-                                                     count=spec.postprocess_instances))
-    _params(post, {"score_threshold": spec.score_threshold, "iou_threshold": spec.iou_threshold,
-                   "max_detections": spec.max_detections, VERSION_PARAMETER: __version__})
+    post.instance_group.append(pb.ModelInstanceGroup(kind=cpu, count=spec.postprocess_instances))
+    _params(post, {"score_threshold": spec.score_threshold, "nms_score_threshold": spec.nms_score_threshold,
+                   "iou_threshold": spec.iou_threshold, "max_detections": spec.max_detections,
+                   VERSION_PARAMETER: __version__})
     _batching(spec, post)
 
     ens = pb.ModelConfig(name=spec.name, platform="ensemble", max_batch_size=spec.max_batch_size)
-    ens.input.extend(_tensor(In, spec.image_input if t is C.IMAGE else t, sizes) for t in C.ENSEMBLE_INPUTS)
-    ens.output.extend(_tensor(Out, t, sizes, label_filename="labels.txt" if t is C.CLASSES else "")
-                      for t in C.ENSEMBLE_OUTPUTS)
-    _params(ens, {"class_names": json.dumps(spec.class_names),  # what clients read to name the classes
-                  "export": json.dumps(export_summary(spec))})  # and what they report about the models
-    if spec.target == "cpu":
-        detections = {C.MODEL_SCORES.name: "_raw_scores", C.MODEL_BOXES.name: "_raw_boxes"}
-        post_reads = {C.RAW_SCORES.name: "_raw_scores", C.RAW_BOXES.name: "_raw_boxes"}
-    else:
-        detections = {t.name: f"_{t.name}" for t in C.END2END_OUTPUTS}
-        post_reads = dict(detections)
+    _client_facing(spec, ens, sizes)
+    detections = {t.name: f"_{t.name}" for t in C.END2END_OUTPUTS}
     thresholds = {t.name: t.name for t in (C.SCORE_THRESHOLD, C.IOU_THRESHOLD)}
     steps = [
         (names["preprocess"], {C.IMAGE.name: C.IMAGE.name},
          {t.name: f"_{t.name.lower()}" for t in C.PREPROCESS_OUTPUTS}),
         (names["detector"], {C.MODEL_INPUT.name: f"_{C.MODEL_INPUT.name.lower()}"}, detections),
-        (names["postprocess"], {**post_reads, C.SCALE.name: "_scale", C.ORIG_SIZE.name: "_orig_size", **thresholds},
+        (names["postprocess"], {**detections, C.SCALE.name: "_scale", C.ORIG_SIZE.name: "_orig_size", **thresholds},
          {t.name: t.name for t in C.ENSEMBLE_OUTPUTS}),
     ]
     for model_name, inputs, outputs in steps:
@@ -219,46 +245,59 @@ def _write_model_py(model_dir: Path, module: str) -> None:
 
 def write_repository(spec: RepositorySpec, out_dir, num_priors: int, onnx_path: Optional[Path] = None,
                      plan_path: Optional[Path] = None, dali_path: Optional[Path] = None) -> Path:
-    """Write (or update) the models of ``spec`` under ``out_dir``; other models there are left alone."""
+    """Write (or update) the models of ``spec`` under ``out_dir``; other models there are left alone, except the
+    models a former export of the same name wrote in another layout (they would shadow or break this one)."""
     out = Path(out_dir)
     names = spec.model_names
     configs = model_configs(spec, num_priors)
+    if spec.target == "cpu" and onnx_path is None:
+        raise ValueError("the CPU target needs the detector's ONNX graph")
+    for name in {spec.name, *step_names(spec.name).values()}:
+        if (out / name).exists():
+            shutil.rmtree(out / name)
     for name, config in configs.items():
-        model_dir = out / name
-        if model_dir.exists():
-            shutil.rmtree(model_dir)
-        (model_dir / "1").mkdir(parents=True)
-        (model_dir / "config.pbtxt").write_text(config_text(config))
-    if spec.dali_backend:
+        (out / name / "1").mkdir(parents=True)
+        (out / name / "config.pbtxt").write_text(config_text(config))
+    if spec.target == "cpu":
+        _write_model_py(out / spec.name, "pipeline")
+        shutil.copy2(onnx_path, out / spec.name / "1" / "model.onnx")
+    else:
         if dali_path is not None:
             shutil.copy2(dali_path, out / names["preprocess"] / "1" / "model.dali")
-    else:
-        _write_model_py(out / names["preprocess"], "preprocess_dali" if spec.preprocess == "dali" else "preprocess")
-    _write_model_py(out / names["postprocess"], "postprocess" if spec.target == "cpu" else "mapback")
-    if spec.target == "cpu":
-        if onnx_path is None:
-            raise ValueError("the CPU target needs the detector's ONNX graph")
-        _write_model_py(out / names["detector"], "detector_onnxruntime")
-        shutil.copy2(onnx_path, out / names["detector"] / "1" / "model.onnx")
-    elif plan_path is not None:
-        shutil.copy2(plan_path, out / names["detector"] / "1" / "model.plan")
-    # the ensemble's version folder holds nothing, and git keeps no empty folder
-    (out / spec.name / "1" / ".keep").write_text("the ensemble's version 1 (Triton needs the folder)\n")
+        if plan_path is not None:
+            shutil.copy2(plan_path, out / names["detector"] / "1" / "model.plan")
+        _write_model_py(out / names["postprocess"], "mapback")
+        # the ensemble's version folder holds nothing, and git keeps no empty folder
+        (out / spec.name / "1" / ".keep").write_text("the ensemble's version 1 (Triton needs the folder)\n")
     (out / spec.name / "labels.txt").write_text("\n".join(spec.class_names) + "\n")
     record = {k: v for k, v in asdict(spec).items() if k != "extra"}
     record.update(spec.extra, models=list(configs), num_priors=num_priors)
     (out / spec.name / "export.json").write_text(json.dumps(record, indent=2) + "\n")
     validate_repository(out, spec.name, require_artifacts=spec.target == "cpu" or (
-        plan_path is not None and (dali_path is not None or not spec.dali_backend)))
+        plan_path is not None and dali_path is not None))
     return out
 
 
-def validate_repository(repo_dir, name: str = "damo_yolo", require_artifacts: bool = True) -> list:
-    """Check an ensemble's wiring the way Triton will at load time; returns the parsed step configs.
+def _missing_files(repo: Path, config) -> list:
+    """The files a model's backend loads that its version folder lacks."""
+    version = repo / config.name / "1"
+    artifact = ("model.plan" if config.platform == "tensorrt_plan"
+                else "model.dali" if config.backend == "dali" else "model.py")
+    missing = [] if (version / artifact).is_file() else [f"{config.name}: missing 1/{artifact}"]
+    onnx_file = config.parameters["onnx_file"].string_value if "onnx_file" in config.parameters else ""
+    if onnx_file and not (version / onnx_file).is_file():
+        missing.append(f"{config.name}: missing 1/{onnx_file}")
+    return missing
 
-    Every config parses; each step's mapped inputs and outputs exist on its model; every required input
-    is fed; each tensor passed between steps has the same type and shape on both sides; the model
-    files each backend loads are present. Raises ValueError listing every problem found.
+
+def validate_repository(repo_dir, name: str = "damo_yolo", require_artifacts: bool = True) -> list:
+    """Check a repository the way Triton will at load time; returns the parsed configs of the models behind
+    ``name`` (the ensemble's steps, or the one CPU model).
+
+    Every config parses; the model clients call has the contract's inputs and outputs; for an ensemble, each
+    step's mapped inputs and outputs exist on its model, every required input is fed, each tensor passed
+    between steps has the same type and shape on both sides; the model files each backend loads are present.
+    Raises ValueError listing every problem found.
     """
     repo = Path(repo_dir)
     problems = []
@@ -273,6 +312,22 @@ def validate_repository(repo_dir, name: str = "damo_yolo", require_artifacts: bo
     ens = load(name)
     if ens is None:
         raise ValueError("; ".join(problems))
+    pb = _pb()
+    for specs, tensors, kind in ((C.ENSEMBLE_INPUTS, ens.input, "input"), (C.ENSEMBLE_OUTPUTS, ens.output, "output")):
+        types = {t.name: t.data_type for t in tensors}
+        for t in specs:
+            allowed = {getattr(pb, t.config_type)} | ({pb.TYPE_UINT8} if t is C.IMAGE else set())
+            if types.get(t.name) not in allowed:
+                problems.append(f"{name}: {kind} {t.name!r} is missing or not {t.config_type}")
+    if ens.platform != "ensemble":  # the CPU target's one model
+        if require_artifacts:
+            problems.extend(_missing_files(repo, ens))
+        labels = [t.label_filename for t in ens.output if t.label_filename]
+        if require_artifacts and labels and not (repo / name / labels[0]).is_file():
+            problems.append(f"{name}: missing {labels[0]}")
+        if problems:
+            raise ValueError(f"model repository {repo} ({name}): " + "; ".join(problems))
+        return [ens]
     known = {t.name: (t.data_type, list(t.dims)) for t in ens.input}  # tensor name → (type, dims)
     steps = []
     for step in ens.ensemble_scheduling.step:
@@ -301,14 +356,7 @@ def validate_repository(repo_dir, name: str = "damo_yolo", require_artifacts: bo
         if config.max_batch_size < ens.max_batch_size:
             problems.append(f"{config.name}: max_batch_size {config.max_batch_size} < the ensemble's")
         if require_artifacts:
-            version = repo / config.name / "1"
-            artifact = ("model.plan" if config.platform == "tensorrt_plan"
-                        else "model.dali" if config.backend == "dali" else "model.py")
-            if not (version / artifact).is_file():
-                problems.append(f"{config.name}: missing 1/{artifact}")
-            onnx_file = config.parameters["onnx_file"].string_value if "onnx_file" in config.parameters else ""
-            if onnx_file and not (version / onnx_file).is_file():
-                problems.append(f"{config.name}: missing 1/{onnx_file}")
+            problems.extend(_missing_files(repo, config))
     for t in ens.output:
         if t.name not in known:
             problems.append(f"{name}: output {t.name!r} is produced by no step")
@@ -337,7 +385,8 @@ def main(argv: Optional[list] = None) -> int:
         print(f"invalid: {exc}", file=sys.stderr)
         return 1
     summary = repository_summary(args.repo, args.name)
-    print(f"{args.repo}: {args.name} → {' → '.join(s.name for s in steps)}; "
+    layout = " → ".join(s.name for s in steps) if steps[0].name != args.name else "one python model"
+    print(f"{args.repo}: {args.name} → {layout}; "
           + ", ".join(f"{k} {v}" for k, v in summary.items() if not isinstance(v, dict))
           + (f", GPU {summary['gpu']['name']} (compute {summary['gpu']['compute_capability']})" if "gpu" in summary
              else ""))

@@ -63,3 +63,38 @@ def per_class_ap(evaluator, coco_gt) -> dict[str, float]:
         p = p[p > -1]
         out[coco_gt.cats[cat_id]["name"]] = float(np.mean(p)) if p.size else 0.0
     return out
+
+
+def precision_recall(gt: Union[str, Path, "COCO"], results: Sequence[dict], score_thresholds: Sequence[float],
+                     iou: float = 0.5, max_detections: int = 100) -> list[dict]:
+    """Precision, recall and F1 at IoU ``iou`` of the detections scoring above each threshold (at most
+    ``max_detections`` per image, highest first), from pycocotools' own matching (crowd and ignored boxes
+    handled as COCO does). One dict per threshold: threshold, precision, recall, f1, detections per image."""
+    from pycocotools.cocoeval import COCOeval
+    coco_gt = _load_gt(gt)
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator = COCOeval(coco_gt, coco_gt.loadRes([dict(r) for r in results]), "bbox")
+        evaluator.params.iouThrs = np.array([iou])
+        evaluator.params.maxDets = [max_detections]
+        evaluator.params.areaRng, evaluator.params.areaRngLbl = [[0, 1e10]], ["all"]
+        evaluator.evaluate()
+    scores, matched, ignored, positives = [], [], [], 0
+    for e in evaluator.evalImgs:
+        if e is None:
+            continue
+        positives += int(np.count_nonzero(~np.asarray(e["gtIgnore"], bool)))
+        scores.extend(e["dtScores"])
+        matched.extend(np.asarray(e["dtMatches"])[0] > 0)
+        ignored.extend(np.asarray(e["dtIgnore"])[0].astype(bool))
+    scores, matched, ignored = np.asarray(scores), np.asarray(matched, bool), np.asarray(ignored, bool)
+    images = len(evaluator.params.imgIds)
+    rows = []
+    for thr in score_thresholds:
+        kept = (scores > thr) & ~ignored
+        tp = int(np.count_nonzero(kept & matched))
+        n = int(np.count_nonzero(kept))
+        p = tp / n if n else 1.0
+        r = tp / positives if positives else 0.0
+        rows.append({"threshold": float(thr), "precision": p, "recall": r,
+                     "f1": 2 * p * r / (p + r) if p + r else 0.0, "per_image": n / max(images, 1)})
+    return rows

@@ -74,11 +74,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--repo", type=Path, default=ROOT / "triton_models", help="model repository to serve")
     parser.add_argument("--out", type=Path, default=Path("demo_output"),
                         help="results folder (an earlier demo's results there are replaced)")
-    parser.add_argument("--images", type=Path, help="a folder of your own images (default: synthetic scenes)")
+    parser.add_argument("--images", type=Path, default=argparse.SUPPRESS,
+                        help="a folder of your own images (default: synthetic scenes)")
     parser.add_argument("--count", type=int, default=6, help="synthetic scenes to make")
-    parser.add_argument("--score-thr", type=float, default=0.35, help="score threshold of the detections shown")
+    parser.add_argument("--score-thr", type=float, default=argparse.SUPPRESS,
+                        help="score threshold of the detections shown (default: the repository's served default)")
     parser.add_argument("--protocol", choices=["http", "grpc"], default="http", help="how the client calls the server")
     args = parser.parse_args(argv)
+    args.images = getattr(args, "images", None)
 
     from damo_yolo.deploy.repository import validate_repository
     from damo_yolo.deploy.tritonserver import LocalServer
@@ -109,7 +112,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         url = server.http_url if args.protocol == "http" else server.grpc_url
         cmd = [str(Path(sys.executable).parent / "damo-client"), "detect", str(images), "--url", url,
-               "--protocol", args.protocol, "--score-thr", str(args.score_thr),
+               "--protocol", args.protocol, *(["--score-thr", str(args.score_thr)] if "score_thr" in args else []),
                "--json", str(args.out / "detections.json"), "--save-dir", str(args.out / "annotated")]
         print("$ damo-client " + " ".join(cmd[1:]), flush=True)
         code = subprocess.call(cmd)

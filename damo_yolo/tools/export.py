@@ -4,6 +4,7 @@
     damo-export damoyolo_tinynasL25_S.pth --variant S --out triton_models     # an official checkpoint
     damo-export best.pth --target gpu --precision fp16 --out triton_models   # on a GPU host (DALI preprocess)
     damo-export best.pth --preprocess dali --out triton_models               # CPU target, DALI CPU decoding
+    damo-export best.pth --thresholds evaluation --out eval_models           # serve the checkpoint's mAP thresholds
 
 The project's checkpoints carry their variant, classes, input size and resize policy; official ones get
 their variant's reference settings (the variant is recognised from the weights; ``--variant`` names it
@@ -27,6 +28,9 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+THRESHOLD_SETS = ("serving", "evaluation")
+
+
 class RepositoryExists(ValueError):
     """The output folder already holds models this export would replace."""
 
@@ -47,8 +51,15 @@ def export_repository(checkpoint: Path, out: Path, variant: Optional[str] = None
                       iou_threshold: Optional[float] = None, max_detections: Optional[int] = None,
                       max_batch_size: int = 8, detector_instances: int = 1, precision: str = "fp16",
                       trusted: bool = False, preprocess: Optional[str] = None, dynamic_batching: bool = True,
-                      max_queue_delay_us: Optional[int] = None, force: bool = False) -> Path:
-    """Export ``checkpoint`` into the model repository ``out`` (refuses to replace its models unless ``force``)."""
+                      max_queue_delay_us: Optional[int] = None, force: bool = False,
+                      thresholds: str = "serving") -> Path:
+    """Export ``checkpoint`` into the model repository ``out`` (refuses to replace its models unless ``force``).
+
+    ``thresholds``: the defaults served when a request sets none — "serving" (score > 0.5, 100 boxes:
+    damo_yolo.contract's SERVING_*) or "evaluation" (the checkpoint's own, e.g. 0.03 and 500 boxes, for mAP);
+    ``score_threshold`` / ``max_detections`` override either. The IoU is the checkpoint's unless given."""
+    if thresholds not in THRESHOLD_SETS:
+        raise ValueError(f"unknown thresholds {thresholds!r}; choose {' or '.join(THRESHOLD_SETS)}")
     check_out(Path(out), name, force)
     import onnx
     import onnxruntime
@@ -59,15 +70,20 @@ def export_repository(checkpoint: Path, out: Path, variant: Optional[str] = None
     from damo_yolo.deploy.repository import RepositorySpec, write_repository
     from damo_yolo.models import load_model
 
+    from damo_yolo import contract as C
     model, meta = load_model(checkpoint, variant, trusted=trusted)
     h, w = meta.input_size
+    serving = thresholds == "serving"
+    if score_threshold is None:
+        score_threshold = C.SERVING_SCORE_THRESHOLD if serving else meta.score_threshold
+    if max_detections is None:
+        max_detections = C.SERVING_MAX_DETECTIONS if serving else meta.max_detections
     spec = RepositorySpec(
         input_size=(h, w), class_names=list(meta.class_names), name=name, resize=meta.resize,
-        pad_value=float(meta.pad_value),
-        score_threshold=meta.score_threshold if score_threshold is None else score_threshold,
-        iou_threshold=meta.iou_threshold if iou_threshold is None else iou_threshold,
-        max_detections=meta.max_detections if max_detections is None else max_detections,
-        target=target, preprocess=preprocess, max_batch_size=max_batch_size, dynamic_batching=dynamic_batching,
+        pad_value=float(meta.pad_value), score_threshold=score_threshold,
+        iou_threshold=meta.iou_threshold if iou_threshold is None else iou_threshold, max_detections=max_detections,
+        # GPU: the plan's NMS keeps what the checkpoint's evaluation would, so requests may go as low
+        nms_score_threshold=min(meta.score_threshold, score_threshold), target=target, preprocess=preprocess, max_batch_size=max_batch_size, dynamic_batching=dynamic_batching,
         **({} if max_queue_delay_us is None else {"max_queue_delay_us": max_queue_delay_us}),
         detector_instances=detector_instances,
         extra={"checkpoint": str(checkpoint), "checkpoint_sha256": _sha256(Path(checkpoint)),
@@ -84,7 +100,7 @@ def export_repository(checkpoint: Path, out: Path, variant: Optional[str] = None
             from damo_yolo.deploy.end2end import NMSSettings, export_end2end_onnx
             from damo_yolo.deploy.tensorrt_builder import BuildOptions, build_engine, gpu_info, import_tensorrt
             trt, gpu = import_tensorrt(), gpu_info()
-            nms = NMSSettings(spec.score_threshold, spec.iou_threshold, spec.max_detections)
+            nms = NMSSettings(spec.nms_score_threshold, spec.iou_threshold, spec.max_detections)
             end2end = export_end2end_onnx(model, Path(tmp) / "end2end.onnx", nms, input_size=(h, w))
             plan_path = build_engine(end2end, Path(tmp) / "model.plan",
                                      BuildOptions(input_size=(h, w), precision=precision, max_batch=max_batch_size,
@@ -110,19 +126,24 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--verbose", action="store_true", help="on a checkpoint that does not fit, list every key")
     parser.add_argument("--target", choices=["cpu", "gpu"], default="cpu",
                         help="cpu: python backends + onnxruntime; gpu: TensorRT plan (needs a GPU)")
-    parser.add_argument("--name", default="damo_yolo", help="ensemble name clients call")
-    parser.add_argument("--score-threshold", type=float,
-                        help="served default score threshold (default: the checkpoint's)")
+    parser.add_argument("--name", default="damo_yolo", help="model name clients call")
+    parser.add_argument("--thresholds", choices=THRESHOLD_SETS, default="serving",
+                        help="served defaults when a request sets none: serving = score > 0.5, 100 boxes (best F1 "
+                             "on the synthetic set, perf/results/thresholds.md); evaluation = the checkpoint's "
+                             "own (e.g. 0.03, 500 boxes: for mAP)")
+    parser.add_argument("--score-threshold", type=float, help="served default score threshold (overrides --thresholds)")
     parser.add_argument("--iou-threshold", type=float, help="served default NMS IoU (default: the checkpoint's)")
-    parser.add_argument("--max-detections", type=int, help="boxes per image, K (default: the checkpoint's)")
+    parser.add_argument("--max-detections", type=int, help="boxes per image, K (overrides --thresholds)")
     parser.add_argument("--max-batch-size", type=int, default=8, help="largest batch a model executes")
-    parser.add_argument("--instances", type=int, default=1, help="detector instances")
+    parser.add_argument("--instances", type=int, default=1,
+                        help="CPU: instances of the model (each decodes, detects, post-processes); GPU: plan instances")
     parser.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp16", help="GPU target only")
     parser.add_argument("--preprocess", choices=["opencv", "dali"],
                         help="decode + resize with OpenCV or NVIDIA DALI (default: dali on gpu, opencv on cpu)")
     parser.add_argument("--no-dynamic-batching", action="store_true", help="one request per model execution")
     parser.add_argument("--max-queue-delay-us", type=int,
-                        help="how long a step may wait to fill a batch (default: the repository's, 500)")
+                        help="how long a request may wait for others to batch with (default 0: a batch is what "
+                             "queued while the model was busy)")
     parser.add_argument("--trusted", action="store_true", help="allow pickled Python objects in the checkpoint")
     args = parser.parse_args(argv)
     from damo_yolo.deploy.tensorrt_builder import TensorRTUnavailable
@@ -131,7 +152,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         out = export_repository(args.checkpoint, args.out, args.variant, args.target, args.name,
                                 args.score_threshold, args.iou_threshold, args.max_detections,
                                 args.max_batch_size, args.instances, args.precision, args.trusted,
-                                args.preprocess, not args.no_dynamic_batching, args.max_queue_delay_us, args.force)
+                                args.preprocess, not args.no_dynamic_batching, args.max_queue_delay_us, args.force,
+                                args.thresholds)
     except (CheckpointError, TensorRTUnavailable, ValueError) as exc:
         print(f"damo-export: {exc}", file=sys.stderr)
         if args.verbose and getattr(exc, "details", ""):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from damo_client import AsyncDamoClient, ContractError, DamoClient, InferenceError
+from damo_client import AsyncDamoClient, DamoClient, InferenceError
 from damo_client.cli import cli
 from serving import assert_same_detections, local_detections
 
@@ -96,23 +96,22 @@ def test_thresholds_and_server_errors(served_synthetic, trained_synthetic):
         with pytest.raises(InferenceError, match="image 0 of the request: not a JPEG or PNG"):
             client.detect(b"GIF89a not supported here")
         assert client.detect(path) == everything  # the server keeps serving
-    with pytest.raises(ContractError, match="expected input IMAGE"):
-        DamoClient(served_synthetic.http_url, model="damo_yolo_detector").connect()
 
 
 def test_health_and_models(served_synthetic):
     with DamoClient(served_synthetic.http_url) as client:
         assert client.is_live() and client.is_ready()
         states = {m["name"]: m["state"] for m in client.models()}
-    assert states == {name: "READY" for name in ("damo_yolo", "damo_yolo_detector", "damo_yolo_postprocess",
-                                                  "damo_yolo_preprocess")}
+    assert states == {"damo_yolo": "READY"}  # the CPU target: one model
     runner = CliRunner()
     for protocol in ("http", "grpc"):
         result = runner.invoke(cli, ["health", "-u", _url(served_synthetic, protocol), "-p", protocol])
         assert result.exit_code == 0 and "ready=True" in result.output
         assert "exported: damo_yolo 0.1.0, target cpu, variant Ns, precision fp32" in result.output
     result = runner.invoke(cli, ["models", "-u", served_synthetic.http_url])
-    assert result.exit_code == 0 and "damo_yolo_detector     1        READY" in result.output
+    assert result.exit_code == 0 and "damo_yolo  1        READY" in result.output, result.output
+    # the served defaults (this server was exported with the checkpoint's evaluation thresholds)
+    assert "served defaults: score > 0.03, NMS IoU 0.65, at most 500 boxes per image" in result.output
     assert "exported: damo_yolo 0.1.0, target cpu" in result.output and "warning" not in result.output
     result = runner.invoke(cli, ["health", "-u", served_synthetic.http_url, "-m", "no_such_model"])
     assert result.exit_code == 1

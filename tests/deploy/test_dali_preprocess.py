@@ -74,7 +74,7 @@ def dali_server(trained_synthetic, tmp_path_factory):
 
     from damo_yolo.tools.export import export_repository
     repo = export_repository(trained_synthetic["checkpoint"], tmp_path_factory.mktemp("dali") / "triton_models",
-                             preprocess="dali")
+                             preprocess="dali", thresholds="evaluation")
     with running_server(repo, repo.parent / "server.log") as srv:
         client = httpclient.InferenceServerClient(srv.http_url, network_timeout=120.0, concurrency=8)
         try:

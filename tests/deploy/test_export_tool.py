@@ -30,18 +30,20 @@ def test_out_is_required_and_help_shows_defaults():
 
 def test_existing_models_are_replaced_only_with_force(tmp_path, small_checkpoint):
     repo = tmp_path / "triton_models"
-    (repo / "damo_yolo_detector" / "1").mkdir(parents=True)
-    keep = repo / "damo_yolo_detector" / "1" / "model.onnx"
+    (repo / "damo_yolo" / "1").mkdir(parents=True)
+    keep = repo / "damo_yolo" / "1" / "model.onnx"
     keep.write_bytes(b"the model being served")
+    (repo / "damo_yolo_detector").mkdir()  # a former three-step export of the same name
     (repo / "other_model").mkdir()
     run = _export(small_checkpoint, "--out", repo)
     assert run.returncode == 1 and "Traceback" not in run.stderr
-    assert "already holds damo_yolo_detector" in run.stderr and "--force" in run.stderr
+    assert "already holds damo_yolo, damo_yolo_detector" in run.stderr and "--force" in run.stderr
     assert keep.read_bytes() == b"the model being served"
 
     run = _export(small_checkpoint, "--out", repo, "--force")
     assert run.returncode == 0, run.stderr[-2000:]
     assert keep.read_bytes().startswith(b"\x08")  # an ONNX protobuf now
+    assert not (repo / "damo_yolo_detector").exists(), "the former layout's models are replaced"
     assert (repo / "other_model").is_dir(), "models of other exports are left alone"
 
 

@@ -14,6 +14,8 @@ import pytest
 
 from serving import assert_same_detections, running_server
 
+SERVED_DEFAULT = 0.5  # the repository's default score threshold, above the plan's NMS threshold
+
 pytestmark = pytest.mark.slow
 STAND_INS = Path(__file__).resolve().parents[1] / "stand_ins"
 
@@ -30,8 +32,10 @@ def gpu_layout(trained_synthetic, tmp_path_factory):
     model, meta = load_model(trained_synthetic["checkpoint"])
     h, w = meta.input_size
     root = tmp_path_factory.mktemp("gpu_layout")
-    spec = RepositorySpec(input_size=(h, w), class_names=list(meta.class_names), score_threshold=meta.score_threshold,
-                          iou_threshold=meta.iou_threshold, max_detections=meta.max_detections, target="gpu",
+    # served default 0.5 over a plan whose NMS keeps everything above the checkpoint's 0.03 (as damo-export does)
+    spec = RepositorySpec(input_size=(h, w), class_names=list(meta.class_names), score_threshold=SERVED_DEFAULT,
+                          nms_score_threshold=meta.score_threshold, iou_threshold=meta.iou_threshold,
+                          max_detections=meta.max_detections, target="gpu",
                           # as if its plan had been built with an older TensorRT:
                           extra={"tensorrt": "10.7.0.23", "precision": "fp16",
                                  "gpu": {"name": "NVIDIA L4", "compute_capability": "8.9"}})
@@ -93,19 +97,24 @@ def test_gpu_ensemble_answers_as_the_model_does(gpu_layout, trained_synthetic, s
     chw, scale, size = (np.array(t.as_tensor()) for t in pipe.run())
     compared = 0
     with DamoClient(server.http_url) as gpu:
-        for threshold in (None, 0.4):  # the plan's threshold, and a per-request one above it
+        for threshold in (None, 0.1, 0.03):  # the served default, one below it, the plan's own
             got = _arrays(gpu.detect_batch(datas, score_threshold=threshold))
+            if threshold is None:
+                assert all((g[1] > SERVED_DEFAULT).all() for g in got)
             for i, g in enumerate(got):
                 info = ResizeInfo(int(size[i][0]), int(size[i][1]), float(scale[i][0]), float(scale[i][1]))
-                want = local_detections(model, meta, datas[i], score_threshold=threshold, chw_info=(chw[i], info))
+                want = local_detections(model, meta, datas[i], score_threshold=threshold or SERVED_DEFAULT,
+                                        chw_info=(chw[i], info))
                 compared += assert_same_detections(g, want, meta.max_detections)
         assert gpu.image_datatype == "UINT8"  # sent as the DALI backend takes them
     assert compared > 20, compared
 
 
 def test_thresholds_the_plan_cannot_honour_are_refused(gpu_layout, sample_images):
-    from damo_client import DamoClient, ImageError, InferenceError
+    from damo_client import ContractError, DamoClient, ImageError, InferenceError
     client, mod, meta, server = gpu_layout
+    with pytest.raises(ContractError, match="expected input IMAGE"):  # a step is not the detector clients call
+        DamoClient(server.http_url, model="damo_yolo_detector").connect()
     photo = sample_images[0].read_bytes()
     with DamoClient(server.http_url) as sdk:
         with pytest.raises(InferenceError, match=r"IOU_THRESHOLD 0\.5 cannot be honoured.*TensorRT plan at IoU 0\.65"):

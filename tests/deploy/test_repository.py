@@ -1,5 +1,5 @@
-"""Generated model repositories: every config.pbtxt parses against Triton's ModelConfig, for both targets,
-and the ensemble wires the contract of design.md."""
+"""Generated model repositories: every config.pbtxt parses against Triton's ModelConfig, for both targets; the
+CPU target's one model and the GPU target's ensemble both show clients the contract of design.md."""
 from __future__ import annotations
 
 import json
@@ -13,35 +13,49 @@ SPEC = dict(input_size=(256, 320), class_names=["disc", "square", "star"], score
             iou_threshold=0.65, max_detections=50)
 
 
-def test_cpu_repository_files_and_configs(tmp_path):
+def test_cpu_repository_is_one_model_with_the_contract(tmp_path):
     onnx = tmp_path / "model.onnx"
     onnx.write_bytes(b"graph")
     repo = write_repository(RepositorySpec(**SPEC), tmp_path / "repo", num_priors=1680, onnx_path=onnx)
-    names = ["damo_yolo", "damo_yolo_detector", "damo_yolo_postprocess", "damo_yolo_preprocess"]
-    assert sorted(p.name for p in repo.iterdir()) == names
-    for name in names:
-        config = parse_config((repo / name / "config.pbtxt").read_text())
-        assert config.name == name and config.max_batch_size == 8 and (repo / name / "1").is_dir()
-    assert (repo / "damo_yolo_detector" / "1" / "model.onnx").read_bytes() == b"graph"
-    for name in names[1:]:
-        assert (repo / name / "1" / "model.py").is_file()
-    assert (repo / "damo_yolo" / "labels.txt").read_text().split() == SPEC["class_names"]
-    record = json.loads((repo / "damo_yolo" / "export.json").read_text())
-    assert record["target"] == "cpu" and record["input_size"] == [256, 320] and record["num_priors"] == 1680
-
-
-def test_ensemble_contract():
-    configs = model_configs(RepositorySpec(**SPEC), num_priors=1680)
-    ens = configs["damo_yolo"]
-    assert ens.platform == "ensemble"
-    inputs = {i.name: (i.data_type, list(i.dims), i.optional) for i in ens.input}
+    assert sorted(p.name for p in repo.iterdir()) == ["damo_yolo"]
+    config = parse_config((repo / "damo_yolo" / "config.pbtxt").read_text())
     from tritonclient.grpc import model_config_pb2 as pb
+    assert config.backend == "python" and config.max_batch_size == 8
+    assert "triton.pipeline import" in (repo / "damo_yolo" / "1" / "model.py").read_text()
+    assert (repo / "damo_yolo" / "1" / "model.onnx").read_bytes() == b"graph"
+    inputs = {i.name: (i.data_type, list(i.dims), i.optional) for i in config.input}
     assert inputs == {"IMAGE": (pb.TYPE_STRING, [1], False), "SCORE_THRESHOLD": (pb.TYPE_FP32, [1], True),
                       "IOU_THRESHOLD": (pb.TYPE_FP32, [1], True)}
-    outputs = {o.name: (o.data_type, list(o.dims)) for o in ens.output}
+    outputs = {o.name: (o.data_type, list(o.dims)) for o in config.output}
     assert outputs == {"num_detections": (pb.TYPE_INT32, [1]), "boxes": (pb.TYPE_FP32, [50, 4]),
                        "scores": (pb.TYPE_FP32, [50]), "classes": (pb.TYPE_INT32, [50])}
-    assert [o.label_filename for o in ens.output if o.name == "classes"] == ["labels.txt"]
+    assert [o.label_filename for o in config.output if o.name == "classes"] == ["labels.txt"]
+    assert (repo / "damo_yolo" / "labels.txt").read_text().split() == SPEC["class_names"]
+    params = {k: v.string_value for k, v in config.parameters.items()}
+    assert (params["score_threshold"], params["iou_threshold"], params["max_detections"]) == ("0.03", "0.65", "50")
+    assert json.loads(params["export"])["score_threshold"] == 0.03 and params["preprocess"] == "opencv"
+    # a batch is what queued while the model was busy (no added wait); a request's own timeout is honoured
+    assert config.instance_group[0].kind == pb.ModelInstanceGroup.KIND_CPU
+    assert config.dynamic_batching.max_queue_delay_microseconds == 0
+    policy = config.dynamic_batching.default_queue_policy
+    assert policy.allow_timeout_override and policy.timeout_action == pb.ModelQueuePolicy.REJECT
+    record = json.loads((repo / "damo_yolo" / "export.json").read_text())
+    assert record["target"] == "cpu" and record["input_size"] == [256, 320] and record["num_priors"] == 1680
+    assert [s.name for s in validate_repository(repo)] == ["damo_yolo"]
+
+
+def test_cpu_export_replaces_the_former_three_step_layout(tmp_path):
+    repo = tmp_path / "repo"
+    for name in ("damo_yolo_preprocess", "damo_yolo_detector", "damo_yolo_postprocess", "other_model"):
+        (repo / name / "1").mkdir(parents=True)
+    _cpu_repo(tmp_path)
+    assert sorted(p.name for p in repo.iterdir()) == ["damo_yolo", "other_model"]
+
+
+def test_gpu_ensemble_contract():
+    configs = model_configs(RepositorySpec(**SPEC, target="gpu"), num_priors=1680)
+    ens = configs["damo_yolo"]
+    assert ens.platform == "ensemble"
     steps = [s.model_name for s in ens.ensemble_scheduling.step]
     assert steps == ["damo_yolo_preprocess", "damo_yolo_detector", "damo_yolo_postprocess"]
     # every tensor a step reads is the ensemble's input or an earlier step's output
@@ -49,9 +63,8 @@ def test_ensemble_contract():
     for step in ens.ensemble_scheduling.step:
         assert set(step.input_map.values()) <= available, step.model_name
         available |= set(step.output_map.values())
-    for name in ("damo_yolo_preprocess", "damo_yolo_detector", "damo_yolo_postprocess"):
+    for name in steps:
         assert list(configs[name].dynamic_batching.preferred_batch_size) == [4, 8]
-        assert configs[name].instance_group[0].kind == pb.ModelInstanceGroup.KIND_CPU
 
 
 def test_gpu_repository_uses_a_tensorrt_plan(tmp_path):
@@ -90,11 +103,8 @@ def _cpu_repo(tmp_path, **kwargs):
 
 def test_cpu_target_with_dali_preprocessing(tmp_path):
     repo = _cpu_repo(tmp_path, preprocess="dali")
-    from tritonclient.grpc import model_config_pb2 as pb
-    pre = parse_config((repo / "damo_yolo_preprocess" / "config.pbtxt").read_text())
-    assert pre.backend == "python" and "triton.preprocess_dali import" in (
-        repo / "damo_yolo_preprocess" / "1" / "model.py").read_text()
-    assert pre.instance_group[0].kind == pb.ModelInstanceGroup.KIND_CPU
+    config = parse_config((repo / "damo_yolo" / "config.pbtxt").read_text())
+    assert config.parameters["preprocess"].string_value == "dali"
     assert json.loads((repo / "damo_yolo" / "export.json").read_text())["preprocess"] == "dali"
 
 
@@ -105,21 +115,26 @@ def _rewrite(path, edit):
 
 
 def test_validation_finds_broken_wiring(tmp_path):
-    repo = _cpu_repo(tmp_path)
-    validate_repository(repo)
+    repo = write_repository(RepositorySpec(**SPEC, target="gpu"), tmp_path / "repo", num_priors=1680)
+    validate_repository(repo, require_artifacts=False)
     _rewrite(repo / "damo_yolo_detector" / "config.pbtxt", lambda c: c.input[0].dims.__setitem__(1, 320))
     with pytest.raises(ValueError, match="damo_yolo_detector: input 'images' is"):
-        validate_repository(repo)
+        validate_repository(repo, require_artifacts=False)
 
 
 def test_validation_finds_unfed_inputs_and_missing_files(tmp_path):
-    repo = _cpu_repo(tmp_path)
+    repo = write_repository(RepositorySpec(**SPEC, target="gpu"), tmp_path / "repo", num_priors=1680)
     _rewrite(repo / "damo_yolo" / "config.pbtxt",
              lambda c: c.ensemble_scheduling.step[2].input_map.pop("SCALE"))
-    (repo / "damo_yolo_detector" / "1" / "model.onnx").unlink()
     with pytest.raises(ValueError) as info:
         validate_repository(repo)
-    assert "required input 'SCALE' is not fed" in str(info.value) and "missing 1/model.onnx" in str(info.value)
+    assert "required input 'SCALE' is not fed" in str(info.value) and "missing 1/model.plan" in str(info.value)
+    cpu = _cpu_repo(tmp_path)
+    (cpu / "damo_yolo" / "1" / "model.onnx").unlink()
+    _rewrite(cpu / "damo_yolo" / "config.pbtxt", lambda c: c.output[1].__setattr__("data_type", 8))  # INT32
+    with pytest.raises(ValueError) as info:
+        validate_repository(cpu)
+    assert "missing 1/model.onnx" in str(info.value) and "output 'boxes' is missing or not TYPE_FP32" in str(info.value)
 
 
 def test_parse_rejects_unknown_fields():
@@ -130,30 +145,29 @@ def test_parse_rejects_unknown_fields():
 @pytest.mark.parametrize("kwargs,match", [(dict(target="tpu"), "unknown target"),
                                           (dict(preferred_batch_sizes=(16,)), "preferred batch sizes"),
                                           (dict(class_names=[]), "class_names"),
-                                          (dict(preprocess="pillow"), "unknown preprocess")])
+                                          (dict(preprocess="pillow"), "unknown preprocess"),
+                                          (dict(target="gpu", preprocess="opencv"), "DALI backend"),
+                                          (dict(target="gpu", nms_score_threshold=0.1), "above the served")])
 def test_bad_specs(kwargs, match):
     with pytest.raises(ValueError, match=match):
         RepositorySpec(**{**SPEC, **kwargs})
 
 
-def test_both_targets_wire_the_contracts_tensors():
+def test_both_targets_show_clients_the_contract():
     from damo_yolo import __version__
     from damo_yolo import contract as C
     cpu, gpu = (model_configs(RepositorySpec(**SPEC, target=t), num_priors=1680) for t in ("cpu", "gpu"))
-    for name in ("damo_yolo", "damo_yolo_preprocess"):  # what clients and the preprocess see: identical
-        for kind in ("input", "output"):
-            assert [t.name for t in getattr(cpu[name], kind)] == [t.name for t in getattr(gpu[name], kind)], name
-    assert [t.name for t in cpu["damo_yolo"].input] == [t.name for t in C.ENSEMBLE_INPUTS]
-    assert [t.name for t in cpu["damo_yolo"].output] == [t.name for t in C.ENSEMBLE_OUTPUTS]
-    for configs, det_outputs, post_inputs in ((cpu, (C.MODEL_SCORES, C.MODEL_BOXES), C.POSTPROCESS_INPUTS),
-                                              (gpu, C.END2END_OUTPUTS, C.MAPBACK_INPUTS)):
-        det, post = configs["damo_yolo_detector"], configs["damo_yolo_postprocess"]
-        assert [t.name for t in det.input] == [C.MODEL_INPUT.name]
-        assert [t.name for t in det.output] == [t.name for t in det_outputs]
-        assert [t.name for t in post.input] == [t.name for t in post_inputs]
-        assert [t.name for t in post.output] == [t.name for t in C.ENSEMBLE_OUTPUTS]
-    for name in ("damo_yolo_preprocess", "damo_yolo_detector", "damo_yolo_postprocess"):  # python backends
-        assert cpu[name].parameters["damo_yolo_version"].string_value == __version__
+    for kind, specs in (("input", C.ENSEMBLE_INPUTS), ("output", C.ENSEMBLE_OUTPUTS)):
+        assert [t.name for t in getattr(cpu["damo_yolo"], kind)] == [t.name for t in specs]
+        assert [t.name for t in getattr(gpu["damo_yolo"], kind)] == [t.name for t in specs]
+    for configs in (cpu, gpu):
+        assert json.loads(configs["damo_yolo"].parameters["export"].string_value)["max_detections"] == 50
+    det, post = gpu["damo_yolo_detector"], gpu["damo_yolo_postprocess"]
+    assert [t.name for t in det.input] == [C.MODEL_INPUT.name]
+    assert [t.name for t in det.output] == [t.name for t in C.END2END_OUTPUTS]
+    assert [t.name for t in post.input] == [t.name for t in C.MAPBACK_INPUTS]
+    for config in (cpu["damo_yolo"], post):  # python backends
+        assert config.parameters["damo_yolo_version"].string_value == __version__
 
 
 def test_a_repository_of_another_release_is_refused():

@@ -130,7 +130,7 @@ def test_a_repository_of_another_damo_yolo_release_fails_loading_clearly(tmp_pat
     from damo_yolo.deploy.repository import config_text, parse_config
     from damo_yolo.deploy.tritonserver import LocalServer
     repo = shutil.copytree(ROOT / "triton_models", tmp_path / "triton_models")
-    path = repo / "damo_yolo_postprocess" / "config.pbtxt"
+    path = repo / "damo_yolo" / "config.pbtxt"
     config = parse_config(path.read_text())
     config.parameters["damo_yolo_version"].string_value = "9.9.0"
     path.write_text(config_text(config))

@@ -1,3 +1,3 @@
-"""Triton python-backend models of the CPU target. Each file is copied into the model repository as
-``<model>/1/model.py``; they move tensors only and call the project's own functions (decode, resize,
-NMS), so served and local results are computed by the same code."""
+"""Triton python-backend models: ``pipeline`` (the CPU target's one model: decode, detector, NMS) and ``mapback``
+(the GPU ensemble's last step). A repository's ``<model>/1/model.py`` imports its class from here, so served and
+local results are computed by the same installed code."""

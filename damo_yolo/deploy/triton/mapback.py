@@ -4,8 +4,9 @@ outputs in original pixels.
 Inputs:  num_dets INT32 [1], det_boxes FP32 [K, 4] (input pixels), det_scores FP32 [K], det_classes INT32 [K],
          SCALE FP32 [2], ORIG_SIZE INT32 [2], SCORE_THRESHOLD / IOU_THRESHOLD FP32 [1] (optional)
 Outputs: num_detections INT32 [1], boxes FP32 [K, 4], scores FP32 [K], classes INT32 [K]
-A per-request SCORE_THRESHOLD at or above the plan's filters further; one below it, or an IOU_THRESHOLD other
-than the plan's, gets a 400 saying why (the plan cannot recover what its NMS dropped).
+Without SCORE_THRESHOLD the served default applies; one at or above the plan's own NMS threshold filters further;
+one below it, or an IOU_THRESHOLD other than the plan's, gets a 400 saying why (the plan cannot recover what its
+NMS dropped).
 (names and types: damo_yolo.contract)
 """
 import triton_python_backend_utils as pb_utils
@@ -18,8 +19,9 @@ from damo_yolo.deploy.triton.detections import map_back
 class TritonPythonModel:
     def initialize(self, args):
         params = model_parameters(args)
-        self.score_threshold = float(params["score_threshold"])  # the plan's (EfficientNMS_TRT)
-        self.iou_threshold = float(params["iou_threshold"])
+        self.score_threshold = float(params["score_threshold"])  # the served default
+        self.nms_score_threshold = float(params.get("nms_score_threshold", params["score_threshold"]))  # the plan's
+        self.iou_threshold = float(params["iou_threshold"])  # the plan's (EfficientNMS_TRT)
         self.max_detections = int(params["max_detections"])
 
     def _one_request(self, request):
@@ -28,7 +30,7 @@ class TritonPythonModel:
         count = inputs[0].shape[0]
         score_thr = optional_input(pb_utils, request, C.SCORE_THRESHOLD.name, self.score_threshold, count)
         iou_thr = optional_input(pb_utils, request, C.IOU_THRESHOLD.name, self.iou_threshold, count)
-        outputs = map_back(*inputs, score_thr, iou_thr, self.score_threshold, self.iou_threshold,
+        outputs = map_back(*inputs, score_thr, iou_thr, self.nms_score_threshold, self.iou_threshold,
                            self.max_detections)
         return [pb_utils.Tensor(t.name, value) for t, value in zip(C.ENSEMBLE_OUTPUTS, outputs)]
 

@@ -1,0 +1,70 @@
+"""Triton python backend, CPU target: the whole detection in one model (damo_yolo.deploy.cpu_pipeline) —
+decode + resize, the detector's ONNX graph in onnxruntime, score filter + NMS + top-K, boxes in original pixels.
+
+Inputs:  IMAGE BYTES [1] (one encoded image per batch item), SCORE_THRESHOLD / IOU_THRESHOLD FP32 [1] (optional:
+         the repository's defaults otherwise)
+Outputs: num_detections INT32 [1]; boxes FP32 [K, 4] (x1, y1, x2, y2, original pixels, clipped); scores FP32 [K];
+         classes INT32 [K] — padded to K rows, the first num_detections are valid. (names: damo_yolo.contract)
+A bad image or threshold gets that request's own 400; a request its client cancelled (gRPC timeout or
+cancel) before the detector ran is answered CANCELLED without running it.
+"""
+import json
+import os
+from pathlib import Path
+
+import triton_python_backend_utils as pb_utils
+
+from damo_yolo import contract as C
+from damo_yolo.deploy.cpu_pipeline import Cancelled, CpuPipeline
+from damo_yolo.deploy.triton.common import client_error, model_parameters, optional_input
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        params = model_parameters(args)
+        instances = sum(g.get("count", 1) for g in config.get("instance_group", [])) or 1
+        threads = int(params.get("threads", "0")) or max(1, (os.cpu_count() or 1) // instances)
+        self.pipeline = CpuPipeline(
+            Path(args["model_repository"]) / args["model_version"] / params.get("onnx_file", "model.onnx"),
+            (int(params["input_height"]), int(params["input_width"])), params.get("resize", "stretch"),
+            float(params.get("pad_value", "0")), float(params["score_threshold"]), float(params["iou_threshold"]),
+            int(params["max_detections"]), params.get("preprocess", "opencv"), threads,
+            max(1, int(config.get("max_batch_size", 1))))
+
+    def finalize(self):
+        self.pipeline.close()
+
+    def _parse(self, request):
+        images = pb_utils.get_input_tensor_by_name(request, C.IMAGE.name).as_numpy().reshape(-1)
+        if images.size == 0:
+            raise ValueError("the request holds no image")
+        score = optional_input(pb_utils, request, C.SCORE_THRESHOLD.name, self.pipeline.score_threshold, images.size)
+        iou = optional_input(pb_utils, request, C.IOU_THRESHOLD.name, self.pipeline.iou_threshold, images.size)
+        return (images, *self.pipeline.thresholds(images.size, score, iou))
+
+    def execute(self, requests):
+        results, items = {}, {}
+        for r, request in enumerate(requests):
+            if request.is_cancelled():
+                results[r] = Cancelled("cancelled while queued")
+                continue
+            try:
+                items[r] = self._parse(request)
+            except ValueError as exc:
+                results[r] = exc
+        if items:
+            results.update(self.pipeline.run(items, cancelled=lambda r: requests[r].is_cancelled()))
+        responses = []
+        for r in range(len(requests)):
+            result = results[r]
+            if isinstance(result, Cancelled):
+                error = pb_utils.TritonError(str(result), pb_utils.TritonError.CANCELLED)
+            elif isinstance(result, ValueError):
+                error = client_error(pb_utils, str(result))
+            else:
+                responses.append(pb_utils.InferenceResponse(output_tensors=[
+                    pb_utils.Tensor(t.name, value) for t, value in zip(C.ENSEMBLE_OUTPUTS, result)]))
+                continue
+            responses.append(pb_utils.InferenceResponse(error=error))
+        return responses
