@@ -50,7 +50,8 @@ class RepositorySpec:
     dynamic_batching: bool = True
     preferred_batch_sizes: tuple[int, ...] = (4, 8)
     max_queue_delay_us: int = 0  # a batch is what queued while the model was busy; waiting costs latency
-    detector_instances: int = 1  # the CPU model's instances (each decodes, detects, post-processes)
+    detector_instances: int = 1  # GPU: plan instances
+    cpu_instances: int = 2  # CPU: instances of the one model (measured: 2 give +16 % images/s at concurrency 8)
     preprocess_instances: int = 2
     postprocess_instances: int = 1
     extra: dict = field(default_factory=dict)  # recorded in export.json (checkpoint hash, versions, ...)
@@ -170,7 +171,7 @@ def _cpu_configs(spec: RepositorySpec, sizes: dict) -> dict:
                      "score_threshold": spec.score_threshold, "iou_threshold": spec.iou_threshold,
                      "max_detections": spec.max_detections, VERSION_PARAMETER: __version__})
     config.instance_group.append(pb.ModelInstanceGroup(kind=pb.ModelInstanceGroup.KIND_CPU,
-                                                       count=spec.detector_instances))
+                                                       count=spec.cpu_instances))
     _batching(spec, config)
     return {spec.name: config}
 

@@ -49,7 +49,7 @@ def check_out(out: Path, name: str, force: bool = False) -> None:
 def export_repository(checkpoint: Path, out: Path, variant: Optional[str] = None, target: str = "cpu",
                       name: str = "damo_yolo", score_threshold: Optional[float] = None,
                       iou_threshold: Optional[float] = None, max_detections: Optional[int] = None,
-                      max_batch_size: int = 8, detector_instances: int = 1, precision: str = "fp16",
+                      max_batch_size: int = 8, instances: Optional[int] = None, precision: str = "fp16",
                       trusted: bool = False, preprocess: Optional[str] = None, dynamic_batching: bool = True,
                       max_queue_delay_us: Optional[int] = None, force: bool = False,
                       thresholds: str = "serving") -> Path:
@@ -85,7 +85,7 @@ def export_repository(checkpoint: Path, out: Path, variant: Optional[str] = None
         # GPU: the plan's NMS keeps what the checkpoint's evaluation would, so requests may go as low
         nms_score_threshold=min(meta.score_threshold, score_threshold), target=target, preprocess=preprocess, max_batch_size=max_batch_size, dynamic_batching=dynamic_batching,
         **({} if max_queue_delay_us is None else {"max_queue_delay_us": max_queue_delay_us}),
-        detector_instances=detector_instances,
+        **({} if instances is None else {"cpu_instances" if target == "cpu" else "detector_instances": instances}),
         extra={"checkpoint": str(checkpoint), "checkpoint_sha256": _sha256(Path(checkpoint)),
                "variant": meta.variant, "precision": "fp32" if target == "cpu" else precision,
                "versions": {"damo_yolo": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
@@ -135,8 +135,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--iou-threshold", type=float, help="served default NMS IoU (default: the checkpoint's)")
     parser.add_argument("--max-detections", type=int, help="boxes per image, K (overrides --thresholds)")
     parser.add_argument("--max-batch-size", type=int, default=8, help="largest batch a model executes")
-    parser.add_argument("--instances", type=int, default=1,
-                        help="CPU: instances of the model (each decodes, detects, post-processes); GPU: plan instances")
+    parser.add_argument("--instances", type=int,
+                        help="CPU: instances of the model, each decoding, detecting (on every core) and "
+                             "post-processing (default 2); GPU: plan instances (default 1)")
     parser.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp16", help="GPU target only")
     parser.add_argument("--preprocess", choices=["opencv", "dali"],
                         help="decode + resize with OpenCV or NVIDIA DALI (default: dali on gpu, opencv on cpu)")

@@ -35,7 +35,7 @@ def test_cpu_repository_is_one_model_with_the_contract(tmp_path):
     assert (params["score_threshold"], params["iou_threshold"], params["max_detections"]) == ("0.03", "0.65", "50")
     assert json.loads(params["export"])["score_threshold"] == 0.03 and params["preprocess"] == "opencv"
     # a batch is what queued while the model was busy (no added wait); a request's own timeout is honoured
-    assert config.instance_group[0].kind == pb.ModelInstanceGroup.KIND_CPU
+    assert (config.instance_group[0].kind, config.instance_group[0].count) == (pb.ModelInstanceGroup.KIND_CPU, 2)
     assert config.dynamic_batching.max_queue_delay_microseconds == 0
     policy = config.dynamic_batching.default_queue_policy
     assert policy.allow_timeout_override and policy.timeout_action == pb.ModelQueuePolicy.REJECT

@@ -26,10 +26,10 @@ MAX_GROWTH_MB = 100
 @pytest.fixture(scope="module")
 def t_server(shared_dir, tmp_path_factory):
     """The official T layout with the shared fixed random weights (80 classes, 640), exported with the serving
-    defaults and served by the real tritonserver."""
+    defaults, one instance (so one big request holds the model), served by the real tritonserver."""
     from damo_yolo.tools.export import export_repository
     repo = export_repository(shared_dir / "fixtures" / "official" / "T_weights.pth",
-                             tmp_path_factory.mktemp("budget") / "triton_models", variant="T")
+                             tmp_path_factory.mktemp("budget") / "triton_models", variant="T", instances=1)
     with running_server(repo, repo.parent / "server.log") as server:
         yield server
 

@@ -23,14 +23,15 @@ class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         params = model_parameters(args)
-        instances = sum(g.get("count", 1) for g in config.get("instance_group", [])) or 1
-        threads = int(params.get("threads", "0")) or max(1, (os.cpu_count() or 1) // instances)
+        # every instance's detector may use every core: at low load one request gets them all; under load the
+        # instances overlap one batch's decode and NMS with another's detector (idle threads sleep, not spin)
+        threads = int(params.get("threads", "0")) or os.cpu_count() or 1
         self.pipeline = CpuPipeline(
             Path(args["model_repository"]) / args["model_version"] / params.get("onnx_file", "model.onnx"),
             (int(params["input_height"]), int(params["input_width"])), params.get("resize", "stretch"),
             float(params.get("pad_value", "0")), float(params["score_threshold"]), float(params["iou_threshold"]),
             int(params["max_detections"]), params.get("preprocess", "opencv"), threads,
-            max(1, int(config.get("max_batch_size", 1))))
+            max(1, int(config.get("max_batch_size", 1))), params.get("allow_spinning", "0") == "1")
 
     def finalize(self):
         self.pipeline.close()
