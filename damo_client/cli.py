@@ -39,7 +39,7 @@ def _fail(exc: Exception):
 def _describe_export(client: DamoClient) -> None:
     """The repository's own account (damo_yolo release, target, precision; TensorRT and GPU of a GPU plan),
     and a warning when its plan was built with another TensorRT than the serving container's."""
-    from damo_yolo.deploy.platform import TENSORRT, platform_warnings
+    from damo_yolo.serving.platform import TENSORRT, platform_warnings
     info = client.export_info
     if not info:
         return

@@ -5,7 +5,7 @@
 For each model — Ns at 256 (the checkpoint given) and T at 640 with 80 classes (the shared official T layout
 with fixed random weights) — exported with the serving defaults:
 1. in-process  the stages alone (decode, resize, detector, NMS at the served defaults) and the whole pipeline
-               in one Python process: damo_yolo.deploy.cpu_pipeline.CpuPipeline, the very code the server runs
+               in one Python process: damo_yolo.serving.cpu_pipeline.CpuPipeline, the very code the server runs
                (same ONNX graph, same threads, same photographs), batch 1
 2. served      one request at a time through bare tritonclient (the server's cost) and through DamoClient
                (the SDK's checks on top), HTTP, batch 1, interleaved with the in-process runs
@@ -32,7 +32,7 @@ TARGET_SERVED_OVER_IN_PROCESS = 1.25
 TARGET_CONCURRENCY_GAIN = 1.8  # throughput at concurrency 8 / 1, dynamic batching
 TARGET_BATCHING_ON_OVER_OFF = 1.0  # at concurrency 8
 TARGET_POSTPROCESS_MS = 0.5  # p50 at the serving defaults
-WORST_CASE_ALLOWANCE_MS = 150  # as tests/deploy/test_serving_budget.py: decode 1280x720, top-1,000 of 672,000, NMS
+WORST_CASE_ALLOWANCE_MS = 150  # as tests/serve/test_serving_budget.py: decode 1280x720, top-1,000 of 672,000, NMS
 CONCURRENCY = (1, 4, 8)
 
 
@@ -53,7 +53,7 @@ def _timed(fn, runs: int, warmup: int = 3) -> list[float]:
 
 
 def _pipeline(repo: Path):
-    from damo_yolo.deploy.cpu_pipeline import CpuPipeline
+    from damo_yolo.serving.cpu_pipeline import CpuPipeline
     record = json.loads((repo / "damo_yolo" / "export.json").read_text())
     return CpuPipeline(repo / "damo_yolo" / "1" / "model.onnx", record["input_size"], record["resize"],
                        record["pad_value"], record["score_threshold"], record["iou_threshold"],
@@ -167,7 +167,7 @@ def measure_worst_case(server, image: bytes, detector_ms: float, runs: int = 5) 
 
 def benchmark_model(label: str, checkpoint: Path, variant, images: list[bytes], args, tmp: Path,
                     worst_case: bool) -> dict:
-    from damo_yolo.deploy.tritonserver import LocalServer
+    from damo_yolo.serving.tritonserver import LocalServer
     from damo_yolo.tools.export import export_repository
     folder = tmp / label.replace(" ", "_")
     repo = export_repository(checkpoint, folder / "batching", variant=variant)

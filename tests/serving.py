@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from damo_yolo.deploy.tritonserver import LocalServer
+from damo_yolo.serving.tritonserver import LocalServer
 
 
 def start_server(repo: Path, log_path: Path, **kwargs) -> LocalServer:

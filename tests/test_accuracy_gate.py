@@ -38,7 +38,7 @@ def test_accuracy_gate(pytorch_metrics, served_synthetic, trained_synthetic, cap
 
 
 BROKEN_POSTPROCESS = '''"""A deliberately broken postprocess for the gate's own test: boxes come back 3 px off."""
-import damo_yolo.deploy.cpu_pipeline as pipeline
+import damo_yolo.serving.cpu_pipeline as pipeline
 
 _real = pipeline.postprocess
 
@@ -49,7 +49,7 @@ def _shifted(*args, **kwargs):
 
 
 pipeline.postprocess = _shifted
-from damo_yolo.deploy.triton.pipeline import TritonPythonModel  # noqa: E402,F401
+from damo_yolo.serving.triton.pipeline import TritonPythonModel  # noqa: E402,F401
 '''
 
 

@@ -21,7 +21,7 @@ REPO = ROOT / "triton_models"
 
 
 def test_committed_repository_is_the_demo_checkpoint_exported(tmp_path):
-    from damo_yolo.deploy.repository import validate_repository
+    from damo_yolo.serving.repository import validate_repository
     from damo_yolo.tools.export import export_repository
     validate_repository(REPO)
     record = json.loads((REPO / "damo_yolo" / "export.json").read_text())

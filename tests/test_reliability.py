@@ -1,6 +1,6 @@
 """Reliability of the served product: sustained load with zero failures and a stable memory footprint,
 a client that rides out a server restart, a server that stays on localhost, and a truncated checkpoint
-that export refuses. (The bad-input corpus runs in tests/deploy/test_triton_server.py; killed-and-resumed
+that export refuses. (The bad-input corpus runs in tests/serve/test_triton_server.py; killed-and-resumed
 training in tests/training/test_resume.py.)"""
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from damo_client import DamoClient, ServerUnavailable
-from damo_yolo.deploy.tritonserver import LocalServer
+from damo_yolo.serving.tritonserver import LocalServer
 from serving import start_server
 
 pytestmark = pytest.mark.slow

@@ -83,8 +83,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     args.images = getattr(args, "images", None)
 
-    from damo_yolo.deploy.repository import validate_repository
-    from damo_yolo.deploy.tritonserver import LocalServer
+    from damo_yolo.serving.repository import validate_repository
+    from damo_yolo.serving.tritonserver import LocalServer
     try:
         validate_repository(args.repo)
     except ValueError as exc:

@@ -39,7 +39,7 @@ def check_out(out: Path, name: str, force: bool = False) -> None:
     """Refuse to replace models of an existing repository unless ``force``; other models are left alone."""
     if out.exists() and not out.is_dir():
         raise RepositoryExists(f"--out {out} is a file, not a folder")
-    from damo_yolo.deploy.repository import step_names
+    from damo_yolo.serving.repository import step_names
     existing = [n for n in (name, *step_names(name).values()) if (out / n).exists()]
     if existing and not force:
         raise RepositoryExists(f"{out} already holds {', '.join(existing)}: pass --force to replace them, "
@@ -66,8 +66,8 @@ def export_repository(checkpoint: Path, out: Path, variant: Optional[str] = None
     import torch
 
     from damo_yolo import __version__
-    from damo_yolo.deploy.onnx_export import export_onnx
-    from damo_yolo.deploy.repository import RepositorySpec, write_repository
+    from damo_yolo.serving.onnx_export import export_onnx
+    from damo_yolo.serving.repository import RepositorySpec, write_repository
     from damo_yolo.models import load_model
 
     from damo_yolo import contract as C
@@ -96,9 +96,9 @@ def export_repository(checkpoint: Path, out: Path, variant: Optional[str] = None
         onnx_path = export_onnx(model, Path(tmp) / "model.onnx", input_size=(h, w))
         plan_path = None
         if target == "gpu":  # the plan holds the NMS: the end2end graph with EfficientNMS_TRT
-            from damo_yolo.deploy import platform
-            from damo_yolo.deploy.end2end import NMSSettings, export_end2end_onnx
-            from damo_yolo.deploy.tensorrt_builder import BuildOptions, build_engine, gpu_info, import_tensorrt
+            from damo_yolo.serving import platform
+            from damo_yolo.serving.end2end import NMSSettings, export_end2end_onnx
+            from damo_yolo.serving.tensorrt_builder import BuildOptions, build_engine, gpu_info, import_tensorrt
             trt, gpu = import_tensorrt(), gpu_info()
             nms = NMSSettings(spec.nms_score_threshold, spec.iou_threshold, spec.max_detections)
             end2end = export_end2end_onnx(model, Path(tmp) / "end2end.onnx", nms, input_size=(h, w))
@@ -109,7 +109,7 @@ def export_repository(checkpoint: Path, out: Path, variant: Optional[str] = None
                               gpu={"name": gpu.name, "compute_capability": "%d.%d" % gpu.compute_capability})
         dali_path = None
         if spec.dali_backend:  # serialized here, where CUDA is: the GPU pipeline needs it
-            from damo_yolo.deploy.dali_preprocess import serialize_pipeline
+            from damo_yolo.serving.dali_preprocess import serialize_pipeline
             dali_path = serialize_pipeline(Path(tmp) / "model.dali", (h, w), spec.resize, spec.pad_value,
                                            max_batch_size, device="gpu")
         return write_repository(spec, out, num_priors, onnx_path=onnx_path, plan_path=plan_path, dali_path=dali_path)
@@ -147,7 +147,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                              "queued while the model was busy)")
     parser.add_argument("--trusted", action="store_true", help="allow pickled Python objects in the checkpoint")
     args = parser.parse_args(argv)
-    from damo_yolo.deploy.tensorrt_builder import TensorRTUnavailable
+    from damo_yolo.serving.tensorrt_builder import TensorRTUnavailable
     from damo_yolo.models import CheckpointError
     try:
         out = export_repository(args.checkpoint, args.out, args.variant, args.target, args.name,
@@ -163,8 +163,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             print("damo-export: --verbose lists every key", file=sys.stderr)
         return 1
     print(f"model repository written to {out}: tritonserver --model-repository {out}")
-    from damo_yolo.deploy.platform import platform_warnings
-    from damo_yolo.deploy.repository import repository_summary
+    from damo_yolo.serving.platform import platform_warnings
+    from damo_yolo.serving.repository import repository_summary
     for warning in platform_warnings(repository_summary(out, args.name)):
         print(f"damo-export: warning: {warning}", file=sys.stderr)
     return 0

@@ -19,7 +19,7 @@ from damo_client.client import _connection_error
 from damo_client.images import expand_paths, to_bytes
 from damo_client.perf import concurrency_levels, format_rows, parse_csv, unstable_row, write_input_data
 from damo_client.results import format_table
-from damo_yolo.deploy.tritonserver import free_ports
+from damo_yolo.serving.tritonserver import free_ports
 
 
 def test_files_and_bytes_are_sent_as_they_are(sample_images, tmp_path):

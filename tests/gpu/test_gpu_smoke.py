@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from damo_yolo.deploy.tensorrt_builder import TensorRTUnavailable, gpu_info
+from damo_yolo.serving.tensorrt_builder import TensorRTUnavailable, gpu_info
 
 COMMAND = "bash scripts/gpu_smoke.sh CHECKPOINT"
 MIN_SCORE, MIN_IOU, SCORE_TOL, MIN_FOUND = 0.3, 0.9, 0.03, 0.95
@@ -42,7 +42,7 @@ def _reference(checkpoint, datas):
 
     from damo_yolo import contract as C
     from damo_yolo.data.preprocess import decode_image, preprocess
-    from damo_yolo.deploy.onnx_export import export_onnx
+    from damo_yolo.serving.onnx_export import export_onnx
     from damo_yolo.models import load_model
     from damo_yolo.postprocess import postprocess
     model, meta = load_model(checkpoint)
@@ -78,7 +78,7 @@ def test_fp16_plans_serve_what_the_model_detects(tmp_path, shared_dir, sample_im
         pytest.skip(f"set DAMO_GPU_CHECKPOINT (the smoke command does: `{COMMAND}`)")
     from damo_client import DamoClient
     from damo_client.perf import format_rows, run_perf_analyzer
-    from damo_yolo.deploy.tritonserver import LocalServer
+    from damo_yolo.serving.tritonserver import LocalServer
     from damo_yolo.tools.export import export_repository
     repo = tmp_path / "triton_models"
     models = {"damo_yolo": Path(checkpoint), "damo_yolo_t": shared_dir / "fixtures" / "official" / "T_weights.pth"}
@@ -106,11 +106,11 @@ def test_smoke_command_names_the_pinned_container_and_its_usage():
     runs the pinned container."""
     import subprocess
 
-    from damo_yolo.deploy import platform
+    from damo_yolo.serving import platform
     root = Path(__file__).resolve().parents[2]
     script = (root / "scripts" / "gpu_smoke.sh").read_text()
     run = subprocess.run(["bash", str(root / "scripts" / "gpu_smoke.sh")], capture_output=True, text=True)
     assert run.returncode == 2 and "usage: bash scripts/gpu_smoke.sh CHECKPOINT" in run.stderr
-    image = subprocess.run(["sed", "-n", 's/^CONTAINER = "\\(.*\\)"/\\1/p', str(root / "damo_yolo/deploy/platform.py")],
+    image = subprocess.run(["sed", "-n", 's/^CONTAINER = "\\(.*\\)"/\\1/p', str(root / "damo_yolo/serving/platform.py")],
                            capture_output=True, text=True).stdout.strip()
     assert image == platform.CONTAINER and "DAMO_TRITONSERVER=/opt/tritonserver/bin/tritonserver" in script

@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from damo_yolo.deploy.tritonserver import free_ports
+from damo_yolo.serving.tritonserver import free_ports
 from training_utils import ROOT, run_train, write_config
 from test_resume import TINY
 

@@ -1,2 +1,2 @@
-"""Written by damo-export: pipeline model of the DAMO-YOLO ensemble; the code is the installed damo_yolo package's."""
-from damo_yolo.deploy.triton.pipeline import TritonPythonModel  # noqa: F401
+"""Written by damo-export: the pipeline model of this DAMO-YOLO repository; the code is the installed damo_yolo package's."""
+from damo_yolo.serving.triton.pipeline import TritonPythonModel  # noqa: F401

@@ -12,8 +12,8 @@ NMS dropped).
 import triton_python_backend_utils as pb_utils
 
 from damo_yolo import contract as C
-from damo_yolo.deploy.triton.common import model_parameters, optional_input, respond_each
-from damo_yolo.deploy.triton.detections import map_back
+from damo_yolo.serving.triton.common import ErrorCounter, model_parameters, optional_input, respond_each
+from damo_yolo.serving.triton.detections import map_back
 
 
 class TritonPythonModel:
@@ -23,6 +23,7 @@ class TritonPythonModel:
         self.nms_score_threshold = float(params.get("nms_score_threshold", params["score_threshold"]))  # the plan's
         self.iou_threshold = float(params["iou_threshold"])  # the plan's (EfficientNMS_TRT)
         self.max_detections = int(params["max_detections"])
+        self.errors = ErrorCounter(pb_utils, args)
 
     def _one_request(self, request):
         inputs = [pb_utils.get_input_tensor_by_name(request, t.name).as_numpy()
@@ -35,4 +36,4 @@ class TritonPythonModel:
         return [pb_utils.Tensor(t.name, value) for t, value in zip(C.ENSEMBLE_OUTPUTS, outputs)]
 
     def execute(self, requests):
-        return respond_each(pb_utils, requests, self._one_request)
+        return respond_each(pb_utils, requests, self._one_request, self.errors)

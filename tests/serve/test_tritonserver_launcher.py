@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from damo_yolo.deploy.tritonserver import backend_directory, server_command, server_environment, server_paths
+from damo_yolo.serving.tritonserver import backend_directory, server_command, server_environment, server_paths
 
 
 def test_backend_directory_has_the_stub_beside_the_backend(tmp_path):
@@ -33,7 +33,7 @@ def test_environment_puts_the_wheel_libraries_and_this_python_first():
 def test_free_ports_are_distinct_and_bindable():
     import socket
 
-    from damo_yolo.deploy.tritonserver import free_ports
+    from damo_yolo.serving.tritonserver import free_ports
     ports = free_ports(3)
     assert len(set(ports)) == 3
     for port in ports:
@@ -74,11 +74,11 @@ def test_launcher_wraps_the_wheels_binary_once(tmp_path):
 
 def test_cpu_hosts_are_told_the_gpu_messages_are_expected(tmp_path):
     import subprocess
-    from damo_yolo.deploy.tritonserver import CPU_HOST_NOTE, has_nvidia_gpu
+    from damo_yolo.serving.tritonserver import CPU_HOST_NOTE, has_nvidia_gpu
     if has_nvidia_gpu():
         import pytest
         pytest.skip("this host has an NVIDIA GPU: the note is not printed")
-    run = subprocess.run([sys.executable, "-m", "damo_yolo.deploy.tritonserver", "--model-repository",
+    run = subprocess.run([sys.executable, "-m", "damo_yolo.serving.tritonserver", "--model-repository",
                           str(tmp_path / "none"), "--exit-on-error=true", "--http-port=0", "--grpc-port=0",
                           "--metrics-port=0"], capture_output=True, text=True, timeout=120)
     assert run.stderr.startswith(CPU_HOST_NOTE)

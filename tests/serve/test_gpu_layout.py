@@ -24,9 +24,9 @@ STAND_INS = Path(__file__).resolve().parents[1] / "stand_ins"
 def gpu_layout(trained_synthetic, tmp_path_factory):
     import tritonclient.http as httpclient
 
-    from damo_yolo.deploy.dali_preprocess import serialize_pipeline
-    from damo_yolo.deploy.onnx_export import export_onnx
-    from damo_yolo.deploy.repository import (RepositorySpec, config_text, parse_config, validate_repository,
+    from damo_yolo.serving.dali_preprocess import serialize_pipeline
+    from damo_yolo.serving.onnx_export import export_onnx
+    from damo_yolo.serving.repository import (RepositorySpec, config_text, parse_config, validate_repository,
                                              write_repository)
     from damo_yolo.models import load_model
     model, meta = load_model(trained_synthetic["checkpoint"])
@@ -86,7 +86,7 @@ def test_gpu_ensemble_answers_as_the_model_does(gpu_layout, trained_synthetic, s
     tensors — the NMS inside the plan and the map-back step change nothing."""
     from damo_client import DamoClient
     from damo_yolo.data.preprocess import ResizeInfo
-    from damo_yolo.deploy.dali_preprocess import build_pipeline
+    from damo_yolo.serving.dali_preprocess import build_pipeline
     from damo_yolo.models import load_model
     from serving import local_detections
     *_, meta, server = gpu_layout
@@ -144,7 +144,7 @@ def test_health_reports_the_plan_and_warns_of_another_tensorrt(gpu_layout):
     from click.testing import CliRunner
 
     from damo_client.cli import cli
-    from damo_yolo.deploy import platform
+    from damo_yolo.serving import platform
     *_, server = gpu_layout
     result = CliRunner().invoke(cli, ["health", "-u", server.http_url])
     assert result.exit_code == 0, result.output

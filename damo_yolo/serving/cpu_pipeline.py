@@ -21,7 +21,7 @@ import numpy as np
 
 from damo_yolo import contract as C
 from damo_yolo.data.preprocess import ImageDecodeError, check_encoded, check_pixels, decode_image, preprocess
-from damo_yolo.deploy.triton.detections import check_thresholds, pack
+from damo_yolo.serving.triton.detections import check_thresholds, pack
 from damo_yolo.postprocess import postprocess
 
 DECODERS = ("opencv", "dali")
@@ -68,12 +68,12 @@ class DaliDecoder:
         self.max_batch_size = max(1, int(max_batch_size))
         self.options = dict(input_size=tuple(input_size), resize=resize, pad_value=pad_value,
                             max_batch_size=self.max_batch_size, device="cpu", num_threads=threads)
-        from damo_yolo.deploy.dali_preprocess import build_pipeline
+        from damo_yolo.serving.dali_preprocess import build_pipeline
         self._build = build_pipeline
         self.pipe = build_pipeline(**self.options)
 
     def _run(self, arrays):
-        from damo_yolo.deploy.dali_preprocess import INPUT_NAME
+        from damo_yolo.serving.dali_preprocess import INPUT_NAME
         try:
             self.pipe.feed_input(INPUT_NAME, arrays)
             return [np.array(tl.as_tensor()) for tl in self.pipe.run()]  # copies: the next run reuses DALI's buffers

@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from damo_yolo.deploy.tensorrt_builder import BuildOptions, CalibrationData, TensorRTUnavailable, build_engine
+from damo_yolo.serving.tensorrt_builder import BuildOptions, CalibrationData, TensorRTUnavailable, build_engine
 
 
 def test_defaults_and_profile_shapes():
@@ -54,7 +54,7 @@ def test_calibration_batches_use_the_serving_preprocessing(tmp_path, sample_imag
 
 
 def test_build_without_a_gpu_says_what_is_missing(tmp_path):
-    from damo_yolo.deploy.tensorrt_builder import gpu_info
+    from damo_yolo.serving.tensorrt_builder import gpu_info
     try:
         gpu_info()
         pytest.skip("this host has a GPU: the real build is covered by the GPU tests")
@@ -68,8 +68,8 @@ def test_another_tensorrt_version_is_refused_in_one_line(monkeypatch):
     import sys
     import types
 
-    from damo_yolo.deploy import platform
-    from damo_yolo.deploy.tensorrt_builder import import_tensorrt
+    from damo_yolo.serving import platform
+    from damo_yolo.serving.tensorrt_builder import import_tensorrt
     monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="11.4.0.106"))
     with pytest.raises(TensorRTUnavailable) as err:
         import_tensorrt()
@@ -208,7 +208,7 @@ class _HostMemoryCUDA:
 
 @pytest.fixture()
 def fake_trt(monkeypatch):
-    from damo_yolo.deploy import tensorrt_builder
+    from damo_yolo.serving import tensorrt_builder
     fake = _FakeTensorRT()
     fake.cuda = _HostMemoryCUDA()
     monkeypatch.setattr(tensorrt_builder, "import_tensorrt", lambda: fake)

@@ -5,7 +5,7 @@ import onnx
 import pytest
 from onnx import helper
 
-from damo_yolo.deploy.end2end import END2END_OUTPUTS, NMSSettings, export_end2end_onnx
+from damo_yolo.serving.end2end import END2END_OUTPUTS, NMSSettings, export_end2end_onnx
 from damo_yolo.models import build_model
 
 

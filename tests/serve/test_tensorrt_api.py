@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from damo_yolo.deploy import platform, tensorrt_builder
+from damo_yolo.serving import platform, tensorrt_builder
 
 CACHE = Path.home() / ".cache" / "damo-yolo" / "tensorrt-bindings"
 

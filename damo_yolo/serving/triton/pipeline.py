@@ -1,4 +1,4 @@
-"""Triton python backend, CPU target: the whole detection in one model (damo_yolo.deploy.cpu_pipeline) —
+"""Triton python backend, CPU target: the whole detection in one model (damo_yolo.serving.cpu_pipeline) —
 decode + resize, the detector's ONNX graph in onnxruntime, score filter + NMS + top-K, boxes in original pixels.
 
 Inputs:  IMAGE BYTES [1] (one encoded image per batch item), SCORE_THRESHOLD / IOU_THRESHOLD FP32 [1] (optional:
@@ -15,8 +15,8 @@ from pathlib import Path
 import triton_python_backend_utils as pb_utils
 
 from damo_yolo import contract as C
-from damo_yolo.deploy.cpu_pipeline import Cancelled, CpuPipeline
-from damo_yolo.deploy.triton.common import client_error, model_parameters, optional_input
+from damo_yolo.serving.cpu_pipeline import Cancelled, CpuPipeline
+from damo_yolo.serving.triton.common import ErrorCounter, client_error, model_parameters, optional_input
 
 
 class TritonPythonModel:
@@ -32,6 +32,8 @@ class TritonPythonModel:
             float(params.get("pad_value", "0")), float(params["score_threshold"]), float(params["iou_threshold"]),
             int(params["max_detections"]), params.get("preprocess", "opencv"), threads,
             max(1, int(config.get("max_batch_size", 1))), params.get("allow_spinning", "0") == "1")
+
+        self.errors = ErrorCounter(pb_utils, args)
 
     def finalize(self):
         self.pipeline.close()
@@ -61,8 +63,10 @@ class TritonPythonModel:
             result = results[r]
             if isinstance(result, Cancelled):
                 error = pb_utils.TritonError(str(result), pb_utils.TritonError.CANCELLED)
+                self.errors.count("cancelled")
             elif isinstance(result, ValueError):
                 error = client_error(pb_utils, str(result))
+                self.errors.count("invalid_input")
             else:
                 responses.append(pb_utils.InferenceResponse(output_tensors=[
                     pb_utils.Tensor(t.name, value) for t, value in zip(C.ENSEMBLE_OUTPUTS, result)]))

@@ -11,7 +11,7 @@ from damo_yolo.data.preprocess import ResizeInfo, decode_image, preprocess
 from serving import assert_same_detections, infer_raw, local_detections, running_server
 
 dali = pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed (pip install -e .[dali])")
-from damo_yolo.deploy.dali_preprocess import build_pipeline  # noqa: E402
+from damo_yolo.serving.dali_preprocess import build_pipeline  # noqa: E402
 
 SIZE = (256, 320)
 
@@ -146,7 +146,7 @@ def test_serialized_pipeline_equals_opencv_on_every_photo_and_the_corpus(tmp_pat
     refuses in the bad-input corpus."""
     from nvidia.dali import Pipeline
 
-    from damo_yolo.deploy.dali_preprocess import serialize_pipeline
+    from damo_yolo.serving.dali_preprocess import serialize_pipeline
     path = serialize_pipeline(tmp_path / "model.dali", SIZE, "stretch", 0.0, max_batch_size=1, device="cpu")
     pipe = Pipeline.deserialize(serialized_pipeline=path.read_bytes(), batch_size=1, num_threads=2, device_id=None)
     pipe.build()

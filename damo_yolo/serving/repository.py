@@ -1,7 +1,7 @@
 """The Triton model repository, generated from one checkpoint's metadata.
 
 CPU target: one python-backend model ``<name>`` that decodes, runs the detector in onnxruntime and
-post-processes (damo_yolo.deploy.cpu_pipeline). GPU target: an ensemble ``<name>`` over ``<name>_preprocess``
+post-processes (damo_yolo.serving.cpu_pipeline). GPU target: an ensemble ``<name>`` over ``<name>_preprocess``
 (DALI backend) → ``<name>_detector`` (TensorRT plan with EfficientNMS) → ``<name>_postprocess`` (map-back).
 Clients see the same model either way: ``<name>`` with the contract's inputs and outputs.
 
@@ -239,9 +239,9 @@ def _write_model_py(model_dir: Path, module: str) -> None:
     if not (TEMPLATES / f"{module}.py").is_file():
         raise FileNotFoundError(TEMPLATES / f"{module}.py")
     (model_dir / "1" / "model.py").write_text(
-        f'"""Written by damo-export: {module.replace("_", " ")} model of the DAMO-YOLO ensemble; the code is the '
+        f'"""Written by damo-export: the {module.replace("_", " ")} model of this DAMO-YOLO repository; the code is the '
         f'installed damo_yolo package\'s."""\n'
-        f"from damo_yolo.deploy.triton.{module} import TritonPythonModel  # noqa: F401\n")
+        f"from damo_yolo.serving.triton.{module} import TritonPythonModel  # noqa: F401\n")
 
 
 def write_repository(spec: RepositorySpec, out_dir, num_priors: int, onnx_path: Optional[Path] = None,
@@ -371,18 +371,59 @@ def validate_repository(repo_dir, name: str = "damo_yolo", require_artifacts: bo
     return steps
 
 
+def with_served_defaults(repo_dir, out_dir, name: str = "damo_yolo", score_threshold: Optional[float] = None,
+                         iou_threshold: Optional[float] = None) -> Path:
+    """A copy of a repository whose served default thresholds are changed (what the container entrypoint does
+    with SCORE_THRESHOLD / IOU_THRESHOLD). The CPU model applies any; the GPU ensemble's score default must stay
+    at or above its plan's NMS threshold and its IoU cannot change (the NMS runs inside the plan)."""
+    from .triton.detections import check_thresholds
+    import numpy as np
+    repo, out = Path(repo_dir), Path(out_dir)
+    check_thresholds(np.array([0.5 if score_threshold is None else score_threshold], np.float32),
+                     np.array([0.5 if iou_threshold is None else iou_threshold], np.float32))
+    validate_repository(repo, name)
+    shutil.copytree(repo, out, symlinks=True)
+    top = parse_config((out / name / "config.pbtxt").read_text())
+    holder = top if top.platform != "ensemble" else parse_config(
+        (out / step_names(name)["postprocess"] / "config.pbtxt").read_text())
+    params = holder.parameters
+    if top.platform == "ensemble":
+        if score_threshold is not None and score_threshold < float(params["nms_score_threshold"].string_value):
+            raise ValueError(f"score threshold {score_threshold:g} is below the plan's NMS threshold "
+                             f"{params['nms_score_threshold'].string_value}: re-export with --score-threshold")
+        if iou_threshold is not None and abs(iou_threshold - float(params["iou_threshold"].string_value)) > 1e-6:
+            raise ValueError("the GPU ensemble's NMS IoU is the plan's: re-export with --iou-threshold")
+    summary = json.loads(top.parameters["export"].string_value)
+    for key, value in (("score_threshold", score_threshold), ("iou_threshold", iou_threshold)):
+        if value is not None:
+            params[key].string_value = str(value)
+            summary[key] = value
+    top.parameters["export"].string_value = json.dumps(summary)
+    if holder is not top:
+        (out / holder.name / "config.pbtxt").write_text(config_text(holder))
+    (out / name / "config.pbtxt").write_text(config_text(top))
+    return out
+
+
 def main(argv: Optional[list] = None) -> int:
-    """``python -m damo_yolo.deploy.repository REPO [--name damo_yolo]``: check a repository's wiring, say what
+    """``python -m damo_yolo.serving.repository REPO [--name damo_yolo]``: check a repository's wiring, say what
     built it, and warn when its plan will not load in the serving container."""
     import argparse
     import sys
-    parser = argparse.ArgumentParser(prog="python -m damo_yolo.deploy.repository", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m damo_yolo.serving.repository", description=main.__doc__)
     parser.add_argument("repo", type=Path, help="model repository folder")
-    parser.add_argument("--name", default="damo_yolo", help="the ensemble's name")
+    parser.add_argument("--name", default="damo_yolo", help="the model clients call")
+    parser.add_argument("--score-threshold", type=float, help="with --out: the served default score threshold")
+    parser.add_argument("--iou-threshold", type=float, help="with --out: the served default NMS IoU")
+    parser.add_argument("--out", type=Path, help="write a copy with the served defaults given, and check that")
     args = parser.parse_args(argv)
     try:
+        if args.out is not None:
+            args.repo = with_served_defaults(args.repo, args.out, args.name, args.score_threshold, args.iou_threshold)
+        elif args.score_threshold is not None or args.iou_threshold is not None:
+            parser.error("--score-threshold / --iou-threshold need --out (the repository itself is left alone)")
         steps = validate_repository(args.repo, args.name)
-    except ValueError as exc:
+    except (ValueError, FileExistsError) as exc:
         print(f"invalid: {exc}", file=sys.stderr)
         return 1
     summary = repository_summary(args.repo, args.name)

@@ -136,7 +136,7 @@ class LocalServer:
         # container, with the GPU backends); the default is this package's launcher of the bundled server
         binary = os.environ.get("DAMO_TRITONSERVER")
         command = ([binary, *(f"{option}=127.0.0.1" for option in LOCAL_ONLY), *args] if binary
-                   else [sys.executable, "-m", "damo_yolo.deploy.tritonserver", *args])
+                   else [sys.executable, "-m", "damo_yolo.serving.tritonserver", *args])
         with open(self.log_path, "w") as log:
             self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         url = f"http://{self.http_url}/v2/models/{self.model}/ready"

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from damo_yolo.deploy.repository import (RepositorySpec, config_text, model_configs, parse_config,
+from damo_yolo.serving.repository import (RepositorySpec, config_text, model_configs, parse_config,
                                          validate_repository, write_repository)
 
 SPEC = dict(input_size=(256, 320), class_names=["disc", "square", "star"], score_threshold=0.03,
@@ -171,7 +171,7 @@ def test_both_targets_show_clients_the_contract():
 
 
 def test_a_repository_of_another_release_is_refused():
-    from damo_yolo.deploy.triton.common import check_version
+    from damo_yolo.serving.triton.common import check_version
     check_version("0.1.0", installed="0.1.7")  # patch releases read the same repositories
     check_version("", installed="0.2.0")  # repositories written before the check: nothing to compare
     with pytest.raises(RuntimeError, match=r"exported by damo_yolo 0.1.0, but damo_yolo 0.2.0 is installed.*"
@@ -180,9 +180,9 @@ def test_a_repository_of_another_release_is_refused():
 
 
 def test_repository_says_what_built_it_and_warns_of_another_tensorrt(tmp_path):
-    from damo_yolo.deploy import platform
-    from damo_yolo.deploy.platform import platform_warnings
-    from damo_yolo.deploy.repository import repository_summary
+    from damo_yolo.serving import platform
+    from damo_yolo.serving.platform import platform_warnings
+    from damo_yolo.serving.repository import repository_summary
     repo = write_repository(RepositorySpec(**SPEC, target="gpu", extra={
         "tensorrt": platform.TENSORRT, "precision": "fp16", "gpu": {"name": "NVIDIA L4", "compute_capability": "8.9"},
         "checkpoint_sha256": "not part of the summary"}), tmp_path / "repo", num_priors=1680)
@@ -203,12 +203,12 @@ def test_validator_command_reports_and_warns(tmp_path):
         tmp_path / "repo", num_priors=1680)
     (repo / "damo_yolo_detector" / "1" / "model.plan").write_bytes(b"engine")
     (repo / "damo_yolo_preprocess" / "1" / "model.dali").write_bytes(b"pipeline")
-    run = subprocess.run([sys.executable, "-m", "damo_yolo.deploy.repository", str(repo)], capture_output=True,
+    run = subprocess.run([sys.executable, "-m", "damo_yolo.serving.repository", str(repo)], capture_output=True,
                          text=True)
     assert run.returncode == 0, run.stderr
     assert "tensorrt 10.7.0.23" in run.stdout and "GPU NVIDIA L4 (compute 8.9)" in run.stdout
     assert "warning: the plan was built with TensorRT 10.7.0.23" in run.stderr
     (repo / "damo_yolo_detector" / "1" / "model.plan").unlink()
-    run = subprocess.run([sys.executable, "-m", "damo_yolo.deploy.repository", str(repo)], capture_output=True,
+    run = subprocess.run([sys.executable, "-m", "damo_yolo.serving.repository", str(repo)], capture_output=True,
                          text=True)
     assert run.returncode == 1 and "missing 1/model.plan" in run.stderr

@@ -127,8 +127,8 @@ def test_bad_inputs_get_clear_errors_and_the_server_keeps_serving(server, local_
 def test_a_repository_of_another_damo_yolo_release_fails_loading_clearly(tmp_path):
     import shutil
 
-    from damo_yolo.deploy.repository import config_text, parse_config
-    from damo_yolo.deploy.tritonserver import LocalServer
+    from damo_yolo.serving.repository import config_text, parse_config
+    from damo_yolo.serving.tritonserver import LocalServer
     repo = shutil.copytree(ROOT / "triton_models", tmp_path / "triton_models")
     path = repo / "damo_yolo" / "config.pbtxt"
     config = parse_config(path.read_text())

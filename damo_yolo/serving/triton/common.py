@@ -27,7 +27,28 @@ def check_version(exported: str, installed: str = damo_yolo.__version__) -> None
                            f"damo-yolo=={'.'.join(map(str, release(exported)))}.*")
 
 
-def respond_each(pb_utils, requests, one_request) -> list:
+ERROR_METRIC = "damo_yolo_request_errors_total"
+ERROR_REASONS = ("invalid_input", "cancelled")
+
+
+class ErrorCounter:
+    """Requests answered with an error, by reason, as a Triton custom metric on the server's /metrics
+    (``damo_yolo_request_errors_total{model, version, reason}``). Triton counts a python-backend request whose
+    response carries an error as a success in ``nv_inference_request_success``, so the error rate the
+    dashboards and alerts use comes from here."""
+
+    def __init__(self, pb_utils, args):
+        family = pb_utils.MetricFamily(name=ERROR_METRIC, description="requests answered with an error, by reason",
+                                       kind=pb_utils.MetricFamily.COUNTER)
+        labels = {"model": args["model_name"], "version": str(args["model_version"])}
+        self._family = family  # the family must outlive its metrics
+        self._metrics = {reason: family.Metric(labels={**labels, "reason": reason}) for reason in ERROR_REASONS}
+
+    def count(self, reason: str) -> None:
+        self._metrics[reason].increment(1)
+
+
+def respond_each(pb_utils, requests, one_request, errors: "ErrorCounter | None" = None) -> list:
     """One response per request: ``one_request(request)`` gives its output tensors; a ValueError it raises
     (bad image, bad threshold) becomes that request's own 400, and the other requests are answered."""
     responses = []
@@ -35,6 +56,8 @@ def respond_each(pb_utils, requests, one_request) -> list:
         try:
             responses.append(pb_utils.InferenceResponse(output_tensors=one_request(request)))
         except ValueError as exc:
+            if errors is not None:
+                errors.count("invalid_input")
             responses.append(pb_utils.InferenceResponse(error=client_error(pb_utils, str(exc))))
     return responses
 

@@ -1,2 +1,0 @@
-"""Deployment: ONNX export, the end2end (EfficientNMS) graph, the TensorRT builder and the Triton
-model repository generator."""
