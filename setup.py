@@ -29,10 +29,13 @@ EXTRAS = {
     "export": TORCH + ["onnx==1.22.0", "onnxruntime==1.32.0", "onnxslim==0.1.98"],
     "server": ["nvidia-pytriton==0.7.0", "onnxruntime==1.32.0"],
     # cuda-python: the GPU detection runs for real in the tests (and says there is no GPU)
-    "test": ["pytest==9.2.0", "cuda-python==12.8.0"],
+    # kubernetes-validate: deploy/'s manifests against the API schemas offline; promql-parser: its PromQL;
+    # prometheus-client: reading the server's /metrics
+    "test": ["pytest==9.2.0", "cuda-python==12.8.0", "kubernetes-validate==1.37.0", "promql-parser==0.11.0",
+             "prometheus-client==0.26.0", "pyyaml>=6.0.3,<7"],
     # NVIDIA DALI: the GPU target's preprocessing; its CPU operators run (and are tested) anywhere
     "dali": ["nvidia-dali-cuda120==2.4.0"],
-    # GPU hosts: exactly the TensorRT and DALI of the serving container (damo_yolo/deploy/platform.py:
+    # GPU hosts: exactly the TensorRT and DALI of the serving container (damo_yolo/serving/platform.py:
     # nvcr.io/nvidia/tritonserver:25.01-py3); both download from NVIDIA's index (pip --extra-index-url
     # https://pypi.nvidia.com). cuda-python finds the GPU and holds INT8 calibration batches.
     "gpu": ["tensorrt-cu12==10.8.0.43", "nvidia-dali-cuda120==1.45.0", "cuda-python==12.8.0"],
@@ -58,7 +61,7 @@ setup(
             "damo-train=damo_yolo.tools.train:main",
             "damo-test=damo_yolo.tools.test:main",
             "damo-export=damo_yolo.tools.export:main",
-            "tritonserver=damo_yolo.deploy.tritonserver:main",
+            "tritonserver=damo_yolo.serving.tritonserver:main",
             "damo-client=damo_client.cli:cli",
             "damo-demo=damo_yolo.tools.demo:main",
         ],

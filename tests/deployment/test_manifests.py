@@ -1,0 +1,153 @@
+"""deploy/: the Kubernetes overlays render with kustomize and every object validates against the Kubernetes API
+schemas offline (kubernetes-validate); the wiring schemas cannot see holds (probes and Service on the container's
+ports, the Service and PDB select the pods, the HPA scales the Deployment, the metrics port is the one scraped);
+the images, the entrypoint and the Deployment agree; every PromQL expression parses."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+K8S_VERSION = "1.31"  # the oldest Kubernetes the manifests are checked against (autoscaling/v2, policy/v1)
+OVERLAYS = ("cpu", "gpu")
+
+
+def render(overlay: str) -> dict[str, dict]:
+    """kind → object of ``kubectl kustomize deploy/k8s/overlays/<overlay>``."""
+    import yaml
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        if os.environ.get("CI"):
+            pytest.fail("kubectl (with its kustomize) is needed to render the manifests in CI")
+        pytest.skip("kubectl is not installed: the manifests cannot be rendered here")
+    run = subprocess.run([kubectl, "kustomize", str(DEPLOY / "k8s" / "overlays" / overlay)], capture_output=True,
+                         text=True)
+    assert run.returncode == 0, run.stderr
+    objects = {}
+    for doc in yaml.safe_load_all(run.stdout):
+        assert doc["kind"] not in objects, f"two {doc['kind']} objects"
+        objects[doc["kind"]] = doc
+    return objects
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def rendered(request):
+    return request.param, render(request.param)
+
+
+def test_every_object_validates_against_the_kubernetes_schemas(rendered):
+    import kubernetes_validate
+    overlay, objects = rendered
+    assert set(objects) == {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"}, overlay
+    for kind, obj in objects.items():
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)  # raises on any unknown or mistyped field
+
+
+def test_a_schema_error_is_caught():
+    import kubernetes_validate
+    objects = render("cpu")
+    broken = json.loads(json.dumps(objects["Deployment"]))
+    broken["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["prot"] = "http"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
+
+
+def _container(objects):
+    (container,) = objects["Deployment"]["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def test_probes_ports_and_selectors_are_wired(rendered):
+    overlay, objects = rendered
+    deployment, service = objects["Deployment"], objects["Service"]
+    container = _container(objects)
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": 8000, "grpc": 8001, "metrics": 8002}
+    for probe, path in (("startupProbe", "/v2/health/ready"), ("readinessProbe", "/v2/health/ready"),
+                        ("livenessProbe", "/v2/health/live")):
+        assert container[probe]["httpGet"] == {"path": path, "port": "http"}, probe
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    for selector in (deployment["spec"]["selector"]["matchLabels"], service["spec"]["selector"],
+                     objects["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"]):
+        assert selector and selector.items() <= pod_labels.items(), selector
+    assert {p["targetPort"] for p in service["spec"]["ports"]} == set(ports)
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert int(annotations["prometheus.io/port"]) == ports["metrics"]
+    target = objects["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]
+    assert (target["apiVersion"], target["kind"], target["name"]) == ("apps/v1", "Deployment",
+                                                                        deployment["metadata"]["name"])
+    # a pod keeps serving while tritonserver drains (--exit-timeout-secs in the entrypoint)
+    drain = int(re.search(r"--exit-timeout-secs=(\d+)", (DEPLOY / "docker" / "entrypoint.sh").read_text())[1])
+    assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > drain
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert "/dev/shm" in mounts  # the python backend's shared memory, larger than a container's 64 MB default
+
+
+def test_overlays_differ_where_they_should():
+    cpu, gpu = render("cpu"), render("gpu")
+    assert _container(cpu)["image"].endswith(":cpu") and _container(gpu)["image"].endswith(":gpu")
+    assert "nvidia.com/gpu" not in _container(cpu)["resources"].get("limits", {})
+    assert _container(gpu)["resources"]["limits"]["nvidia.com/gpu"] == 1
+    env = {e["name"]: e.get("value") for e in _container(gpu)["env"]}
+    assert env["MODEL_REPOSITORY"].startswith("s3://")  # pulled by Triton itself
+    assert _container(gpu)["envFrom"] == [{"secretRef": {"name": "damo-yolo-model-store"}}]
+    assert {e["name"]: e.get("value") for e in _container(cpu)["env"]}["MODEL_REPOSITORY"] == "/models"
+
+
+def test_images_agree_with_the_deployment_and_the_platform():
+    from damo_yolo.serving.platform import CONTAINER
+    entrypoint = (DEPLOY / "docker" / "entrypoint.sh").read_text()
+    defaults = {k: int(v) for k, v in re.findall(r"\$\{(\w+_PORT):-(\d+)\}", entrypoint)}
+    assert defaults == {"HTTP_PORT": 8000, "GRPC_PORT": 8001, "METRICS_PORT": 8002}
+    for name in ("Dockerfile.cpu", "Dockerfile.gpu"):
+        text = (DEPLOY / "docker" / name).read_text()
+        assert "EXPOSE 8000 8001 8002" in text and "USER 1000" in text and "HEALTHCHECK" in text, name
+        assert "/v2/health/ready" in text and "ENTRYPOINT [\"/usr/local/bin/damo-yolo-serve\"]" in text, name
+    assert f"FROM {CONTAINER}" in (DEPLOY / "docker" / "Dockerfile.gpu").read_text()
+    cpu = (DEPLOY / "docker" / "Dockerfile.cpu").read_text()
+    assert 'pip install ".[server]"' in cpu and "torch" not in re.sub(r"#.*", "", cpu)
+    assert render("cpu")["Deployment"]["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 1000
+
+
+def promql_expressions() -> dict[str, str]:
+    """Every PromQL expression deploy/ holds: alert rules, dashboard panels, the adapter's queries (its template
+    placeholders filled as prometheus-adapter fills them)."""
+    import yaml
+    exprs = {}
+    alerts = yaml.safe_load((DEPLOY / "monitoring" / "alerts.yaml").read_text())
+    for rule in alerts["groups"][0]["rules"]:
+        exprs[f"alert {rule['alert']}"] = rule["expr"]
+    dashboard = json.loads((DEPLOY / "monitoring" / "grafana-dashboard.json").read_text())
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            exprs[f"panel {panel['title']} {target['refId']}"] = target["expr"]
+    adapter = yaml.safe_load((DEPLOY / "monitoring" / "prometheus-adapter.yaml").read_text())
+    for i, rule in enumerate(adapter["rules"]["custom"]):
+        exprs[f"adapter {i} series"] = rule["seriesQuery"].strip("'")
+        exprs[f"adapter {i} query"] = (rule["metricsQuery"].replace("<<.LabelMatchers>>", 'namespace="x",pod="y"')
+                                       .replace("<<.GroupBy>>", "pod"))
+    return exprs
+
+
+def test_every_promql_expression_parses_and_the_hpa_metric_is_served():
+    import promql_parser
+    import yaml
+    exprs = promql_expressions()
+    assert len(exprs) >= 10
+    for where, expr in exprs.items():
+        promql_parser.parse(expr)  # raises on a syntax error
+    adapter = yaml.safe_load((DEPLOY / "monitoring" / "prometheus-adapter.yaml").read_text())
+    served = {rule["name"]["as"] for rule in adapter["rules"]["custom"]}
+    for overlay in OVERLAYS:
+        (metric,) = render(overlay)["HorizontalPodAutoscaler"]["spec"]["metrics"]
+        assert metric["pods"]["metric"]["name"] in served
+    scrape = yaml.safe_load((DEPLOY / "monitoring" / "prometheus-scrape.yaml").read_text())
+    assert scrape["scrape_configs"][0]["job_name"] == "damo-yolo"
+    assert 'job="damo-yolo"' in exprs["alert DamoYoloReplicaDown"]
