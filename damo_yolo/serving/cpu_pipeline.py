@@ -44,16 +44,16 @@ class OpenCVDecoder:
     def decode(self, per_request: dict) -> dict:
         """key → its images' tensors, or the ImageDecodeError naming the first bad image."""
         flat = [(key, i, data) for key, images in per_request.items() for i, data in enumerate(images)]
-        outcomes = list(_map(self.pool, lambda item: _attempt(self._one, item[2]), flat))
+        outcomes = list(_map(self.pool, lambda item: _attempt(_named, item[1], self._one, item[2]), flat))
         results, by_key = {}, {}
-        for (key, i, _), outcome in zip(flat, outcomes):
-            by_key.setdefault(key, []).append((i, outcome))
+        for (key, _, _), outcome in zip(flat, outcomes):
+            by_key.setdefault(key, []).append(outcome)
         for key, items in by_key.items():
-            bad = next(((i, o) for i, o in items if isinstance(o, Exception)), None)
+            bad = next((o for o in items if isinstance(o, Exception)), None)
             if bad is not None:
-                results[key] = ImageDecodeError(f"image {bad[0]} of the request: {bad[1]}")
+                results[key] = bad
                 continue
-            chws, infos = zip(*(o for _, o in items))
+            chws, infos = zip(*items)
             results[key] = (np.stack(chws), np.asarray([(f.scale_y, f.scale_x) for f in infos], np.float32),
                             np.asarray([(f.orig_h, f.orig_w) for f in infos], np.int32))
         return results
@@ -137,16 +137,17 @@ def dali_reason(exc: Exception) -> str:
 
 
 def _named(i: int, fn, data):
+    """fn(data); its ImageDecodeError names image ``i`` of the request."""
     try:
         return fn(data)
     except ImageDecodeError as exc:
         raise ImageDecodeError(f"image {i} of the request: {exc}") from None
 
 
-def _attempt(fn, arg):
-    """fn(arg), or the ImageDecodeError it raised (returned, so one bad image does not stop the pool's map)."""
+def _attempt(fn, *args):
+    """fn(*args), or the ImageDecodeError it raised (returned, so one bad image does not stop the pool's map)."""
     try:
-        return fn(arg)
+        return fn(*args)
     except ImageDecodeError as exc:
         return exc
 

@@ -85,10 +85,6 @@ class RepositorySpec:
     def image_input(self) -> C.TensorSpec:
         return C.IMAGE_ENCODED if self.dali_backend else C.IMAGE
 
-    @property
-    def model_names(self) -> dict[str, str]:
-        """step → model name: the GPU ensemble's three steps, or the CPU target's one model."""
-        return step_names(self.name) if self.target == "gpu" else {"pipeline": self.name}
 
 
 def _pb():
@@ -180,7 +176,7 @@ def _gpu_configs(spec: RepositorySpec, sizes: dict) -> dict:
     """The ensemble: DALI-backend preprocess → TensorRT plan with EfficientNMS → python map-back."""
     pb = _pb()
     In, Out = pb.ModelInput, pb.ModelOutput
-    names = spec.model_names
+    names = step_names(spec.name)
     gpu, cpu = pb.ModelInstanceGroup.KIND_GPU, pb.ModelInstanceGroup.KIND_CPU
 
     pre = pb.ModelConfig(name=names["preprocess"], max_batch_size=spec.max_batch_size, backend="dali")
@@ -249,11 +245,11 @@ def write_repository(spec: RepositorySpec, out_dir, num_priors: int, onnx_path: 
     """Write (or update) the models of ``spec`` under ``out_dir``; other models there are left alone, except the
     models a former export of the same name wrote in another layout (they would shadow or break this one)."""
     out = Path(out_dir)
-    names = spec.model_names
+    names = step_names(spec.name)
     configs = model_configs(spec, num_priors)
     if spec.target == "cpu" and onnx_path is None:
         raise ValueError("the CPU target needs the detector's ONNX graph")
-    for name in {spec.name, *step_names(spec.name).values()}:
+    for name in {spec.name, *names.values()}:
         if (out / name).exists():
             shutil.rmtree(out / name)
     for name, config in configs.items():
@@ -291,44 +287,9 @@ def _missing_files(repo: Path, config) -> list:
     return missing
 
 
-def validate_repository(repo_dir, name: str = "damo_yolo", require_artifacts: bool = True) -> list:
-    """Check a repository the way Triton will at load time; returns the parsed configs of the models behind
-    ``name`` (the ensemble's steps, or the one CPU model).
-
-    Every config parses; the model clients call has the contract's inputs and outputs; for an ensemble, each
-    step's mapped inputs and outputs exist on its model, every required input is fed, each tensor passed
-    between steps has the same type and shape on both sides; the model files each backend loads are present.
-    Raises ValueError listing every problem found.
-    """
-    repo = Path(repo_dir)
-    problems = []
-
-    def load(model):
-        path = repo / model / "config.pbtxt"
-        if not path.is_file():
-            problems.append(f"{model}: no config.pbtxt")
-            return None
-        return parse_config(path.read_text())
-
-    ens = load(name)
-    if ens is None:
-        raise ValueError("; ".join(problems))
-    pb = _pb()
-    for specs, tensors, kind in ((C.ENSEMBLE_INPUTS, ens.input, "input"), (C.ENSEMBLE_OUTPUTS, ens.output, "output")):
-        types = {t.name: t.data_type for t in tensors}
-        for t in specs:
-            allowed = {getattr(pb, t.config_type)} | ({pb.TYPE_UINT8} if t is C.IMAGE else set())
-            if types.get(t.name) not in allowed:
-                problems.append(f"{name}: {kind} {t.name!r} is missing or not {t.config_type}")
-    if ens.platform != "ensemble":  # the CPU target's one model
-        if require_artifacts:
-            problems.extend(_missing_files(repo, ens))
-        labels = [t.label_filename for t in ens.output if t.label_filename]
-        if require_artifacts and labels and not (repo / name / labels[0]).is_file():
-            problems.append(f"{name}: missing {labels[0]}")
-        if problems:
-            raise ValueError(f"model repository {repo} ({name}): " + "; ".join(problems))
-        return [ens]
+def _ensemble_steps(repo: Path, ens, load, problems: list, require_artifacts: bool) -> list:
+    """The configs of an ensemble's steps, appending to ``problems`` what is wrong with its wiring (see
+    validate_repository)."""
     known = {t.name: (t.data_type, list(t.dims)) for t in ens.input}  # tensor name → (type, dims)
     steps = []
     for step in ens.ensemble_scheduling.step:
@@ -360,9 +321,47 @@ def validate_repository(repo_dir, name: str = "damo_yolo", require_artifacts: bo
             problems.extend(_missing_files(repo, config))
     for t in ens.output:
         if t.name not in known:
-            problems.append(f"{name}: output {t.name!r} is produced by no step")
+            problems.append(f"{ens.name}: output {t.name!r} is produced by no step")
         elif known[t.name] != (t.data_type, list(t.dims)):
-            problems.append(f"{name}: output {t.name!r} is {(t.data_type, list(t.dims))}, steps give {known[t.name]}")
+            problems.append(f"{ens.name}: output {t.name!r} is {(t.data_type, list(t.dims))}, steps give {known[t.name]}")
+    return steps
+
+
+def validate_repository(repo_dir, name: str = "damo_yolo", require_artifacts: bool = True) -> list:
+    """Check a repository the way Triton will at load time; returns the parsed configs of the models behind
+    ``name`` (the ensemble's steps, or the one CPU model).
+
+    Every config parses; the model clients call has the contract's inputs and outputs; for an ensemble, each
+    step's mapped inputs and outputs exist on its model, every required input is fed, each tensor passed
+    between steps has the same type and shape on both sides; the model files each backend loads are present.
+    Raises ValueError listing every problem found.
+    """
+    repo = Path(repo_dir)
+    problems = []
+
+    def load(model):
+        path = repo / model / "config.pbtxt"
+        if not path.is_file():
+            problems.append(f"{model}: no config.pbtxt")
+            return None
+        return parse_config(path.read_text())
+
+    ens = load(name)
+    if ens is None:
+        raise ValueError("; ".join(problems))
+    pb = _pb()
+    for specs, tensors, kind in ((C.ENSEMBLE_INPUTS, ens.input, "input"), (C.ENSEMBLE_OUTPUTS, ens.output, "output")):
+        types = {t.name: t.data_type for t in tensors}
+        for t in specs:
+            allowed = {getattr(pb, t.config_type)} | ({pb.TYPE_UINT8} if t is C.IMAGE else set())
+            if types.get(t.name) not in allowed:
+                problems.append(f"{name}: {kind} {t.name!r} is missing or not {t.config_type}")
+    if ens.platform == "ensemble":
+        steps = _ensemble_steps(repo, ens, load, problems, require_artifacts)
+    else:  # the CPU target's one model
+        steps = [ens]
+        if require_artifacts:
+            problems.extend(_missing_files(repo, ens))
     labels = [t.label_filename for t in ens.output if t.label_filename]
     if require_artifacts and labels and not (repo / name / labels[0]).is_file():
         problems.append(f"{name}: missing {labels[0]}")
