@@ -4,6 +4,11 @@ One pipeline definition serves both devices: ``device="gpu"`` decodes with nvJPE
 decoder) and resizes on the GPU; ``device="cpu"`` builds the same graph with CPU operators, which is how
 hosts without a GPU (CI included) check it against the OpenCV preprocessing.
 
+The graph is valid under DALI's legacy executor, which Triton's DALI backend runs pipelines with: data only
+moves CPU → GPU. The image sizes that drive the resize and the SCALE/ORIG_SIZE outputs are read on the CPU
+from the encoded bytes (``peek_image_shape``, EXIF orientation applied as the decoder applies it), never
+from the decoded GPU image.
+
 Per image (fed by name ``IMAGE``, encoded bytes as uint8; names from damo_yolo.contract):
     decode → RGB (EXIF orientation applied) → resize linear, no antialias, rounded to uint8 (OpenCV's
     INTER_LINEAR) → [letterbox: top-left, padded with pad_value] → float32 CHW
@@ -12,19 +17,23 @@ the same tensors as the OpenCV python-backend model.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 from damo_yolo import contract as C
 from damo_yolo.data.preprocess import RESIZE_MODES
 
 DEVICES = ("gpu", "cpu")
+LEGACY_EXECUTOR = {"exec_dynamic": False}  # how Triton's DALI backend executes a model.dali
 INPUT_NAME = C.IMAGE.name
 OUTPUT_NAMES = tuple(t.name for t in C.PREPROCESS_OUTPUTS)
 
 
 def build_pipeline(input_size: tuple[int, int], resize: str = "stretch", pad_value: float = 0.0,
-                   max_batch_size: int = 8, device: str = "gpu", device_id: int = 0, num_threads: int = 2,
+                   max_batch_size: int = 8, device: str = "gpu", device_id: Optional[int] = 0, num_threads: int = 2,
                    build: bool = True):
     """A built DALI pipeline for the model input ``input_size`` = (H, W); feed it with ``feed_input(INPUT_NAME, ...)``.
-    ``build=False`` leaves it unbuilt (to serialize)."""
+    ``build=False`` leaves it unbuilt (to serialize). ``device_id=None`` defines a GPU graph without a GPU (the
+    DALI backend picks the device of each model instance when it loads the file)."""
     import nvidia.dali.fn as fn
     import nvidia.dali.math as dmath
     import nvidia.dali.types as types
@@ -35,14 +44,17 @@ def build_pipeline(input_size: tuple[int, int], resize: str = "stretch", pad_val
     if device not in DEVICES:
         raise ValueError(f"unknown DALI device {device!r}; choose {' or '.join(DEVICES)}")
     th, tw = (int(v) for v in input_size)
+    device_id = device_id if device == "gpu" else None
 
-    @pipeline_def(batch_size=max_batch_size, num_threads=num_threads,
-                  device_id=device_id if device == "gpu" else None, prefetch_queue_depth=1)
+    @pipeline_def(batch_size=max_batch_size, num_threads=num_threads, device_id=device_id,
+                  prefetch_queue_depth=1, **LEGACY_EXECUTOR)
     def pipeline():
         encoded = fn.external_source(name=INPUT_NAME, dtype=types.UINT8, ndim=1, device="cpu")
-        image = fn.decoders.image(encoded, device="mixed" if device == "gpu" else "cpu", output_type=types.RGB)
-        shape = image.shape(dtype=types.FLOAT)  # (h, w, 3), always a CPU node
+        # (h, w, c) of the image as decoded (after its EXIF rotation), read on the CPU from the header
+        shape = fn.peek_image_shape(encoded, dtype=types.FLOAT, adjust_orientation=True)
         h, w = shape[0], shape[1]
+        image = fn.decoders.image(encoded, device="mixed" if device == "gpu" else "cpu", output_type=types.RGB,
+                                  adjust_orientation=True)
         if resize == "stretch":
             new_h, new_w = th, tw
             scale = fn.stack(th / h, tw / w)
@@ -67,12 +79,13 @@ def build_pipeline(input_size: tuple[int, int], resize: str = "stretch", pad_val
 def serialize_pipeline(path, input_size: tuple[int, int], resize: str = "stretch", pad_value: float = 0.0,
                        max_batch_size: int = 8, device: str = "gpu", num_threads: int = 2):
     """Write the pipeline as the ``model.dali`` file Triton's DALI backend loads (input ``IMAGE``: encoded bytes
-    as UINT8; outputs in the order images, SCALE, ORIG_SIZE). A GPU pipeline is serialized where CUDA is (the
-    GPU host that builds the plan); the CPU one anywhere."""
+    as UINT8; outputs in the order images, SCALE, ORIG_SIZE). Serialized without a device: the backend gives
+    each instance its GPU, and the file is written the same on any host."""
     from pathlib import Path
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    pipe = build_pipeline(input_size, resize, pad_value, max_batch_size, device, num_threads=num_threads, build=False)
+    pipe = build_pipeline(input_size, resize, pad_value, max_batch_size, device, device_id=None,
+                          num_threads=num_threads, build=False)
     pipe.serialize(filename=str(path))
     return path
 

@@ -52,7 +52,7 @@ class RepositorySpec:
     max_queue_delay_us: int = 0  # a batch is what queued while the model was busy; waiting costs latency
     detector_instances: int = 1  # GPU: plan instances
     cpu_instances: int = 2  # CPU: instances of the one model (measured: 2 give +16 % images/s at concurrency 8)
-    preprocess_instances: int = 2
+    preprocess_instances: int = 1  # GPU: the DALI backend advises its default single instance (memory)
     postprocess_instances: int = 1
     extra: dict = field(default_factory=dict)  # recorded in export.json (checkpoint hash, versions, ...)
 

@@ -61,6 +61,35 @@ def test_dali_handles_the_awkward_inputs_like_opencv():
                       min_identical=0.0 if name == "cmyk.jpg" else 0.8)
 
 
+@pytest.mark.parametrize("mode", ["stretch", "letterbox"])
+def test_gpu_graph_is_valid_under_the_executor_of_the_dali_backend(tmp_path, mode):
+    """The GPU graph exactly as model.dali holds it (nvJPEG "mixed" decoder, GPU resize), defined with the
+    real DALI under the legacy executor that Triton's DALI backend runs: DALI refuses any GPU -> CPU
+    transition at definition, so defining it proves the graph loads there. Serialized the way damo-export
+    writes it."""
+    import nvidia.dali.fn as fn
+    import nvidia.dali.types as types
+    from nvidia.dali import pipeline_def
+
+    from damo_yolo.serving.dali_preprocess import LEGACY_EXECUTOR, serialize_pipeline
+    assert LEGACY_EXECUTOR == {"exec_dynamic": False}
+
+    # the check is live in this DALI: a graph that reads sizes from the decoded GPU image is refused
+    @pipeline_def(batch_size=2, num_threads=1, device_id=None, **LEGACY_EXECUTOR)
+    def reads_gpu_shape():
+        image = fn.decoders.image(fn.external_source(name="IMAGE", dtype=types.UINT8, ndim=1), device="mixed")
+        size = image.shape(dtype=types.FLOAT)
+        return fn.resize(image, resize_x=size[1] / 2, resize_y=size[0] / 2)
+    with pytest.raises(RuntimeError, match="transition from GPU to CPU"):
+        reads_gpu_shape()
+
+    pipe = build_pipeline(SIZE, mode, 114.0, max_batch_size=8, device="gpu", device_id=None, build=False)
+    assert pipe.exec_dynamic is False
+    path = serialize_pipeline(tmp_path / "model.dali", SIZE, mode, 114.0, max_batch_size=8, device="gpu")
+    serialized = path.read_bytes()
+    assert b"mixed" in serialized and b"PeekImageShape" in serialized  # decoded on the GPU, sized on the CPU
+
+
 def test_bad_options():
     with pytest.raises(ValueError, match="unknown resize mode"):
         build_pipeline(SIZE, "crop", device="cpu")

@@ -83,6 +83,7 @@ def test_gpu_repository_uses_a_tensorrt_plan(tmp_path):
     # preprocessing on the GPU in Triton's DALI backend: encoded files as UINT8 [-1], batched raggedly
     pre = parse_config((repo / "damo_yolo_preprocess" / "config.pbtxt").read_text())
     assert pre.backend == "dali" and pre.instance_group[0].kind == pb.ModelInstanceGroup.KIND_GPU
+    assert pre.instance_group[0].count == 1  # the DALI backend's advice: one instance, DALI threads within it
     assert [(i.name, i.data_type, list(i.dims), i.allow_ragged_batch) for i in pre.input] == [
         ("IMAGE", pb.TYPE_UINT8, [-1], True)]
     assert [(i.name, i.data_type, list(i.dims)) for i in ens.input][0] == ("IMAGE", pb.TYPE_UINT8, [-1])
