@@ -26,18 +26,19 @@ TORCH = ["torch==2.13.0"]  # the CPU build; other versions pull a multi-GB CUDA 
 EXTRAS = {
     "train": TORCH + ["mmengine-lite==0.10.7", "matplotlib==3.11.2", "pycocotools==2.0.11",
               "tensorboard==2.20.0"],  # newest release that accepts protobuf<5 (tritonclient caps it)
-    "export": TORCH + ["onnx==1.22.0", "onnxruntime==1.32.0", "onnxslim==0.1.98"],
+    # onnx-graphsurgeon: NVIDIA's graph editor appends EfficientNMS_TRT to the (FP32 or Q/DQ INT8) detector graph
+    "export": TORCH + ["onnx==1.22.0", "onnxruntime==1.32.0", "onnxslim==0.1.98", "onnx-graphsurgeon==0.6.1"],
     "server": ["nvidia-pytriton==0.7.0", "onnxruntime==1.32.0"],
     # cuda-python: the GPU detection runs for real in the tests (and says there is no GPU)
     # kubernetes-validate: deploy/'s manifests against the API schemas offline; promql-parser: its PromQL;
-    # prometheus-client: reading the server's /metrics
+    # prometheus-client: reading the server's /metrics; polygraphy: NVIDIA's model inspector reads the end2end graphs
     "test": ["pytest==9.2.0", "cuda-python==12.8.0", "kubernetes-validate==1.37.0", "promql-parser==0.11.0",
-             "prometheus-client==0.26.0", "pyyaml>=6.0.3,<7"],
+             "prometheus-client==0.26.0", "pyyaml>=6.0.3,<7", "polygraphy==0.53.6"],
     # NVIDIA DALI: the GPU target's preprocessing; its CPU operators run (and are tested) anywhere
     "dali": ["nvidia-dali-cuda120==2.4.0"],
     # GPU hosts: exactly the TensorRT and DALI of the serving container (damo_yolo/serving/platform.py:
     # nvcr.io/nvidia/tritonserver:25.01-py3); both download from NVIDIA's index (pip --extra-index-url
-    # https://pypi.nvidia.com). cuda-python finds the GPU and holds INT8 calibration batches.
+    # https://pypi.nvidia.com). cuda-python finds the GPU.
     "gpu": ["tensorrt-cu12==10.8.0.43", "nvidia-dali-cuda120==1.45.0", "cuda-python==12.8.0"],
 }
 EXTRAS["all"] = sorted({req for key in ("train", "export", "server", "dali", "test") for req in EXTRAS[key]})

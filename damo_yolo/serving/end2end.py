@@ -1,4 +1,5 @@
-"""The end2end graph for TensorRT: the fused detector followed by TensorRT's ``EfficientNMS_TRT`` plugin.
+"""The end2end graph for TensorRT: the fused detector (FP32, or Q/DQ INT8) followed by TensorRT's
+``EfficientNMS_TRT`` plugin.
 
 Outputs ``num_dets`` int32 [B, 1], ``det_boxes`` float32 [B, K, 4] (x1, y1, x2, y2 in input pixels),
 ``det_scores`` float32 [B, K], ``det_classes`` int32 [B, K] (0-based), K = ``max_detections``.
@@ -13,13 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
-import torch
-from torch import nn
-
 from .. import contract as C
 from ..contract import MAX_DETECTIONS
 from ..models import DAMOYOLO
-from .onnx_export import DEFAULT_OPSET, INPUT_NAME, deploy_copy
+from .onnx_export import DEFAULT_OPSET, export_onnx
 
 END2END_OUTPUTS = tuple(t.name for t in C.END2END_OUTPUTS)  # num_dets, det_boxes, det_scores, det_classes
 PLUGIN_DOMAIN = "TRT"
@@ -41,60 +39,48 @@ class NMSSettings:
             raise ValueError(f"max_detections must be in 1..4096, got {self.max_detections}")
 
 
-class _EfficientNMS(torch.autograd.Function):
-    """Stands for the TensorRT plugin while tracing: the forward only produces outputs of the right
-    shapes and types; ``symbolic`` writes the plugin node."""
-
-    @staticmethod
-    def forward(ctx, boxes, scores, score_threshold: float, iou_threshold: float, max_detections: int):
-        batch = boxes.shape[0]
-        return (torch.zeros(batch, 1, dtype=torch.int32),
-                torch.zeros(batch, max_detections, 4, dtype=boxes.dtype),
-                torch.zeros(batch, max_detections, dtype=scores.dtype),
-                torch.zeros(batch, max_detections, dtype=torch.int32))
-
-    @staticmethod
-    def symbolic(g, boxes, scores, score_threshold: float, iou_threshold: float, max_detections: int):
-        outputs = g.op(f"{PLUGIN_DOMAIN}::{PLUGIN_OP}", boxes, scores, outputs=4,
-                       background_class_i=-1, box_coding_i=0, class_agnostic_i=0,
-                       iou_threshold_f=float(iou_threshold), max_output_boxes_i=int(max_detections),
-                       plugin_version_s="1", score_activation_i=0, score_threshold_f=float(score_threshold))
-        k = int(max_detections)
-        # declare the plugin's output types and shapes (batch stays dynamic) so the graph carries them
-        for value, sizes, dtype in zip(outputs, ([None, 1], [None, k, 4], [None, k], [None, k]),
-                                       (torch.int32, torch.float32, torch.float32, torch.int32)):
-            value.setType(boxes.type().with_dtype(dtype).with_sizes(sizes))
-        return outputs
+def efficient_nms_attributes(nms: NMSSettings) -> dict:
+    """The plugin's attributes (TensorRT's plugin/efficientNMSPlugin/README.md), typed as its creator reads them."""
+    return {"background_class": -1, "box_coding": 0, "class_agnostic": 0, "iou_threshold": float(nms.iou_threshold),
+            "max_output_boxes": int(nms.max_detections), "plugin_version": "1", "score_activation": 0,
+            "score_threshold": float(nms.score_threshold)}
 
 
-class End2End(nn.Module):
-    def __init__(self, model: DAMOYOLO, nms: NMSSettings):
-        super().__init__()
-        self.model, self.nms = model, nms
-
-    def forward(self, images: torch.Tensor):
-        scores, boxes = self.model(images)
-        return _EfficientNMS.apply(boxes, scores, self.nms.score_threshold, self.nms.iou_threshold,
-                                   self.nms.max_detections)
+def append_nms(detector_onnx: Union[str, Path], path: Union[str, Path], nms: NMSSettings = NMSSettings()) -> Path:
+    """The end2end graph: the detector graph at ``detector_onnx`` (FP32 or Q/DQ INT8) with its ``scores``
+    [B, N, C] and ``boxes`` [B, N, 4] fed to one EfficientNMS_TRT node (with onnx-graphsurgeon, NVIDIA's graph
+    editor), whose four outputs become the graph's. Checked with the ONNX checker."""
+    import numpy as np
+    import onnx
+    import onnx_graphsurgeon as gs
+    graph = gs.import_onnx(onnx.load(str(detector_onnx)))
+    produced = {t.name: t for t in graph.outputs}
+    if set(produced) != {C.MODEL_SCORES.name, C.MODEL_BOXES.name}:
+        raise ValueError(f"{detector_onnx} is not the detector graph: outputs {sorted(produced)}")
+    batch, k = "batch", int(nms.max_detections)
+    outputs = [gs.Variable(name, dtype=dtype, shape=shape) for name, dtype, shape in zip(
+        END2END_OUTPUTS, (np.int32, np.float32, np.float32, np.int32), ([batch, 1], [batch, k, 4], [batch, k],
+                                                                        [batch, k]))]
+    graph.nodes.append(gs.Node(op=PLUGIN_OP, name="efficient_nms", domain=PLUGIN_DOMAIN,
+                               attrs=efficient_nms_attributes(nms),
+                               inputs=[produced[C.MODEL_BOXES.name], produced[C.MODEL_SCORES.name]],
+                               outputs=outputs))
+    graph.outputs = outputs
+    graph.cleanup().toposort()
+    model = gs.export_onnx(graph)
+    model.opset_import.append(onnx.helper.make_opsetid(PLUGIN_DOMAIN, 1))
+    model.producer_name = "damo-yolo"
+    onnx.checker.check_model(model)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
 
 
 def export_end2end_onnx(model: DAMOYOLO, path: Union[str, Path], nms: NMSSettings = NMSSettings(),
                         input_size=None, opset: int = DEFAULT_OPSET) -> Path:
-    """Write the end2end ONNX graph (dynamic batch) and check it with the ONNX checker."""
-    import onnx
-    height, width = input_size or model.cfg.input_size
-    if height % 32 or width % 32:
-        raise ValueError(f"input size {height}x{width} must be a multiple of 32 on both sides")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    net = End2End(deploy_copy(model), nms).eval()
-    axes = {INPUT_NAME: {0: "batch"}, **{name: {0: "batch"} for name in END2END_OUTPUTS}}
-    with torch.no_grad():
-        torch.onnx.export(net, torch.zeros(1, 3, height, width), str(path), input_names=[INPUT_NAME],
-                          output_names=list(END2END_OUTPUTS), dynamic_axes=axes, opset_version=opset,
-                          custom_opsets={PLUGIN_DOMAIN: 1}, do_constant_folding=True, dynamo=False)
-    graph = onnx.load(str(path))
-    graph.producer_name = "damo-yolo"
-    onnx.checker.check_model(graph)
-    onnx.save(graph, str(path))
-    return path
+    """Write the end2end ONNX graph (dynamic batch) of ``model``: its detector graph with the NMS appended."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        detector = export_onnx(model, Path(tmp) / "detector.onnx", input_size=input_size, opset=opset)
+        return append_nms(detector, path, nms)

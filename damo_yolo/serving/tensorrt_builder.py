@@ -1,9 +1,10 @@
 """TensorRT plans from the exported ONNX graphs, through the ``tensorrt`` Python API (GPU hosts only).
 
 Written against TensorRT 10.8 (``platform.TENSORRT``, the serving container's): networks are explicit-batch
-by construction (no creation flag), FP16 through ``BuilderFlag.FP16``, INT8 through the entropy
-calibrator that release still has (over a folder of images, with a calibration cache), one optimisation
-profile over the batch range, a workspace limit and a timing cache reused across builds. The GPU is found
+by construction (no creation flag), FP16 through ``BuilderFlag.FP16``, INT8 by explicit quantization only: the
+ONNX carries Q/DQ nodes (damo_yolo.serving.quantize, calibrated on the CPU) and the builder is told INT8 and
+FP16 may be used — no implicit calibrator (deprecated in 10.1, gone in 11). One optimisation profile over
+the batch range, a workspace limit and a timing cache reused across builds. The GPU is found
 through CUDA (cuda-python), never through torch. Without TensorRT, with another TensorRT version or without
 a GPU, :func:`build_engine` stops with a one-line :class:`TensorRTUnavailable`; the option handling and the
 calibration data are plain Python and run anywhere.
@@ -12,16 +13,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Union
+from typing import Optional, Union
 
-import numpy as np
 
 from ..fileio import atomic_write_bytes
 from . import platform
 from .onnx_export import INPUT_NAME
 
 PRECISIONS = ("fp32", "fp16", "int8")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 class TensorRTUnavailable(RuntimeError):
@@ -90,11 +89,6 @@ class BuildOptions:
     max_batch: int = 8
     workspace_gib: float = 2.0
     timing_cache: Optional[Path] = None  # read if present, written after the build
-    calibration_images: Optional[Path] = None  # int8: a folder of images like those served
-    calibration_cache: Optional[Path] = None  # int8: reused when present (then images are optional)
-    calibration_batches: int = 64
-    calibration_batch_size: int = 8
-    resize: str = "stretch"  # preprocessing of the calibration images, as at serving time
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -107,14 +101,6 @@ class BuildOptions:
                              f"{self.min_batch}/{self.opt_batch}/{self.max_batch}")
         if self.workspace_gib <= 0:
             raise ValueError(f"workspace_gib must be positive, got {self.workspace_gib}")
-        if self.precision == "int8":
-            has_cache = self.calibration_cache is not None and Path(self.calibration_cache).is_file()
-            has_images = self.calibration_images is not None and Path(self.calibration_images).is_dir()
-            if not (has_cache or has_images):
-                raise ValueError("int8 needs calibration data: a folder of images (calibration_images) or an "
-                                 "existing calibration cache (calibration_cache)")
-            if self.calibration_batches < 1 or self.calibration_batch_size < 1:
-                raise ValueError("calibration_batches and calibration_batch_size must be at least 1")
 
     @property
     def workspace_bytes(self) -> int:
@@ -123,76 +109,6 @@ class BuildOptions:
     def profile_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
         h, w = self.input_size
         return (self.min_batch, 3, h, w), (self.opt_batch, 3, h, w), (self.max_batch, 3, h, w)
-
-
-class CalibrationData:
-    """Batches of preprocessed images (float32 NCHW, RGB 0–255, the serving preprocessing) for INT8."""
-
-    def __init__(self, folder: Union[str, Path], input_size: tuple[int, int], batch_size: int = 8,
-                 max_batches: int = 64, resize: str = "stretch"):
-        self.files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not self.files:
-            raise ValueError(f"no calibration images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
-        self.input_size, self.batch_size, self.max_batches, self.resize = input_size, batch_size, max_batches, resize
-
-    def __len__(self) -> int:
-        return min(self.max_batches, len(self.files) // self.batch_size)
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        import cv2
-
-        from ..data.preprocess import preprocess
-        batch: list[np.ndarray] = []
-        produced = 0
-        for path in self.files:
-            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if bgr is None:
-                continue  # unreadable files do not stop calibration
-            batch.append(preprocess(bgr, self.input_size, self.resize)[0])
-            if len(batch) == self.batch_size:
-                yield np.ascontiguousarray(np.stack(batch))
-                batch, produced = [], produced + 1
-                if produced >= self.max_batches:
-                    return
-
-
-def _make_calibrator(trt, data: Optional[CalibrationData], cache: Optional[Path], batch_size: int):
-    cudart = _cudart()
-
-    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
-        """Feeds calibration batches from device memory (cudaMalloc'd once, copied into per batch)."""
-
-        def __init__(self):
-            super().__init__()
-            self.batches = iter(data) if data is not None else iter(())
-            self.device_ptr, self.nbytes = None, 0
-
-        def get_batch_size(self) -> int:
-            return batch_size
-
-        def get_batch(self, names):
-            batch = next(self.batches, None)
-            if batch is None:
-                return None
-            if self.device_ptr is None:
-                self.nbytes = batch.nbytes
-                self.device_ptr = _check(cudart, cudart.cudaMalloc(self.nbytes), "cudaMalloc")
-            _check(cudart, cudart.cudaMemcpy(self.device_ptr, batch.ctypes.data, batch.nbytes,
-                                             cudart.cudaMemcpyKind.cudaMemcpyHostToDevice), "cudaMemcpy")
-            return [int(self.device_ptr)]
-
-        def read_calibration_cache(self):
-            return Path(cache).read_bytes() if cache is not None and Path(cache).is_file() else None
-
-        def write_calibration_cache(self, blob) -> None:
-            if cache is not None:
-                atomic_write_bytes(cache, bytes(blob))
-
-        def __del__(self):
-            if self.device_ptr is not None:
-                cudart.cudaFree(self.device_ptr)
-
-    return EntropyCalibrator()
 
 
 def import_tensorrt():
@@ -212,7 +128,12 @@ def import_tensorrt():
 
 
 def build_engine(onnx_path: Union[str, Path], plan_path: Union[str, Path], options: BuildOptions) -> Path:
-    """Parse ``onnx_path``, build a serialized engine with ``options`` and write it to ``plan_path``."""
+    """Parse ``onnx_path``, build a serialized engine with ``options`` and write it to ``plan_path``. An INT8
+    plan is built from a Q/DQ ONNX (``damo_yolo.serving.quantize.quantize_onnx``)."""
+    from .quantize import is_quantized
+    if (options.precision == "int8") != is_quantized(onnx_path):
+        raise ValueError(f"{onnx_path}: an INT8 plan is built from a Q/DQ ONNX (damo_yolo.serving.quantize), and "
+                         f"only an INT8 plan from one; precision {options.precision!r} was asked")
     trt = import_tensorrt()
     gpu_info()  # a GPU the serving container supports, before any TensorRT work
     logger = trt.Logger(trt.Logger.WARNING)
@@ -230,17 +151,8 @@ def build_engine(onnx_path: Union[str, Path], plan_path: Union[str, Path], optio
     config.add_optimization_profile(profile)
     if options.precision in ("fp16", "int8"):  # every GPU of compute capability >= 7.5 has fast FP16
         config.set_flag(trt.BuilderFlag.FP16)
-    if options.precision == "int8":
+    if options.precision == "int8":  # Q/DQ scales come from the graph; unquantized layers may run in FP16
         config.set_flag(trt.BuilderFlag.INT8)
-        data = (CalibrationData(options.calibration_images, options.input_size, options.calibration_batch_size,
-                                options.calibration_batches, options.resize)
-                if options.calibration_images else None)
-        config.int8_calibrator = _make_calibrator(trt, data, options.calibration_cache,
-                                                  options.calibration_batch_size)
-        calib_shape = (options.calibration_batch_size, 3, *options.input_size)
-        calib_profile = builder.create_optimization_profile()
-        calib_profile.set_shape(INPUT_NAME, calib_shape, calib_shape, calib_shape)
-        config.set_calibration_profile(calib_profile)
     cache = None
     if options.timing_cache is not None:
         blob = Path(options.timing_cache).read_bytes() if Path(options.timing_cache).is_file() else b""

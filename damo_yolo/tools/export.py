@@ -5,6 +5,8 @@
     damo-export best.pth --target gpu --precision fp16 --out triton_models   # on a GPU host (DALI preprocess)
     damo-export best.pth --preprocess dali --out triton_models               # CPU target, DALI CPU decoding
     damo-export best.pth --thresholds evaluation --out eval_models           # serve the checkpoint's mAP thresholds
+    damo-export best.pth --precision int8 --calibration-images data/synthetic/train --out triton_models
+                                              # INT8 (Q/DQ ONNX): onnxruntime on the CPU, the plan's source on a GPU
 
 The project's checkpoints carry their variant, classes, input size and resize policy; official ones get
 their variant's reference settings (the variant is recognised from the weights; ``--variant`` names it
@@ -29,6 +31,23 @@ def _sha256(path: Path) -> str:
 
 
 THRESHOLD_SETS = ("serving", "evaluation")
+PRECISIONS = {"cpu": ("fp32", "int8"), "gpu": ("fp32", "fp16", "int8")}
+DEFAULT_PRECISION = {"cpu": "fp32", "gpu": "fp16"}
+
+
+def check_precision(target: str, precision: Optional[str], calibration_images: Optional[Path]) -> str:
+    """The precision to export (the target's default when None); refuses what the target cannot serve."""
+    precision = precision or DEFAULT_PRECISION.get(target, "fp32")
+    if precision not in PRECISIONS.get(target, ()):
+        raise ValueError(f"--precision {precision} is not served by the {target} target: choose "
+                         f"{' or '.join(PRECISIONS.get(target, ()))}")
+    if precision == "int8":
+        if calibration_images is None:
+            raise ValueError("--precision int8 needs --calibration-images DIR: a folder of images like those served "
+                             "(its Q/DQ scales are calibrated on them)")
+        if not Path(calibration_images).is_dir():
+            raise ValueError(f"--calibration-images {calibration_images} is not a folder")
+    return precision
 
 
 class RepositoryExists(ValueError):
@@ -49,17 +68,20 @@ def check_out(out: Path, name: str, force: bool = False) -> None:
 def export_repository(checkpoint: Path, out: Path, variant: Optional[str] = None, target: str = "cpu",
                       name: str = "damo_yolo", score_threshold: Optional[float] = None,
                       iou_threshold: Optional[float] = None, max_detections: Optional[int] = None,
-                      max_batch_size: int = 8, instances: Optional[int] = None, precision: str = "fp16",
+                      max_batch_size: int = 8, instances: Optional[int] = None, precision: Optional[str] = None,
                       trusted: bool = False, preprocess: Optional[str] = None, dynamic_batching: bool = True,
                       max_queue_delay_us: Optional[int] = None, force: bool = False,
-                      thresholds: str = "serving") -> Path:
+                      thresholds: str = "serving", calibration_images: Optional[Path] = None) -> Path:
     """Export ``checkpoint`` into the model repository ``out`` (refuses to replace its models unless ``force``).
 
     ``thresholds``: the defaults served when a request sets none — "serving" (score > 0.5, 100 boxes:
     damo_yolo.contract's SERVING_*) or "evaluation" (the checkpoint's own, e.g. 0.03 and 500 boxes, for mAP);
-    ``score_threshold`` / ``max_detections`` override either. The IoU is the checkpoint's unless given."""
+    ``score_threshold`` / ``max_detections`` override either. The IoU is the checkpoint's unless given.
+    ``precision``: cpu fp32 (default) or int8; gpu fp16 (default), fp32 or int8. INT8 is one Q/DQ ONNX
+    calibrated on ``calibration_images``, served by onnxruntime (cpu) or built into the plan (gpu)."""
     if thresholds not in THRESHOLD_SETS:
         raise ValueError(f"unknown thresholds {thresholds!r}; choose {' or '.join(THRESHOLD_SETS)}")
+    precision = check_precision(target, precision, calibration_images)
     check_out(Path(out), name, force)
     import onnx
     import onnxruntime
@@ -87,21 +109,26 @@ def export_repository(checkpoint: Path, out: Path, variant: Optional[str] = None
         **({} if max_queue_delay_us is None else {"max_queue_delay_us": max_queue_delay_us}),
         **({} if instances is None else {"cpu_instances" if target == "cpu" else "detector_instances": instances}),
         extra={"checkpoint": str(checkpoint), "checkpoint_sha256": _sha256(Path(checkpoint)),
-               "variant": meta.variant, "precision": "fp32" if target == "cpu" else precision,
+               "variant": meta.variant, "precision": precision,
                "versions": {"damo_yolo": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
                             "onnxruntime": onnxruntime.__version__},
                "train_metrics": meta.metrics})
     num_priors = sum((h // s) * (w // s) for s in model.cfg.strides)
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = export_onnx(model, Path(tmp) / "model.onnx", input_size=(h, w))
+        if precision == "int8":
+            from damo_yolo.serving.quantize import quantize_onnx, quantization_record
+            onnx_path = quantize_onnx(onnx_path, Path(tmp) / "int8" / "model.onnx", calibration_images, (h, w),
+                                      spec.resize, spec.pad_value)
+            spec.extra["quantization"] = quantization_record(calibration_images)
         plan_path = None
         if target == "gpu":  # the plan holds the NMS: the end2end graph with EfficientNMS_TRT
             from damo_yolo.serving import platform
-            from damo_yolo.serving.end2end import NMSSettings, export_end2end_onnx
+            from damo_yolo.serving.end2end import NMSSettings, append_nms
             from damo_yolo.serving.tensorrt_builder import BuildOptions, build_engine, gpu_info, import_tensorrt
             trt, gpu = import_tensorrt(), gpu_info()
             nms = NMSSettings(spec.nms_score_threshold, spec.iou_threshold, spec.max_detections)
-            end2end = export_end2end_onnx(model, Path(tmp) / "end2end.onnx", nms, input_size=(h, w))
+            end2end = append_nms(onnx_path, Path(tmp) / "end2end.onnx", nms)  # FP32 or Q/DQ detector + NMS
             plan_path = build_engine(end2end, Path(tmp) / "model.plan",
                                      BuildOptions(input_size=(h, w), precision=precision, max_batch=max_batch_size,
                                                   opt_batch=min(4, max_batch_size)))
@@ -138,7 +165,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--instances", type=int,
                         help="CPU: instances of the model, each decoding, detecting (on every core) and "
                              "post-processing (default 2); GPU: plan instances (default 1)")
-    parser.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp16", help="GPU target only")
+    parser.add_argument("--precision", choices=["fp32", "fp16", "int8"],
+                        help="cpu: fp32 (default) or int8; gpu: fp16 (default), fp32 or int8. int8 is a Q/DQ ONNX "
+                             "calibrated on --calibration-images")
+    parser.add_argument("--calibration-images", type=Path,
+                        help="int8: a folder of images like those served (the first 128, sorted by name)")
     parser.add_argument("--preprocess", choices=["opencv", "dali"],
                         help="decode + resize with OpenCV or NVIDIA DALI (default: dali on gpu, opencv on cpu)")
     parser.add_argument("--no-dynamic-batching", action="store_true", help="one request per model execution")
@@ -154,7 +185,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                                 args.score_threshold, args.iou_threshold, args.max_detections,
                                 args.max_batch_size, args.instances, args.precision, args.trusted,
                                 args.preprocess, not args.no_dynamic_batching, args.max_queue_delay_us, args.force,
-                                args.thresholds)
+                                args.thresholds, args.calibration_images)
     except (CheckpointError, TensorRTUnavailable, ValueError) as exc:
         print(f"damo-export: {exc}", file=sys.stderr)
         if args.verbose and getattr(exc, "details", ""):

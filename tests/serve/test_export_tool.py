@@ -53,3 +53,14 @@ def test_checkpoint_paths_that_are_not_files(tmp_path):
     run = _export(tmp_path / "nothing.pth", "--out", tmp_path / "repo")
     assert run.returncode == 1 and "checkpoint not found" in run.stderr
     assert not (tmp_path / "repo").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--precision", "fp16"], "--precision fp16 is not served by the cpu target: choose fp32 or int8"),
+    (["--precision", "int8"], "--precision int8 needs --calibration-images DIR"),
+    (["--precision", "int8", "--calibration-images", "nowhere"], "--calibration-images nowhere is not a folder"),
+])
+def test_precisions_the_target_cannot_serve_are_refused(tmp_path, small_checkpoint, args, message):
+    run = _export(small_checkpoint, "--out", tmp_path / "repo", *args)
+    assert run.returncode == 1 and message in run.stderr and "Traceback" not in run.stderr, run.stderr[-2000:]
+    assert not (tmp_path / "repo").exists()

@@ -3,9 +3,9 @@
 TensorRT cannot be imported without a GPU, but its bindings wheel (tensorrt-cu12-bindings, a plain wheel
 from PyPI) holds the pybind11 module, which keeps every Python-visible class, method, property and enum
 member name as a string. The names the builder reaches through ``trt`` (and through the objects TensorRT
-hands back, and the calibrator methods it overrides) are read from its source and looked up there. A
-TensorRT bump that drops an API the builder calls fails here; the same check against TensorRT 11.4
-shows that it would.
+hands back, and the methods of any TensorRT class it derives from) are read from its source and looked up
+there. A TensorRT bump that drops an API the builder calls fails here; the same check against TensorRT 11.4
+shows that it would. INT8 comes from Q/DQ graphs: none of the implicit-calibration API is used.
 """
 from __future__ import annotations
 
@@ -65,9 +65,17 @@ def tensorrt_names_used(source: str) -> set[str]:
 def _builder_usage() -> set[str]:
     used = tensorrt_names_used(Path(tensorrt_builder.__file__).read_text())
     # the check reads what it should: the core of the build is among the names found
-    assert {"Builder", "create_network", "OnnxParser", "build_serialized_network", "set_flag", "FP16",
-            "IInt8EntropyCalibrator2", "get_batch", "set_memory_pool_limit"} <= used, used
+    assert {"Builder", "create_network", "OnnxParser", "build_serialized_network", "set_flag", "FP16", "INT8",
+            "set_memory_pool_limit", "create_optimization_profile"} <= used, used
     return used
+
+
+IMPLICIT_CALIBRATION = {"IInt8EntropyCalibrator2", "IInt8Calibrator", "IInt8MinMaxCalibrator", "int8_calibrator",
+                        "set_calibration_profile", "get_batch", "read_calibration_cache"}
+
+
+def test_int8_uses_no_implicit_calibration_api():
+    assert not _builder_usage() & IMPLICIT_CALIBRATION
 
 
 def test_every_tensorrt_name_the_builder_uses_exists_in_the_pinned_version():
@@ -76,9 +84,12 @@ def test_every_tensorrt_name_the_builder_uses_exists_in_the_pinned_version():
 
 
 def test_the_check_catches_an_api_the_pinned_version_lacks():
-    """TensorRT 11.4 dropped the INT8 calibrator API: the check names it."""
-    missing = _builder_usage() - bindings_names("11.4.0.106")
-    assert {"IInt8EntropyCalibrator2", "int8_calibrator", "set_calibration_profile"} <= missing, sorted(missing)
+    """TensorRT 11.4 dropped the implicit INT8 calibration this builder used before: the check names it."""
+    implicit = ("def build(trt, calibrator, profile):\n    config = trt.Builder(1).create_builder_config()\n"
+                "    config.int8_calibrator = calibrator\n    config.set_calibration_profile(profile)\n")
+    missing = tensorrt_names_used(implicit) - bindings_names("11.4.0.106")
+    assert missing == {"int8_calibrator", "set_calibration_profile"}, sorted(missing)
+    assert not tensorrt_names_used(implicit) - bindings_names(platform.TENSORRT)
 
 
 def test_usage_reader_follows_values_and_overrides():

@@ -1,4 +1,4 @@
-"""TensorRT builder: option checks and calibration data, the one-line errors of a host that cannot build
+"""TensorRT builder: option checks, INT8 only from a Q/DQ graph, the one-line errors of a host that cannot build
 (the real cuda-python says there is no GPU here), and the builder's calls in order through a stand-in for
 TensorRT. That these calls exist in the pinned TensorRT is checked against its real bindings in
 test_tensorrt_api.py; the build itself needs a GPU."""
@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from damo_yolo.serving.tensorrt_builder import BuildOptions, CalibrationData, TensorRTUnavailable, build_engine
+from damo_yolo.serving.tensorrt_builder import BuildOptions, TensorRTUnavailable, build_engine
 
 
 def test_defaults_and_profile_shapes():
@@ -24,33 +24,10 @@ def test_defaults_and_profile_shapes():
     (dict(min_batch=4, opt_batch=2), "1 <= min <= opt <= max"),
     (dict(max_batch=0, min_batch=0, opt_batch=0), "1 <= min <= opt <= max"),
     (dict(workspace_gib=0), "workspace_gib must be positive"),
-    (dict(precision="int8"), "int8 needs calibration data"),
 ])
 def test_bad_options_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
         BuildOptions(**{"input_size": (416, 416), **kwargs})
-
-
-def test_int8_accepts_images_or_an_existing_cache(tmp_path, sample_images):
-    BuildOptions(input_size=(416, 416), precision="int8", calibration_images=sample_images[0].parent)
-    cache = tmp_path / "calib.cache"
-    cache.write_bytes(b"cache")
-    BuildOptions(input_size=(416, 416), precision="int8", calibration_cache=cache)
-
-
-def test_calibration_batches_use_the_serving_preprocessing(tmp_path, sample_images):
-    for image in sample_images:
-        shutil.copy(image, tmp_path / image.name)
-    (tmp_path / "broken.jpg").write_bytes(b"not an image")
-    data = CalibrationData(tmp_path, (320, 416), batch_size=3, max_batches=2)
-    batches = list(data)
-    assert len(batches) == len(data) == 2
-    assert all(b.shape == (3, 3, 320, 416) and b.dtype == np.float32 for b in batches)
-    assert 0 <= batches[0].min() and batches[0].max() <= 255 and batches[0].max() > 1  # 0–255, not 0–1
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    with pytest.raises(ValueError, match="no calibration images"):
-        CalibrationData(empty, (320, 416))
 
 
 def test_build_without_a_gpu_says_what_is_missing(tmp_path):
@@ -106,10 +83,6 @@ class _FakeTensorRT:
     class BuilderFlag:
         FP16, INT8 = "fp16", "int8"
 
-    class IInt8EntropyCalibrator2:
-        def __init__(self):
-            pass
-
     def __init__(self):
         self.calls = []
 
@@ -135,7 +108,7 @@ class _FakeTensorRT:
 
         class Config:
             def __init__(self):
-                self.flags, self.profiles, self.int8_calibrator = set(), [], None
+                self.flags, self.profiles = set(), []
 
             def set_memory_pool_limit(self, pool, size):
                 fake.calls.append(("workspace", pool, size))
@@ -145,9 +118,6 @@ class _FakeTensorRT:
 
             def set_flag(self, flag):
                 self.flags.add(flag)
-
-            def set_calibration_profile(self, profile):
-                fake.calls.append(("calibration_profile", profile.shapes))
 
             def create_timing_cache(self, blob):
                 return Cache(blob)
@@ -177,49 +147,41 @@ class _FakeTensorRT:
             num_errors = 0
 
             def parse(self, data):
-                return data.startswith(b"onnx")
+                return data != b"garbage"
 
         return Parser()
 
 
-class _HostMemoryCUDA:
-    """Stands for the CUDA runtime in the calibration test: "device" buffers are host buffers."""
-
-    class cudaMemcpyKind:  # noqa: N801 (the CUDA API's name)
-        cudaMemcpyHostToDevice = 1
-
-    def __init__(self):
-        self.buffers = {}
-
-    def cudaMalloc(self, size):  # noqa: N802
-        buf = np.zeros(size, np.uint8)
-        self.buffers[buf.ctypes.data] = buf
-        return 0, buf.ctypes.data
-
-    def cudaMemcpy(self, dst, src, size, kind):  # noqa: N802
-        import ctypes
-        ctypes.memmove(dst, src, size)
-        return (0,)
-
-    def cudaFree(self, ptr):  # noqa: N802
-        self.buffers.pop(ptr, None)
-        return (0,)
+def _tiny_onnx(path, quantized: bool):
+    """A one-Conv ONNX graph, with Q/DQ on its input and weight when ``quantized`` (explicit quantization)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    w = numpy_helper.from_array(np.ones((4, 3, 1, 1), np.float32), "w")
+    nodes, inits, conv_in, conv_w = [], [w], "images", "w"
+    if quantized:
+        inits += [numpy_helper.from_array(np.array(0.1, np.float32), "s"),
+                  numpy_helper.from_array(np.array(0, np.int8), "z")]
+        nodes += [helper.make_node("QuantizeLinear", ["images", "s", "z"], ["q"]),
+                  helper.make_node("DequantizeLinear", ["q", "s", "z"], ["dq"])]
+        conv_in = "dq"
+    nodes.append(helper.make_node("Conv", [conv_in, conv_w], ["out"]))
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4, 8, 8])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
 
 
 @pytest.fixture()
 def fake_trt(monkeypatch):
     from damo_yolo.serving import tensorrt_builder
     fake = _FakeTensorRT()
-    fake.cuda = _HostMemoryCUDA()
     monkeypatch.setattr(tensorrt_builder, "import_tensorrt", lambda: fake)
     monkeypatch.setattr(tensorrt_builder, "gpu_info", lambda device=0: tensorrt_builder.GPUInfo("stand-in", (8, 9)))
-    monkeypatch.setattr(tensorrt_builder, "_cudart", lambda: fake.cuda)
     return fake
 
 
 def test_options_reach_the_builder(tmp_path, fake_trt):
-    onnx_path = tmp_path / "m.onnx"
-    onnx_path.write_bytes(b"onnx graph")
+    onnx_path = _tiny_onnx(tmp_path / "m.onnx", quantized=False)
     timing = tmp_path / "timing.cache"
     timing.write_bytes(b"old")
     opts = BuildOptions(input_size=(320, 416), precision="fp16", min_batch=1, opt_batch=2, max_batch=16,
@@ -232,23 +194,18 @@ def test_options_reach_the_builder(tmp_path, fake_trt):
     assert fake_trt.config.profiles[0].shapes["images"] == ((1, 3, 320, 416), (2, 3, 320, 416), (16, 3, 320, 416))
 
 
-def test_int8_calibrates_on_images_and_writes_the_cache(tmp_path, fake_trt, sample_images):
-    onnx_path = tmp_path / "m.onnx"
-    onnx_path.write_bytes(b"onnx graph")
-    opts = BuildOptions(input_size=(128, 160), precision="int8", calibration_images=sample_images[0].parent,
-                        calibration_cache=tmp_path / "calib.cache", calibration_batch_size=2, calibration_batches=2)
-    build_engine(onnx_path, tmp_path / "model.plan", opts)
-    assert fake_trt.config.flags == {"fp16", "int8"}
-    calibrator = fake_trt.config.int8_calibrator
-    assert calibrator.get_batch_size() == 2 and calibrator.read_calibration_cache() is None
-    want = list(CalibrationData(sample_images[0].parent, (128, 160), batch_size=2, max_batches=2))
-    for batch in want:  # each batch lands in the one device buffer, as float32 NCHW
-        (ptr,) = calibrator.get_batch(["images"])
-        np.testing.assert_array_equal(fake_trt.cuda.buffers[ptr].view(np.float32).reshape(batch.shape), batch)
-    assert calibrator.get_batch(["images"]) is None
-    calibrator.write_calibration_cache(b"scales")
-    assert (tmp_path / "calib.cache").read_bytes() == b"scales" and calibrator.read_calibration_cache() == b"scales"
-    assert ("calibration_profile", {"images": ((2, 3, 128, 160),) * 3}) in fake_trt.calls
+def test_int8_builds_from_the_q_dq_graph_with_no_calibrator(tmp_path, fake_trt):
+    """Explicit quantization: the scales are in the graph; the builder sets INT8 (and FP16 for the rest)."""
+    build_engine(_tiny_onnx(tmp_path / "q.onnx", quantized=True), tmp_path / "model.plan",
+                 BuildOptions(input_size=(128, 160), precision="int8"))
+    assert fake_trt.config.flags == {"fp16", "int8"} and not hasattr(fake_trt.config, "int8_calibrator")
+
+
+@pytest.mark.parametrize("quantized,precision", [(False, "int8"), (True, "fp16"), (True, "fp32")])
+def test_precision_must_match_the_graph(tmp_path, fake_trt, quantized, precision):
+    with pytest.raises(ValueError, match="an INT8 plan is built from a Q/DQ ONNX"):
+        build_engine(_tiny_onnx(tmp_path / "m.onnx", quantized), tmp_path / "model.plan",
+                     BuildOptions(input_size=(128, 160), precision=precision))
 
 
 def test_unparsable_onnx_is_reported(tmp_path, fake_trt):
