@@ -20,27 +20,25 @@ pytestmark = pytest.mark.slow
 STAND_INS = Path(__file__).resolve().parents[1] / "stand_ins"
 
 
-@pytest.fixture(scope="module")
-def gpu_layout(trained_synthetic, tmp_path_factory):
-    import tritonclient.http as httpclient
-
+def _write_layout(repo: Path, name: str, model, meta, defect: str = "") -> None:
+    """The GPU target's models of ensemble ``name`` written into ``repo``, the DALI backend and the plan stood in
+    for (``defect``: a deliberately wrong plan, see tests/stand_ins/end2end_plan.py)."""
     from damo_yolo.serving.dali_preprocess import serialize_pipeline
     from damo_yolo.serving.onnx_export import export_onnx
-    from damo_yolo.serving.repository import (RepositorySpec, config_text, parse_config, validate_repository,
+    from damo_yolo.serving.repository import (RepositorySpec, config_text, parse_config, step_names,
                                              write_repository)
-    from damo_yolo.models import load_model
-    model, meta = load_model(trained_synthetic["checkpoint"])
+    from tritonclient.grpc import model_config_pb2 as pb
     h, w = meta.input_size
-    root = tmp_path_factory.mktemp("gpu_layout")
     # served default 0.5 over a plan whose NMS keeps everything above the checkpoint's 0.03 (as damo-export does)
     spec = RepositorySpec(input_size=(h, w), class_names=list(meta.class_names), score_threshold=SERVED_DEFAULT,
                           nms_score_threshold=meta.score_threshold, iou_threshold=meta.iou_threshold,
-                          max_detections=meta.max_detections, target="gpu",
+                          max_detections=meta.max_detections, target="gpu", name=name,
                           # as if its plan had been built with an older TensorRT:
                           extra={"tensorrt": "10.7.0.23", "precision": "fp16",
                                  "gpu": {"name": "NVIDIA L4", "compute_capability": "8.9"}})
     num_priors = sum((h // s) * (w // s) for s in model.cfg.strides)
-    repo = write_repository(spec, root / "triton_models", num_priors)  # no plan, no model.dali: stand-ins
+    write_repository(spec, repo, num_priors)  # no plan, no model.dali: stand-ins
+    names = step_names(name)
 
     def stand_in(model_name: str, source: str, **parameters) -> Path:
         model_dir = repo / model_name
@@ -53,16 +51,29 @@ def gpu_layout(trained_synthetic, tmp_path_factory):
         shutil.copy(STAND_INS / source, model_dir / "1" / "model.py")
         return model_dir / "1"
 
-    pre = parse_config((repo / "damo_yolo_preprocess" / "config.pbtxt").read_text())
-    from tritonclient.grpc import model_config_pb2 as pb
+    pre = parse_config((repo / names["preprocess"] / "config.pbtxt").read_text())
     assert pre.backend == "dali" and pre.input[0].data_type == pb.TYPE_UINT8  # what is stood in for
-    serialize_pipeline(stand_in("damo_yolo_preprocess", "dali_backend.py") / "model.dali", (h, w), meta.resize,
+    serialize_pipeline(stand_in(names["preprocess"], "dali_backend.py") / "model.dali", (h, w), meta.resize,
                        meta.pad_value, spec.max_batch_size, device="cpu")
-    det = parse_config((repo / "damo_yolo_detector" / "config.pbtxt").read_text())
+    det = parse_config((repo / names["detector"] / "config.pbtxt").read_text())
     assert det.platform == "tensorrt_plan" and [o.name for o in det.output][0] == "num_dets"
-    export_onnx(model, stand_in("damo_yolo_detector", "end2end_plan.py", score_threshold=meta.score_threshold,
-                                iou_threshold=meta.iou_threshold, max_detections=meta.max_detections)
-                / "model.onnx", input_size=(h, w))
+    export_onnx(model, stand_in(names["detector"], "end2end_plan.py", score_threshold=meta.score_threshold,
+                                iou_threshold=meta.iou_threshold, max_detections=meta.max_detections,
+                                defect=defect) / "model.onnx", input_size=(h, w))
+
+
+@pytest.fixture(scope="module")
+def gpu_layout(trained_synthetic, tmp_path_factory):
+    """The GPU layout served: ``damo_yolo`` as damo-export writes it, and ``wrong`` with a deliberately wrong plan."""
+    import tritonclient.http as httpclient
+
+    from damo_yolo.models import load_model
+    from damo_yolo.serving.repository import validate_repository
+    model, meta = load_model(trained_synthetic["checkpoint"])
+    root = tmp_path_factory.mktemp("gpu_layout")
+    repo = root / "triton_models"
+    _write_layout(repo, "damo_yolo", model, meta)
+    _write_layout(repo, "wrong", model, meta, defect="bgr")
     validate_repository(repo)
     with running_server(repo, root / "server.log") as server:
         client = httpclient.InferenceServerClient(server.http_url, network_timeout=120.0)
@@ -151,3 +162,53 @@ def test_health_reports_the_plan_and_warns_of_another_tensorrt(gpu_layout):
     assert "target gpu, precision fp16, TensorRT 10.7.0.23 on NVIDIA L4 (compute 8.9)" in result.output
     assert f"warning: the plan was built with TensorRT 10.7.0.23, but the serving container runs TensorRT " \
            f"{platform.TENSORRT}" in result.output
+
+
+@pytest.fixture(scope="module")
+def smoke_inputs(trained_synthetic, tmp_path_factory):
+    """The smoke check's inputs: the checkpoint's FP32 ONNX (what onnxruntime runs as the reference) and images
+    it detects objects in (the synthetic val set it was trained beside)."""
+    from damo_yolo.models import load_model
+    from damo_yolo.serving.onnx_export import export_onnx
+    model, meta = load_model(trained_synthetic["checkpoint"])
+    onnx_path = export_onnx(model, tmp_path_factory.mktemp("smoke") / "model.onnx", input_size=tuple(meta.input_size))
+    datas = [p.read_bytes() for p in sorted((trained_synthetic["data"] / "val").glob("*.jpg"))[:48]]
+    return onnx_path, datas
+
+
+def test_smoke_comparison_passes_on_the_served_plan(gpu_layout, smoke_inputs):
+    """The GPU smoke check (damo_yolo/serving/agreement.py) run here with the stand-in plan: what the
+    repository serves, at its own defaults, agrees with onnxruntime at those defaults."""
+    from damo_yolo.serving import agreement
+    *_, meta, server = gpu_layout
+    onnx_path, datas = smoke_inputs
+    result = agreement.check_served(server.http_url, "damo_yolo", onnx_path, datas, tuple(meta.input_size),
+                                    agreement.FP16, meta.resize, meta.pad_value)
+    print(f"\nsmoke comparison, stand-in plan: {result}")
+    assert result.failures(agreement.FP16) == [] and result.compared >= agreement.FP16.min_compared
+    assert result.found == result.compared and result.served_found == result.served_compared
+
+
+def test_smoke_comparison_fails_on_a_wrong_plan(gpu_layout, smoke_inputs):
+    from damo_yolo.serving import agreement
+    *_, meta, server = gpu_layout
+    onnx_path, datas = smoke_inputs
+    result = agreement.check_served(server.http_url, "wrong", onnx_path, datas, tuple(meta.input_size),
+                                    agreement.FP16, meta.resize, meta.pad_value)
+    print(f"\nsmoke comparison, plan fed BGR: {result}")
+    problems = result.failures(agreement.FP16)
+    assert any("reference detections served" in p for p in problems), problems
+
+
+def test_smoke_comparison_fails_when_nothing_is_compared(gpu_layout, smoke_inputs):
+    """Images on which the checkpoint detects nothing (plain grey): an empty comparison is a failure."""
+    import cv2
+
+    from damo_yolo.serving import agreement
+    *_, meta, server = gpu_layout
+    onnx_path, _ = smoke_inputs
+    grey = [cv2.imencode(".jpg", np.full((240 + 16 * i, 320, 3), 114, np.uint8))[1].tobytes() for i in range(6)]
+    result = agreement.check_served(server.http_url, "damo_yolo", onnx_path, grey, tuple(meta.input_size),
+                                    agreement.FP16, meta.resize, meta.pad_value)
+    assert result.compared == 0
+    assert any(p.startswith("only 0 reference detections were compared") for p in result.failures(agreement.FP16))

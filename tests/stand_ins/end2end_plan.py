@@ -2,7 +2,8 @@
 plan (images → num_dets, det_boxes, det_scores, det_classes) computed by the detector's ONNX graph in
 onnxruntime followed by the reference post-processing (class-aware NMS, top-K) that EfficientNMS_TRT
 performs inside the plan, with the plan's thresholds from the config. It lets the real tritonserver run the
-GPU ensemble's wiring and its map-back step here."""
+GPU ensemble's wiring and its map-back step here. The parameter ``defect: bgr`` makes it a deliberately wrong
+plan (a graph fed its channels in the wrong order), for the tests that show a comparison catches one."""
 import json
 from pathlib import Path
 
@@ -20,6 +21,7 @@ class TritonPythonModel:
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         self.score_threshold, self.iou_threshold = float(params["score_threshold"]), float(params["iou_threshold"])
         self.k = int(params["max_detections"])
+        self.defect = params.get("defect", "")
         path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
         self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
@@ -27,6 +29,8 @@ class TritonPythonModel:
         responses = []
         for request in requests:
             images = pb_utils.get_input_tensor_by_name(request, C.MODEL_INPUT.name).as_numpy()
+            if self.defect == "bgr":
+                images = np.ascontiguousarray(images[:, ::-1])
             scores, boxes = self.session.run([C.MODEL_SCORES.name, C.MODEL_BOXES.name], {C.MODEL_INPUT.name: images})
             count = len(images)
             num = np.zeros((count, 1), np.int32)

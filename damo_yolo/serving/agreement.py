@@ -1,0 +1,145 @@
+"""Does a served model detect what its checkpoint detects? The GPU smoke check's comparison: the detections a
+served repository answers with (its own thresholds and top-K, read from the repository) against onnxruntime
+running the checkpoint's ONNX graph in FP32 with the NumPy post-processing at those same settings.
+
+Both directions count: every reference detection must be served (same class, IoU and score within the
+tolerances), and every served detection must be in the reference, so a plan that misses objects and one that
+invents them both fail. Detections within ``margin`` of the score threshold (or of the K-th score when the
+top-K is full) may fall either side of the cut in lower precision and are not compared. A comparison over too
+few detections fails instead of passing on nothing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+Detections = tuple[np.ndarray, np.ndarray, np.ndarray]  # boxes [n, 4] xyxy in original pixels, scores, classes
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    min_iou: float = 0.9
+    score_tol: float = 0.03
+    min_found: float = 0.95  # share of compared detections that must match, in each direction
+    min_compared: int = 50  # fewer compared reference detections is a failure, not a pass
+    margin: float = 0.05  # around the score threshold and the K-th score
+
+
+FP16 = Tolerance()
+INT8 = Tolerance(min_iou=0.8, score_tol=0.1, min_found=0.9)  # INT8 plan against the same Q/DQ graph on the CPU
+
+
+@dataclass(frozen=True)
+class ServedSettings:
+    score_threshold: float
+    iou_threshold: float
+    max_detections: int
+
+    @classmethod
+    def from_export_info(cls, info: dict) -> "ServedSettings":
+        """The served defaults a repository states about itself (its ensemble's ``export`` parameter)."""
+        missing = [k for k in ("score_threshold", "iou_threshold", "max_detections") if k not in info]
+        if missing:
+            raise ValueError(f"the served model does not state its {', '.join(missing)} (export parameter): "
+                             f"re-export it with damo-export")
+        return cls(float(info["score_threshold"]), float(info["iou_threshold"]), int(info["max_detections"]))
+
+
+@dataclass(frozen=True)
+class Agreement:
+    compared: int  # reference detections away from the cut
+    found: int  # of those, served
+    served_compared: int  # served detections away from the cut
+    served_found: int  # of those, in the reference
+
+    def failures(self, tol: Tolerance) -> list[str]:
+        problems = []
+        if self.compared < tol.min_compared:
+            problems.append(f"only {self.compared} reference detections were compared (at least {tol.min_compared} "
+                            f"needed): use images on which the checkpoint detects objects")
+        if self.found < tol.min_found * self.compared:
+            problems.append(f"{self.found}/{self.compared} reference detections served (need {tol.min_found:.0%})")
+        if self.served_found < tol.min_found * self.served_compared:
+            problems.append(f"{self.served_found}/{self.served_compared} served detections are in the reference "
+                            f"(need {tol.min_found:.0%})")
+        return problems
+
+    def __str__(self) -> str:
+        return (f"{self.found}/{self.compared} reference detections served, {self.served_found}/"
+                f"{self.served_compared} served detections in the reference")
+
+
+def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    lt, rb = np.maximum(box[:2], boxes[:, :2]), np.minimum(box[2:], boxes[:, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(1)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter / np.maximum(area + areas - inter, 1e-9)
+
+
+def _matched(dets: Detections, floor: float, other: Detections, tol: Tolerance) -> tuple[int, int]:
+    (boxes, scores, classes), (oboxes, oscores, oclasses) = dets, other
+    compared = found = 0
+    for box, score, cls in zip(boxes, scores, classes):
+        if score < floor:
+            continue
+        compared += 1
+        same = (oclasses == cls) & (np.abs(oscores - score) <= tol.score_tol)
+        found += bool(same.any() and (box_iou(box, oboxes[same]) >= tol.min_iou).any())
+    return compared, found
+
+
+def compare(served: Sequence[Detections], reference: Sequence[Detections], settings: ServedSettings,
+            tol: Tolerance) -> Agreement:
+    if len(served) != len(reference):
+        raise ValueError(f"{len(served)} served answers for {len(reference)} images")
+    totals = np.zeros(4, int)
+    for got, want in zip(served, reference):
+        floor = settings.score_threshold + tol.margin
+        for dets in (got, want):  # a full top-K cuts at its last score
+            if len(dets[1]) >= settings.max_detections:
+                floor = max(floor, float(np.min(dets[1])) + tol.margin)
+        totals += (*_matched(want, floor, got, tol), *_matched(got, floor, want, tol))
+    return Agreement(*(int(v) for v in totals))
+
+
+def reference_detections(onnx_path: Path, datas: Sequence[bytes], input_size: tuple[int, int],
+                         settings: ServedSettings, resize: str = "stretch", pad_value: float = 0.0) -> list[Detections]:
+    """onnxruntime on the CPU + the NumPy post-processing at the served settings: what a plan must reproduce."""
+    import onnxruntime as ort
+
+    from damo_yolo import contract as C
+    from damo_yolo.data.preprocess import decode_image, preprocess
+    from damo_yolo.postprocess import postprocess
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    out = []
+    for data in datas:
+        chw, info = preprocess(decode_image(data), tuple(input_size), resize, pad_value)
+        scores, boxes = session.run([C.MODEL_SCORES.name, C.MODEL_BOXES.name], {C.MODEL_INPUT.name: chw[None]})
+        b, s, c = postprocess(scores[0], boxes[0], settings.score_threshold, settings.iou_threshold,
+                              settings.max_detections)
+        out.append((info.to_original(b), s, c))
+    return out
+
+
+def served_detections(url: str, model: str, datas: Sequence[bytes]) -> tuple[list[Detections], ServedSettings]:
+    """What the served model answers at its own defaults, and those defaults."""
+    from damo_client import DamoClient
+    with DamoClient(url, model=model, timeout=300.0) as client:
+        settings = ServedSettings.from_export_info(client.connect().export_info)
+        answers = client.detect_batch(list(datas))
+    return [(np.array([d.box for d in dets], np.float32).reshape(-1, 4), np.array([d.score for d in dets]),
+             np.array([d.class_id for d in dets])) for dets in answers], settings
+
+
+def check_served(url: str, model: str, onnx_path: Path, datas: Sequence[bytes], input_size: tuple[int, int],
+                 tol: Tolerance = FP16, resize: str = "stretch", pad_value: float = 0.0,
+                 settings: Optional[ServedSettings] = None) -> Agreement:
+    """Serve ``datas`` through ``model`` at ``url`` and compare with onnxruntime on ``onnx_path``."""
+    served, stated = served_detections(url, model, datas)
+    settings = settings or stated
+    return compare(served, reference_detections(onnx_path, datas, input_size, settings, resize, pad_value),
+                   settings, tol)
