@@ -28,6 +28,16 @@ INPUT_NAME = C.IMAGE.name
 OUTPUT_NAMES = tuple(t.name for t in C.PREPROCESS_OUTPUTS)
 
 
+def _orientation_aware(fn):
+    """DALI's header reader and decoder that apply EXIF orientation: the main ``peek_image_shape`` and
+    ``decoders.image`` from DALI 2.2; before that their ``fn.experimental`` (nvImageCodec) twins — the main
+    ones of DALI 1.x ignore the orientation."""
+    from nvidia.dali import backend
+    if all(backend.GetSchema(op).HasArgument("adjust_orientation") for op in ("PeekImageShape", "decoders__Image")):
+        return fn.peek_image_shape, fn.decoders.image
+    return fn.experimental.peek_image_shape, fn.experimental.decoders.image
+
+
 def build_pipeline(input_size: tuple[int, int], resize: str = "stretch", pad_value: float = 0.0,
                    max_batch_size: int = 8, device: str = "gpu", device_id: Optional[int] = 0, num_threads: int = 2,
                    build: bool = True):
@@ -51,10 +61,11 @@ def build_pipeline(input_size: tuple[int, int], resize: str = "stretch", pad_val
     def pipeline():
         encoded = fn.external_source(name=INPUT_NAME, dtype=types.UINT8, ndim=1, device="cpu")
         # (h, w, c) of the image as decoded (after its EXIF rotation), read on the CPU from the header
-        shape = fn.peek_image_shape(encoded, dtype=types.FLOAT, adjust_orientation=True)
+        peek_image_shape, decode = _orientation_aware(fn)
+        shape = peek_image_shape(encoded, dtype=types.FLOAT, adjust_orientation=True)
         h, w = shape[0], shape[1]
-        image = fn.decoders.image(encoded, device="mixed" if device == "gpu" else "cpu", output_type=types.RGB,
-                                  adjust_orientation=True)
+        image = decode(encoded, device="mixed" if device == "gpu" else "cpu", output_type=types.RGB,
+                       adjust_orientation=True)
         if resize == "stretch":
             new_h, new_w = th, tw
             scale = fn.stack(th / h, tw / w)

@@ -201,3 +201,33 @@ def test_serialized_pipeline_equals_opencv_on_every_photo_and_the_corpus(tmp_pat
                     _dali(fresh, [data])
             continue
         assert _dali(pipe, [data])[0].shape == (1, 3, *SIZE), name
+
+
+OTHER_DALI = "1.53.0"  # the 1.x line (the serving container's DALI is 1.45, on NVIDIA's index only)
+
+
+def test_the_graph_holds_on_the_dali_1x_line(shared_dir):
+    """DALI 1.x's main header reader and decoder ignore EXIF orientation (its nvImageCodec twins in
+    fn.experimental apply it); the graph picks the orientation-aware pair on each release. Run on the newest
+    1.x on PyPI, installed beside this DALI: the GPU graph defines under the legacy executor and the CPU twin
+    equals OpenCV, EXIF-rotated JPEG included."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    venv = Path.home() / ".cache" / "damo-yolo" / f"dali-{OTHER_DALI}"  # its own environment, made once
+    python = venv / "bin" / "python"
+    if not (venv / ".ready").is_file():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True, timeout=300)
+        run = subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                              "--only-binary=:all:", f"nvidia-dali-cuda120=={OTHER_DALI}", "numpy==1.26.4",
+                              "opencv-python-headless==4.11.0.86"], capture_output=True, text=True, timeout=900)
+        assert run.returncode == 0, run.stderr[-1000:]
+        (venv / ".ready").touch()
+    root = Path(__file__).resolve().parents[2]
+    run = subprocess.run([str(python), str(root / "tests" / "dali_line_check.py"), str(shared_dir / "data" / "images")],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["dali"] == OTHER_DALI and result["images"] >= 8, result
+    assert result["sizes_equal"] and result["max_diff"] <= 1.0 and result["gpu_graph_legacy"], result

@@ -1,0 +1,104 @@
+"""INT8 (Q/DQ, explicit quantization) against FP32 on the CPU target: detector latency in onnxruntime, one run.
+
+    python perf/int8_latency.py demo/model/damoyolo_tinynasL18_Ns_synthetic.pth [--t-weights T.pth] [--runs 40]
+
+For Ns at its input size (the checkpoint given) and T at 640 (the shared official layout, fixed random weights),
+the FP32 ONNX that damo-export serves and its INT8 Q/DQ twin (damo_yolo.serving.quantize, calibrated on
+--calibration-images, default the shared photographs) run in onnxruntime with the server's settings, batch 1
+and batch 8, interleaved so that drift on a noisy machine hits both alike. Prints the INT8 / FP32 ratios and
+writes int8.md and int8.json under --out. Accuracy is measured in CI (tests/serve/test_int8.py).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+
+
+def _pipeline(path: Path, meta):
+    """The server's own CpuPipeline (same onnxruntime threads and options) around ``path``."""
+    from damo_yolo.serving.cpu_pipeline import CpuPipeline
+    return CpuPipeline(path, tuple(meta.input_size), meta.resize, meta.pad_value, 0.5, meta.iou_threshold, 100)
+
+
+def measure(label: str, checkpoint: Path, variant, calibration: Path, runs: int, tmp: Path) -> dict:
+    from damo_yolo.models import load_model
+    from damo_yolo.serving.onnx_export import export_onnx
+    from damo_yolo.serving.quantize import quantize_onnx
+    model, meta = load_model(checkpoint, variant)
+    size = tuple(meta.input_size)
+    fp32 = export_onnx(model, tmp / f"{label}-fp32.onnx", input_size=size)
+    start = time.perf_counter()
+    int8 = quantize_onnx(fp32, tmp / f"{label}-int8.onnx", calibration, size, meta.resize, meta.pad_value)
+    quantize_s = time.perf_counter() - start
+    pipes = {"fp32": _pipeline(fp32, meta), "int8": _pipeline(int8, meta)}
+    sessions = {k: p.session for k, p in pipes.items()}
+    rng = np.random.default_rng(0)
+    result = {"label": label, "variant": meta.variant, "input_size": list(size), "quantize_s": quantize_s,
+              "size_mb": {k: p.stat().st_size / 1e6 for k, p in (("fp32", fp32), ("int8", int8))}}
+    for batch in (1, 8):
+        x = rng.uniform(0, 255, (batch, 3, *size)).astype(np.float32)
+        times = {k: [] for k in sessions}
+        for s in sessions.values():
+            for _ in range(3):
+                s.run(None, {"images": x})
+        for _ in range(runs if batch == 1 else max(5, runs // 4)):
+            for k, s in sessions.items():
+                t = time.perf_counter()
+                s.run(None, {"images": x})
+                times[k].append((time.perf_counter() - t) * 1e3 / batch)
+        result[f"batch{batch}"] = {k: float(np.percentile(v, 50)) for k, v in times.items()}
+    for p in pipes.values():
+        p.close()
+    return result
+
+
+def report(results: dict) -> str:
+    lines = ["# INT8 against FP32 on the CPU target (onnxruntime)", "",
+             f"{results['when']} · {results['machine']} · {results['runs']} runs at batch 1 · one run, one machine. "
+             f"INT8: Q/DQ ONNX from damo_yolo.serving.quantize (symmetric, per-channel, Conv inputs), "
+             f"calibrated on {results['calibration']}.", "",
+             "| model | FP32 p50 ms/image, batch 1 | INT8 | INT8 / FP32 | FP32 at batch 8 | INT8 at batch 8 | "
+             "INT8 / FP32 | ONNX MB FP32 → INT8 | quantize s |", "|---|---|---|---|---|---|---|---|---|"]
+    for m in results["models"]:
+        b1, b8 = m["batch1"], m["batch8"]
+        lines.append(f"| {m['label']} ({m['variant']} {m['input_size'][0]}x{m['input_size'][1]}) | {b1['fp32']:.2f} | "
+                     f"{b1['int8']:.2f} | {b1['int8'] / b1['fp32']:.2f}x | {b8['fp32']:.2f} | {b8['int8']:.2f} | "
+                     f"{b8['int8'] / b8['fp32']:.2f}x | {m['size_mb']['fp32']:.1f} → {m['size_mb']['int8']:.1f} | "
+                     f"{m['quantize_s']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", type=Path, help="the Ns checkpoint (demo/model/...)")
+    parser.add_argument("--t-weights", type=Path, default=SHARED / "fixtures" / "official" / "T_weights.pth")
+    parser.add_argument("--calibration-images", type=Path, default=SHARED / "data" / "images")
+    parser.add_argument("--runs", type=int, default=40)
+    parser.add_argument("--out", type=Path, default=ROOT / "perf" / "results")
+    args = parser.parse_args(argv)
+    results = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+               "machine": f"{platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores".replace(" ,", ","),
+               "runs": args.runs, "calibration": str(args.calibration_images), "models": []}
+    with tempfile.TemporaryDirectory(prefix="damo-int8-") as tmp:
+        results["models"].append(measure("Ns", args.checkpoint, None, args.calibration_images, args.runs, Path(tmp)))
+        results["models"].append(measure("T", args.t_weights, "T", args.calibration_images, args.runs, Path(tmp)))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "int8.json").write_text(json.dumps(results, indent=2) + "\n")
+    text = report(results)
+    (args.out / "int8.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
