@@ -3,7 +3,8 @@ against, and the versions of its components (from that release's notes, docs/int
 of triton-inference-server/server at r25.01, and the DALI_VERSION of dali_backend at r25.01).
 
 A TensorRT plan only loads in the TensorRT that built it, on the GPU architecture it was built for: plans are
-built with exactly ``TENSORRT`` (the `gpu` extra pins it) and served by ``CONTAINER``.
+built with exactly ``TENSORRT`` (the `gpu` extra pins it) and served by ``CONTAINER``. 25.01 is the newest
+release whose own notes state its TensorRT and DALI versions (later release pages leave that list empty).
 """
 from __future__ import annotations
 
