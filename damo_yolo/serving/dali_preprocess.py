@@ -64,8 +64,9 @@ def build_pipeline(input_size: tuple[int, int], resize: str = "stretch", pad_val
         peek_image_shape, decode = _orientation_aware(fn)
         shape = peek_image_shape(encoded, dtype=types.FLOAT, adjust_orientation=True)
         h, w = shape[0], shape[1]
+        # fancy (interpolating) chroma upsampling, as libjpeg-turbo in OpenCV; nvJPEG's default is off
         image = decode(encoded, device="mixed" if device == "gpu" else "cpu", output_type=types.RGB,
-                       adjust_orientation=True)
+                       adjust_orientation=True, jpeg_fancy_upsampling=True)
         if resize == "stretch":
             new_h, new_w = th, tw
             scale = fn.stack(th / h, tw / w)
@@ -88,14 +89,18 @@ def build_pipeline(input_size: tuple[int, int], resize: str = "stretch", pad_val
 
 
 def serialize_pipeline(path, input_size: tuple[int, int], resize: str = "stretch", pad_value: float = 0.0,
-                       max_batch_size: int = 8, device: str = "gpu", num_threads: int = 2):
+                       max_batch_size: int = 8, device: str = "gpu", num_threads: int = 2,
+                       device_id: Optional[int] = 0):
     """Write the pipeline as the ``model.dali`` file Triton's DALI backend loads (input ``IMAGE``: encoded bytes
-    as UINT8; outputs in the order images, SCALE, ORIG_SIZE). Serialized without a device: the backend gives
-    each instance its GPU, and the file is written the same on any host."""
+    as UINT8; outputs in the order images, SCALE, ORIG_SIZE). The backend gives each instance its own GPU,
+    batch size and threads; the file records the operators of the DALI that writes it, so it is written by
+    the serving container's DALI (damo-export --target gpu checks). A GPU graph is serialized for device 0
+    where CUDA is (DALI 1.x refuses a GPU operator without a device); ``device_id=None`` serializes it
+    without CUDA on DALI releases that allow it."""
     from pathlib import Path
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    pipe = build_pipeline(input_size, resize, pad_value, max_batch_size, device, device_id=None,
+    pipe = build_pipeline(input_size, resize, pad_value, max_batch_size, device, device_id=device_id,
                           num_threads=num_threads, build=False)
     pipe.serialize(filename=str(path))
     return path

@@ -31,6 +31,15 @@ def tensorrt_mismatch(plan_version: str, serving_version: str = TENSORRT) -> str
             f"tensorrt-cu12=={serving_version} (damo-export --target gpu inside {CONTAINER})")
 
 
+def dali_mismatch(installed: str, serving_version: str = DALI) -> str:
+    """Why a model.dali written by DALI ``installed`` may not load in the serving container ('' if it will)."""
+    if release(installed, 2) == release(serving_version, 2):
+        return ""
+    return (f"DALI {installed} is installed, but the serving container runs DALI {serving_version}: model.dali "
+            f"records the operators of the DALI that writes it; export inside {CONTAINER} "
+            f"(or pip install nvidia-dali-cuda120=={serving_version})")
+
+
 def platform_warnings(summary: dict) -> list[str]:
     """What will keep a repository (its ``export`` summary) from loading in the serving container."""
     problem = tensorrt_mismatch(summary.get("tensorrt", "")) if summary.get("target") == "gpu" else ""

@@ -5,8 +5,10 @@ GPU target's TensorRT builds its INT8 plan from it (no implicit calibrator: Tens
 and removed them in 11). The Q/DQ layout is the one TensorRT's explicit quantization expects:
 
 - symmetric INT8 everywhere (zero points 0), per-output-channel weight scales;
-- Q/DQ on the inputs of every Conv (activation and weight), none on its output, so TensorRT fuses
-  Conv + bias + activation between them; biases stay float (TensorRT has no INT32 dequantisation);
+- Q/DQ on the inputs of every Conv (activation and weight), none added on its output, so TensorRT fuses
+  Conv + bias + activation between them; a tensor that a Conv shares with other readers (a residual Add, a
+  Concat) is read by all of them through the same Q/DQ pair; biases stay float (TensorRT has no INT32
+  dequantisation);
 - activation ranges from the calibration images (max of |x|), preprocessed as at serving time.
 
 Made with onnxruntime's static quantizer (``onnxruntime.quantization``).

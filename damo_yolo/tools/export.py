@@ -127,6 +127,12 @@ def export_repository(checkpoint: Path, out: Path, variant: Optional[str] = None
             from damo_yolo.serving.end2end import NMSSettings, append_nms
             from damo_yolo.serving.tensorrt_builder import BuildOptions, build_engine, gpu_info, import_tensorrt
             trt, gpu = import_tensorrt(), gpu_info()
+            try:
+                from nvidia.dali import __version__ as dali_version
+            except ImportError:
+                raise ValueError(f"NVIDIA DALI is not installed: pip install '.[gpu]' (DALI {platform.DALI})") from None
+            if platform.dali_mismatch(dali_version):
+                raise ValueError(platform.dali_mismatch(dali_version))
             nms = NMSSettings(spec.nms_score_threshold, spec.iou_threshold, spec.max_detections)
             end2end = append_nms(onnx_path, Path(tmp) / "end2end.onnx", nms)  # FP32 or Q/DQ detector + NMS
             plan_path = build_engine(end2end, Path(tmp) / "model.plan",
@@ -135,7 +141,7 @@ def export_repository(checkpoint: Path, out: Path, variant: Optional[str] = None
             spec.extra.update(tensorrt=trt.__version__, container=platform.CONTAINER,
                               gpu={"name": gpu.name, "compute_capability": "%d.%d" % gpu.compute_capability})
         dali_path = None
-        if spec.dali_backend:  # serialized here, where CUDA is: the GPU pipeline needs it
+        if spec.dali_backend:  # serialized here, by the container's DALI, where CUDA is
             from damo_yolo.serving.dali_preprocess import serialize_pipeline
             dali_path = serialize_pipeline(Path(tmp) / "model.dali", (h, w), spec.resize, spec.pad_value,
                                            max_batch_size, device="gpu")

@@ -65,8 +65,8 @@ def test_dali_handles_the_awkward_inputs_like_opencv():
 def test_gpu_graph_is_valid_under_the_executor_of_the_dali_backend(tmp_path, mode):
     """The GPU graph exactly as model.dali holds it (nvJPEG "mixed" decoder, GPU resize), defined with the
     real DALI under the legacy executor that Triton's DALI backend runs: DALI refuses any GPU -> CPU
-    transition at definition, so defining it proves the graph loads there. Serialized the way damo-export
-    writes it."""
+    transition at definition, so defining it proves the graph loads there. Serialized as damo-export writes it,
+    but without CUDA (``device_id=None``, which this DALI allows; on a GPU host it is written for device 0)."""
     import nvidia.dali.fn as fn
     import nvidia.dali.types as types
     from nvidia.dali import pipeline_def
@@ -85,7 +85,8 @@ def test_gpu_graph_is_valid_under_the_executor_of_the_dali_backend(tmp_path, mod
 
     pipe = build_pipeline(SIZE, mode, 114.0, max_batch_size=8, device="gpu", device_id=None, build=False)
     assert pipe.exec_dynamic is False
-    path = serialize_pipeline(tmp_path / "model.dali", SIZE, mode, 114.0, max_batch_size=8, device="gpu")
+    path = serialize_pipeline(tmp_path / "model.dali", SIZE, mode, 114.0, max_batch_size=8, device="gpu",
+                              device_id=None)
     serialized = path.read_bytes()
     assert b"mixed" in serialized and b"PeekImageShape" in serialized  # decoded on the GPU, sized on the CPU
 
@@ -231,3 +232,10 @@ def test_the_graph_holds_on_the_dali_1x_line(shared_dir):
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result["dali"] == OTHER_DALI and result["images"] >= 8, result
     assert result["sizes_equal"] and result["max_diff"] <= 1.0 and result["gpu_graph_legacy"], result
+
+
+def test_model_dali_is_written_by_the_serving_containers_dali():
+    from damo_yolo.serving import platform
+    assert platform.dali_mismatch(platform.DALI) == "" and platform.dali_mismatch("1.45.2") == ""
+    problem = platform.dali_mismatch(dali.__version__)  # the DALI here, 2.x, is not the container's
+    assert f"DALI {dali.__version__} is installed, but the serving container runs DALI {platform.DALI}" in problem
