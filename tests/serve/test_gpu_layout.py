@@ -176,7 +176,7 @@ def smoke_inputs(trained_synthetic, tmp_path_factory):
     return onnx_path, datas
 
 
-def test_smoke_comparison_passes_on_the_served_plan(gpu_layout, smoke_inputs):
+def test_smoke_comparison_passes_on_the_served_plan(gpu_layout, smoke_inputs, capsys):
     """The GPU smoke check (damo_yolo/serving/agreement.py) run here with the stand-in plan: what the
     repository serves, at its own defaults, agrees with onnxruntime at those defaults."""
     from damo_yolo.serving import agreement
@@ -184,18 +184,20 @@ def test_smoke_comparison_passes_on_the_served_plan(gpu_layout, smoke_inputs):
     onnx_path, datas = smoke_inputs
     result = agreement.check_served(server.http_url, "damo_yolo", onnx_path, datas, tuple(meta.input_size),
                                     agreement.FP16, meta.resize, meta.pad_value)
-    print(f"\nsmoke comparison, stand-in plan: {result}")
+    with capsys.disabled():
+        print(f"\nsmoke comparison, stand-in plan: {result}")
     assert result.failures(agreement.FP16) == [] and result.compared >= agreement.FP16.min_compared
     assert result.found == result.compared and result.served_found == result.served_compared
 
 
-def test_smoke_comparison_fails_on_a_wrong_plan(gpu_layout, smoke_inputs):
+def test_smoke_comparison_fails_on_a_wrong_plan(gpu_layout, smoke_inputs, capsys):
     from damo_yolo.serving import agreement
     *_, meta, server = gpu_layout
     onnx_path, datas = smoke_inputs
     result = agreement.check_served(server.http_url, "wrong", onnx_path, datas, tuple(meta.input_size),
                                     agreement.FP16, meta.resize, meta.pad_value)
-    print(f"\nsmoke comparison, plan fed BGR: {result}")
+    with capsys.disabled():
+        print(f"\nsmoke comparison, plan fed BGR: {result}")
     problems = result.failures(agreement.FP16)
     assert any("reference detections served" in p for p in problems), problems
 
