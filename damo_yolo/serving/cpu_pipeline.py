@@ -13,7 +13,6 @@ costs nothing more.
 """
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Hashable, Optional, Sequence
 
@@ -23,6 +22,7 @@ from damo_yolo import contract as C
 from damo_yolo.data.preprocess import ImageDecodeError, check_encoded, check_pixels, decode_image, preprocess
 from damo_yolo.serving.triton.detections import check_thresholds, pack
 from damo_yolo.postprocess import postprocess
+from damo_yolo.serving.resources import cpu_limit
 
 DECODERS = ("opencv", "dali")
 
@@ -166,7 +166,7 @@ class CpuPipeline:
         import onnxruntime as ort
         if decoder not in DECODERS:
             raise ValueError(f"unknown decoder {decoder!r}; choose {' or '.join(DECODERS)}")
-        threads = threads or os.cpu_count() or 1
+        threads = threads or cpu_limit()  # the container's CPU limit, not the node's count
         self.score_threshold, self.iou_threshold = float(score_threshold), float(iou_threshold)
         self.max_detections = int(max_detections)
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="damo-yolo")

@@ -88,6 +88,10 @@ def test_probes_ports_and_selectors_are_wired(rendered):
     assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > drain
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert "/dev/shm" in mounts  # the python backend's shared memory, larger than a container's 64 MB default
+    # threads from the pod's CPU limit (damo_yolo/serving/resources.py), not the node's count
+    (cpu_env,) = [e for e in container["env"] if e["name"] == "DAMO_CPU_LIMIT"]
+    assert cpu_env["valueFrom"]["resourceFieldRef"] == {"containerName": container["name"], "resource": "limits.cpu",
+                                                        "divisor": "1"}
 
 
 def test_overlays_differ_where_they_should():

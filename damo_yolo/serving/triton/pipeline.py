@@ -9,13 +9,13 @@ A bad image or threshold gets that request's own 400; a request its client cance
 cancel) before the detector ran is answered CANCELLED without running it.
 """
 import json
-import os
 from pathlib import Path
 
 import triton_python_backend_utils as pb_utils
 
 from damo_yolo import contract as C
 from damo_yolo.serving.cpu_pipeline import Cancelled, CpuPipeline
+from damo_yolo.serving.resources import cpu_limit
 from damo_yolo.serving.triton.common import ErrorCounter, client_error, model_parameters, optional_input
 
 
@@ -23,9 +23,10 @@ class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         params = model_parameters(args)
-        # every instance's detector may use every core: at low load one request gets them all; under load the
-        # instances overlap one batch's decode and NMS with another's detector (idle threads sleep, not spin)
-        threads = int(params.get("threads", "0")) or os.cpu_count() or 1
+        # every instance's detector may use every core the pod is given (its CPU limit, not the node's count): at
+        # low load one request gets them all; under load the instances overlap one batch's decode and NMS with
+        # another's detector (idle threads sleep, not spin)
+        threads = int(params.get("threads", "0")) or cpu_limit()
         self.pipeline = CpuPipeline(
             Path(args["model_repository"]) / args["model_version"] / params.get("onnx_file", "model.onnx"),
             (int(params["input_height"]), int(params["input_width"])), params.get("resize", "stretch"),

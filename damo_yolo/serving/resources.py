@@ -1,0 +1,44 @@
+"""What this process may use, as its container's limits say — not the node's: inside a pod ``os.cpu_count()`` is
+the node's CPU count, while the pod's CPU limit is a CFS quota in its cgroup (or handed in through the downward
+API). Threads sized to the node under a smaller quota only get throttled.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Optional
+
+CPU_LIMIT_ENV = "DAMO_CPU_LIMIT"  # the downward API's limits.cpu (deploy/k8s: resourceFieldRef, divisor 1)
+CGROUP = Path("/sys/fs/cgroup")
+
+
+def _quota_cpus(cgroup: Path) -> Optional[float]:
+    """CPUs allowed by the CFS quota: cgroup v2 ``cpu.max`` ("max 100000" or "200000 100000"), or v1."""
+    try:
+        quota, period = (cgroup / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int((cgroup / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((cgroup / "cpu" / "cpu.cfs_period_us").read_text())
+        return None if quota <= 0 else quota / period
+    except (OSError, ValueError):
+        return None
+
+
+def cpu_limit(cgroup: Path = CGROUP, environ=os.environ) -> int:
+    """Whole CPUs this process may use: the smallest of the downward-API limit (``DAMO_CPU_LIMIT``), the
+    cgroup's CFS quota (rounded up) and the CPUs it may be scheduled on; at least 1."""
+    counts = [len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)]
+    quota = _quota_cpus(cgroup)
+    if quota is not None:
+        counts.append(math.ceil(quota))
+    given = environ.get(CPU_LIMIT_ENV, "").strip()
+    if given:
+        try:
+            counts.append(math.ceil(float(given)))
+        except ValueError:
+            raise ValueError(f"{CPU_LIMIT_ENV}={given!r} is not a number of CPUs") from None
+    return max(1, min(counts))
