@@ -24,11 +24,13 @@ CLIENT = [
 ]
 TORCH = ["torch==2.13.0"]  # the CPU build; other versions pull a multi-GB CUDA build
 EXTRAS = {
-    "train": TORCH + ["mmengine-lite==0.10.7", "matplotlib==3.11.2", "pycocotools==2.0.11",
+    "train": TORCH + ["mmengine-lite==0.10.7", "matplotlib==3.11.2", "pycocotools==2.0.11", "pillow==13.0.0",
               "tensorboard==2.20.0"],  # newest release that accepts protobuf<5 (tritonclient caps it)
     # onnx-graphsurgeon: NVIDIA's graph editor appends EfficientNMS_TRT to the (FP32 or Q/DQ INT8) detector graph
-    "export": TORCH + ["onnx==1.22.0", "onnxruntime==1.32.0", "onnxslim==0.1.98", "onnx-graphsurgeon==0.6.1"],
-    "server": ["nvidia-pytriton==0.7.0", "onnxruntime==1.32.0"],
+    "export": TORCH + ["onnx==1.22.0", "onnxruntime==1.32.0", "onnxslim==0.1.98", "onnx-graphsurgeon==0.6.1",
+                       "pillow==13.0.0"],
+    # pillow: an image's size from its header, before decoding (the pixel limit)
+    "server": ["nvidia-pytriton==0.7.0", "onnxruntime==1.32.0", "pillow==13.0.0"],
     # cuda-python: the GPU detection runs for real in the tests (and says there is no GPU)
     # kubernetes-validate: deploy/'s manifests against the API schemas offline; promql-parser: its PromQL;
     # prometheus-client: reading the server's /metrics; polygraphy: NVIDIA's model inspector reads the end2end graphs

@@ -79,3 +79,6 @@ MAX_DETECTIONS = 500
 # recall 0.891, 4 boxes per image; F1 0.92 or more from 0.45 to 0.5); 100 boxes is COCO's maxDets.
 SERVING_SCORE_THRESHOLD = 0.5
 SERVING_MAX_DETECTIONS = 100
+# Served images above this many pixels are refused from their header, before decoding: 150 MP (a 12,000 x 12,500
+# photograph, 450 MB decoded); damo-export --max-pixels sets another, sized with the pod's memory limit
+MAX_PIXELS = 150_000_000

@@ -16,32 +16,11 @@ import pytest
 
 from damo_client import DamoClient, ServerUnavailable
 from damo_yolo.serving.tritonserver import LocalServer
-from serving import start_server
+from serving import start_server, tree_rss_mb
 
 pytestmark = pytest.mark.slow
 LOAD_SECONDS = 60
 LOAD_CONCURRENCY = 16
-
-
-def _tree_rss_mb(pid: int) -> float:
-    """Resident memory of a process and all its descendants (the server and its python-backend stubs)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        todo.extend(children.get(p, []))
-        try:
-            status = Path(f"/proc/{p}/status").read_text()
-        except OSError:
-            continue
-        total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
-    return total / 1024
 
 
 def _metric(server, name: str, model: str = "damo_yolo") -> float:
@@ -57,13 +36,13 @@ def test_sustained_load_has_no_failures_and_stable_memory(served_synthetic, samp
     run_perf_analyzer(images, served_synthetic.http_url, concurrency=str(LOAD_CONCURRENCY),
                       measurement_interval_ms=2000, max_trials=3, stability_percentage=100, timeout=120)
     pid = served_synthetic.proc.pid
-    rss = [(0.0, _tree_rss_mb(pid))]  # (seconds into the run, MB), sampled while the load runs
+    rss = [(0.0, tree_rss_mb(pid))]  # (seconds into the run, MB), sampled while the load runs
     done = threading.Event()
     start = time.monotonic()
 
     def sample():
         while not done.wait(5.0):
-            rss.append((time.monotonic() - start, _tree_rss_mb(pid)))
+            rss.append((time.monotonic() - start, tree_rss_mb(pid)))
 
     sampler = threading.Thread(target=sample, daemon=True)
     ok_before = _metric(served_synthetic, "nv_inference_request_success")
@@ -77,7 +56,7 @@ def test_sustained_load_has_no_failures_and_stable_memory(served_synthetic, samp
         done.set()
         sampler.join()
     elapsed = time.monotonic() - start
-    rss.append((elapsed, _tree_rss_mb(pid)))
+    rss.append((elapsed, tree_rss_mb(pid)))
     ok = _metric(served_synthetic, "nv_inference_request_success") - ok_before
     failed = _metric(served_synthetic, "nv_inference_request_failure") - failed_before
     half = [mb for t, mb in rss if t >= elapsed / 2]

@@ -3,17 +3,19 @@
 The reference test transform: decode to RGB, stretch to the model input (cv2 INTER_LINEAR, separate x/y
 scales), float32 in 0–255, no mean/std. ``letterbox`` keeps the aspect ratio instead: the resized image sits
 at the top-left, padded bottom/right with ``pad_value`` (the reference's keep_ratio=True inference mode).
-Only numpy and OpenCV are needed here.
+numpy and OpenCV decode; Pillow reads an image's size from its header before anything is decoded.
 """
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
+from damo_yolo.contract import MAX_PIXELS  # noqa: F401 (the default limit, re-exported)
+
 RESIZE_MODES = ("stretch", "letterbox")
-MAX_PIXELS = 1 << 30  # OpenCV's own decoding limit (CV_IO_MAX_IMAGE_PIXELS)
 
 
 class ImageDecodeError(ValueError):
@@ -75,26 +77,42 @@ def check_encoded(data: bytes) -> tuple[np.ndarray, str]:
     return buf, "JPEG" if is_jpeg else "PNG"
 
 
-def decode_image(data: bytes) -> np.ndarray:
+def header_size(buf: np.ndarray) -> tuple[int, int]:
+    """(height, width) of a JPEG/PNG from its header, without decoding a pixel (Pillow opens images lazily;
+    its own decompression-bomb limit is left to ``check_pixels``)."""
+    from PIL import Image
+    Image.MAX_IMAGE_PIXELS = None  # the limit that applies is the caller's (check_pixels), not Pillow's 179 MP
+    try:
+        with Image.open(io.BytesIO(buf.tobytes())) as image:
+            width, height = image.size
+    except Exception as exc:  # a header Pillow cannot read: the decoder says why
+        raise ImageDecodeError(f"cannot read the image header: {exc}") from exc
+    return int(height), int(width)
+
+
+def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Encoded JPEG/PNG bytes → an H×W×3 uint8 BGR image, as every stage of the project reads images.
 
     OpenCV's colour decoding: EXIF orientation applied, grayscale and CMYK converted, alpha dropped,
-    16-bit channels scaled to 8 bits.
+    16-bit channels scaled to 8 bits. An image of more than ``max_pixels`` pixels is refused from its header,
+    before decoding (0: no limit but OpenCV's own, 2^30).
     """
     buf, kind = check_encoded(data)
+    if max_pixels:
+        check_pixels(*header_size(buf), max_pixels)
     try:
         image = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     except cv2.error as exc:
         raise ImageDecodeError(f"cannot decode the {kind} image: {exc}") from exc
     if image is None:
         raise ImageDecodeError(f"cannot decode the {kind} image (corrupt or truncated, {buf.size} bytes)")
-    check_pixels(image.shape[0], image.shape[1])
     return image
 
 
-def check_pixels(height: int, width: int) -> None:
-    if height * width > MAX_PIXELS:
-        raise ImageDecodeError(f"image of {width}x{height} pixels exceeds the limit of {MAX_PIXELS}")
+def check_pixels(height: int, width: int, max_pixels: int = MAX_PIXELS) -> None:
+    if max_pixels and height * width > max_pixels:
+        raise ImageDecodeError(f"image of {width}x{height} pixels ({height * width / 1e6:.0f} MP) exceeds the limit "
+                               f"of {max_pixels / 1e6:g} MP")
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ from typing import Callable, Hashable, Optional, Sequence
 import numpy as np
 
 from damo_yolo import contract as C
-from damo_yolo.data.preprocess import ImageDecodeError, check_encoded, check_pixels, decode_image, preprocess
+from damo_yolo.data.preprocess import (MAX_PIXELS, ImageDecodeError, check_encoded, check_pixels, decode_image,
+                                       header_size, preprocess)
 from damo_yolo.serving.triton.detections import check_thresholds, pack
 from damo_yolo.postprocess import postprocess
 from damo_yolo.serving.resources import cpu_limit
@@ -35,11 +36,13 @@ class OpenCVDecoder:
     """Encoded images → (images [n, 3, H, W] float32, scales [n, 2], sizes [n, 2]) with damo_yolo's own
     decode + resize, the images of a batch spread over ``pool``."""
 
-    def __init__(self, input_size, resize: str, pad_value: float, pool: ThreadPoolExecutor):
+    def __init__(self, input_size, resize: str, pad_value: float, pool: ThreadPoolExecutor,
+                 max_pixels: int = MAX_PIXELS):
         self.size, self.resize, self.pad_value, self.pool = tuple(input_size), resize, pad_value, pool
+        self.max_pixels = max_pixels
 
     def _one(self, data):
-        return preprocess(decode_image(data), self.size, self.resize, self.pad_value)
+        return preprocess(decode_image(data, self.max_pixels), self.size, self.resize, self.pad_value)
 
     def decode(self, per_request: dict) -> dict:
         """key → its images' tensors, or the ImageDecodeError naming the first bad image."""
@@ -64,8 +67,9 @@ class DaliDecoder:
     batch in one pipeline run; when a run fails, each request is run alone so only requests with a bad image
     get an error."""
 
-    def __init__(self, input_size, resize: str, pad_value: float, max_batch_size: int, threads: int):
-        self.max_batch_size = max(1, int(max_batch_size))
+    def __init__(self, input_size, resize: str, pad_value: float, max_batch_size: int, threads: int,
+                 max_pixels: int = MAX_PIXELS):
+        self.max_batch_size, self.max_pixels = max(1, int(max_batch_size)), max_pixels
         self.options = dict(input_size=tuple(input_size), resize=resize, pad_value=pad_value,
                             max_batch_size=self.max_batch_size, device="cpu", num_threads=threads)
         from damo_yolo.serving.dali_preprocess import build_pipeline
@@ -110,18 +114,25 @@ class DaliDecoder:
                 end = start + len(per_request[key])
                 try:
                     for h, w in sizes[start:end]:
-                        check_pixels(int(h), int(w))
+                        check_pixels(int(h), int(w), self.max_pixels)
                     results[key] = (images[start:end], scales[start:end], sizes[start:end])
                 except ImageDecodeError as exc:
                     results[key] = exc
                 start = end
         return results
 
+    def _checked(self, data):
+        """The image's bytes, refused before decoding when its header says it is too large."""
+        buf, _ = check_encoded(data)
+        if self.max_pixels:
+            check_pixels(*header_size(buf), self.max_pixels)
+        return buf
+
     def decode(self, per_request: dict) -> dict:
         results, checked = {}, {}
         for key, images in per_request.items():
             try:
-                checked[key] = [_named(i, check_encoded, data)[0] for i, data in enumerate(images)]
+                checked[key] = [_named(i, self._checked, data) for i, data in enumerate(images)]
             except ImageDecodeError as exc:
                 results[key] = exc
         if checked:
@@ -162,7 +173,7 @@ class CpuPipeline:
     def __init__(self, onnx_path, input_size, resize: str = "stretch", pad_value: float = 0.0,
                  score_threshold: float = C.SERVING_SCORE_THRESHOLD, iou_threshold: float = 0.65,
                  max_detections: int = C.SERVING_MAX_DETECTIONS, decoder: str = "opencv", threads: int = 0,
-                 max_batch_size: int = 8, allow_spinning: bool = False):
+                 max_batch_size: int = 8, allow_spinning: bool = False, max_pixels: int = MAX_PIXELS):
         import onnxruntime as ort
         if decoder not in DECODERS:
             raise ValueError(f"unknown decoder {decoder!r}; choose {' or '.join(DECODERS)}")
@@ -170,8 +181,8 @@ class CpuPipeline:
         self.score_threshold, self.iou_threshold = float(score_threshold), float(iou_threshold)
         self.max_detections = int(max_detections)
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="damo-yolo")
-        self.decoder = (OpenCVDecoder(input_size, resize, pad_value, self.pool) if decoder == "opencv"
-                        else DaliDecoder(input_size, resize, pad_value, max_batch_size, threads))
+        self.decoder = (OpenCVDecoder(input_size, resize, pad_value, self.pool, max_pixels) if decoder == "opencv"
+                        else DaliDecoder(input_size, resize, pad_value, max_batch_size, threads, max_pixels))
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

@@ -43,6 +43,7 @@ class RepositorySpec:
     resize: str = "stretch"
     pad_value: float = 0.0
     max_detections: int = C.MAX_DETECTIONS
+    max_pixels: int = C.MAX_PIXELS  # CPU: larger images are refused from their header, before decoding (0: no limit)
     nms_score_threshold: Optional[float] = None  # GPU: the plan's NMS keeps scores above this (default: score_threshold)
     target: str = "cpu"
     preprocess: Optional[str] = None  # default: dali on the GPU target, opencv on the CPU target
@@ -165,7 +166,8 @@ def _cpu_configs(spec: RepositorySpec, sizes: dict) -> dict:
     _params(config, {"input_height": sizes["H"], "input_width": sizes["W"], "resize": spec.resize,
                      "pad_value": spec.pad_value, "preprocess": spec.preprocess, "onnx_file": "model.onnx",
                      "score_threshold": spec.score_threshold, "iou_threshold": spec.iou_threshold,
-                     "max_detections": spec.max_detections, VERSION_PARAMETER: __version__})
+                     "max_detections": spec.max_detections, "max_pixels": spec.max_pixels,
+                     VERSION_PARAMETER: __version__})
     config.instance_group.append(pb.ModelInstanceGroup(kind=pb.ModelInstanceGroup.KIND_CPU,
                                                        count=spec.cpu_instances))
     _batching(spec, config)

@@ -107,8 +107,9 @@ class LocalServer:
     """
 
     def __init__(self, repo, log_path=None, model: str = "damo_yolo", ready_timeout: float = 180.0,
-                 extra_args: tuple = ()):
+                 extra_args: tuple = (), env: Optional[dict] = None):
         self.repo, self.model, self.ready_timeout = Path(repo), model, ready_timeout
+        self.env = {**os.environ, **(env or {})}  # the server's environment: this one, with ``env`` on top
         self.log_path = Path(log_path) if log_path else self.repo.parent / "tritonserver.log"
         self.extra_args = list(extra_args)
         self.http_port, self.grpc_port, self.metrics_port = free_ports(3)
@@ -138,7 +139,7 @@ class LocalServer:
         command = ([binary, *(f"{option}=127.0.0.1" for option in LOCAL_ONLY), *args] if binary
                    else [sys.executable, "-m", "damo_yolo.serving.tritonserver", *args])
         with open(self.log_path, "w") as log:
-            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=self.env)
         url = f"http://{self.http_url}/v2/models/{self.model}/ready"
         deadline = time.time() + self.ready_timeout
         while True:

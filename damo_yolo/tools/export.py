@@ -21,6 +21,8 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
+from damo_yolo.contract import MAX_PIXELS
+
 
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
@@ -71,7 +73,8 @@ def export_repository(checkpoint: Path, out: Path, variant: Optional[str] = None
                       max_batch_size: int = 8, instances: Optional[int] = None, precision: Optional[str] = None,
                       trusted: bool = False, preprocess: Optional[str] = None, dynamic_batching: bool = True,
                       max_queue_delay_us: Optional[int] = None, force: bool = False,
-                      thresholds: str = "serving", calibration_images: Optional[Path] = None) -> Path:
+                      thresholds: str = "serving", calibration_images: Optional[Path] = None,
+                      max_pixels: Optional[int] = None) -> Path:
     """Export ``checkpoint`` into the model repository ``out`` (refuses to replace its models unless ``force``).
 
     ``thresholds``: the defaults served when a request sets none — "serving" (score > 0.5, 100 boxes:
@@ -107,6 +110,7 @@ def export_repository(checkpoint: Path, out: Path, variant: Optional[str] = None
         # GPU: the plan's NMS keeps what the checkpoint's evaluation would, so requests may go as low
         nms_score_threshold=min(meta.score_threshold, score_threshold), target=target, preprocess=preprocess, max_batch_size=max_batch_size, dynamic_batching=dynamic_batching,
         **({} if max_queue_delay_us is None else {"max_queue_delay_us": max_queue_delay_us}),
+        **({} if max_pixels is None else {"max_pixels": max_pixels}),
         **({} if instances is None else {"cpu_instances" if target == "cpu" else "detector_instances": instances}),
         extra={"checkpoint": str(checkpoint), "checkpoint_sha256": _sha256(Path(checkpoint)),
                "variant": meta.variant, "precision": precision,
@@ -182,6 +186,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--max-queue-delay-us", type=int,
                         help="how long a request may wait for others to batch with (default 0: a batch is what "
                              "queued while the model was busy)")
+    parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
+                        help="CPU target: larger images get a 400 from their header, before decoding (0: no limit); "
+                             "the decoded image takes 3 bytes a pixel per concurrent decode")
     parser.add_argument("--trusted", action="store_true", help="allow pickled Python objects in the checkpoint")
     args = parser.parse_args(argv)
     from damo_yolo.serving.tensorrt_builder import TensorRTUnavailable
@@ -191,7 +198,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                                 args.score_threshold, args.iou_threshold, args.max_detections,
                                 args.max_batch_size, args.instances, args.precision, args.trusted,
                                 args.preprocess, not args.no_dynamic_batching, args.max_queue_delay_us, args.force,
-                                args.thresholds, args.calibration_images)
+                                args.thresholds, args.calibration_images, args.max_pixels)
     except (CheckpointError, TensorRTUnavailable, ValueError) as exc:
         print(f"damo-export: {exc}", file=sys.stderr)
         if args.verbose and getattr(exc, "details", ""):

@@ -14,6 +14,7 @@ from pathlib import Path
 import triton_python_backend_utils as pb_utils
 
 from damo_yolo import contract as C
+from damo_yolo.data.preprocess import MAX_PIXELS
 from damo_yolo.serving.cpu_pipeline import Cancelled, CpuPipeline
 from damo_yolo.serving.resources import cpu_limit
 from damo_yolo.serving.triton.common import ErrorCounter, client_error, model_parameters, optional_input
@@ -32,7 +33,8 @@ class TritonPythonModel:
             (int(params["input_height"]), int(params["input_width"])), params.get("resize", "stretch"),
             float(params.get("pad_value", "0")), float(params["score_threshold"]), float(params["iou_threshold"]),
             int(params["max_detections"]), params.get("preprocess", "opencv"), threads,
-            max(1, int(config.get("max_batch_size", 1))), params.get("allow_spinning", "0") == "1")
+            max(1, int(config.get("max_batch_size", 1))), params.get("allow_spinning", "0") == "1",
+            int(params.get("max_pixels", MAX_PIXELS)))
 
         self.errors = ErrorCounter(pb_utils, args)
 
