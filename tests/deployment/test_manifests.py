@@ -83,9 +83,11 @@ def test_probes_ports_and_selectors_are_wired(rendered):
     target = objects["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]
     assert (target["apiVersion"], target["kind"], target["name"]) == ("apps/v1", "Deployment",
                                                                         deployment["metadata"]["name"])
-    # a pod keeps serving while tritonserver drains (--exit-timeout-secs in the entrypoint)
+    # a pod keeps serving while it leaves the endpoints (preStop) and while tritonserver drains
+    # (--exit-timeout-secs in the entrypoint): the grace period covers both
     drain = int(re.search(r"--exit-timeout-secs=(\d+)", (DEPLOY / "docker" / "entrypoint.sh").read_text())[1])
-    assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > drain
+    pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert pre_stop >= 5 and deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > pre_stop + drain
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert "/dev/shm" in mounts  # the python backend's shared memory, larger than a container's 64 MB default
     # threads from the pod's CPU limit (damo_yolo/serving/resources.py), not the node's count
@@ -155,3 +157,22 @@ def test_every_promql_expression_parses_and_the_hpa_metric_is_served():
     scrape = yaml.safe_load((DEPLOY / "monitoring" / "prometheus-scrape.yaml").read_text())
     assert scrape["scrape_configs"][0]["job_name"] == "damo-yolo"
     assert 'job="damo-yolo"' in exprs["alert DamoYoloReplicaDown"]
+
+
+def test_rollouts_and_pod_security(rendered):
+    """The HPA owns the replica count; the restricted Pod Security Standard's seccomp profile; replicas spread
+    over nodes; the GPU overlay selects the GPU product the plan was built for; the build context leaves out
+    the virtual environment and data."""
+    overlay, objects = rendered
+    deployment = objects["Deployment"]
+    assert "replicas" not in deployment["spec"], "an applied replicas field fights the HorizontalPodAutoscaler"
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (spread,) = pod["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+    assert spread["labelSelector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    if overlay == "gpu":
+        product = pod["nodeSelector"]["nvidia.com/gpu.product"]
+        assert product and " " not in product  # GPU Feature Discovery's form of the name damo-export records
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".venv", ".git", "data", "work_dirs"} <= set(ignored)
