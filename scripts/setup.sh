@@ -24,6 +24,9 @@ if command -v "$PY" >/dev/null 2>&1; then
         missing+=(libpython3.11)
     fi
 fi
+# Prometheus and promtool (Debian's prometheus package): the tests evaluate deploy/monitoring's queries and
+# alert rules in a real Prometheus
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         say "installing system packages: ${missing[*]}"

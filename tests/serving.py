@@ -89,3 +89,51 @@ def tree_rss_mb(pid: int) -> float:
             continue
         total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
     return total / 1024
+
+
+STAND_INS = Path(__file__).resolve().parent / "stand_ins"
+SERVED_DEFAULT = 0.5  # the GPU layout's served default score threshold, above the plan's NMS threshold
+
+
+def write_gpu_layout(repo: Path, name: str, model, meta, defect: str = "") -> None:
+    """The GPU target's models of ensemble ``name`` written into ``repo``, the DALI backend and the plan stood in
+    for (``defect``: a deliberately wrong plan, see tests/stand_ins/end2end_plan.py)."""
+    import shutil
+
+    from damo_yolo.serving.dali_preprocess import serialize_pipeline
+    from damo_yolo.serving.onnx_export import export_onnx
+    from damo_yolo.serving.repository import (RepositorySpec, config_text, parse_config, step_names,
+                                             write_repository)
+    from tritonclient.grpc import model_config_pb2 as pb
+    h, w = meta.input_size
+    # served default 0.5 over a plan whose NMS keeps everything above the checkpoint's 0.03 (as damo-export does)
+    spec = RepositorySpec(input_size=(h, w), class_names=list(meta.class_names), score_threshold=SERVED_DEFAULT,
+                          nms_score_threshold=meta.score_threshold, iou_threshold=meta.iou_threshold,
+                          max_detections=meta.max_detections, target="gpu", name=name,
+                          # as if its plan had been built with an older TensorRT:
+                          extra={"tensorrt": "10.7.0.23", "precision": "fp16",
+                                 "gpu": {"name": "NVIDIA L4", "compute_capability": "8.9"}})
+    num_priors = sum((h // s) * (w // s) for s in model.cfg.strides)
+    write_repository(spec, repo, num_priors)  # no plan, no model.dali: stand-ins
+    names = step_names(name)
+
+    def stand_in(model_name: str, source: str, **parameters) -> Path:
+        model_dir = repo / model_name
+        config = parse_config((model_dir / "config.pbtxt").read_text())
+        config.platform, config.backend = "", "python"
+        config.instance_group[0].kind = config.instance_group[0].KIND_CPU
+        for key, value in parameters.items():
+            config.parameters[key].string_value = str(value)
+        (model_dir / "config.pbtxt").write_text(config_text(config))
+        shutil.copy(STAND_INS / source, model_dir / "1" / "model.py")
+        return model_dir / "1"
+
+    pre = parse_config((repo / names["preprocess"] / "config.pbtxt").read_text())
+    assert pre.backend == "dali" and pre.input[0].data_type == pb.TYPE_UINT8  # what is stood in for
+    serialize_pipeline(stand_in(names["preprocess"], "dali_backend.py") / "model.dali", (h, w), meta.resize,
+                       meta.pad_value, spec.max_batch_size, device="cpu")
+    det = parse_config((repo / names["detector"] / "config.pbtxt").read_text())
+    assert det.platform == "tensorrt_plan" and [o.name for o in det.output][0] == "num_dets"
+    export_onnx(model, stand_in(names["detector"], "end2end_plan.py", score_threshold=meta.score_threshold,
+                                iou_threshold=meta.iou_threshold, max_detections=meta.max_detections,
+                                defect=defect) / "model.onnx", input_size=(h, w))

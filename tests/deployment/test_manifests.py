@@ -122,22 +122,32 @@ def test_images_agree_with_the_deployment_and_the_platform():
     assert render("cpu")["Deployment"]["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 1000
 
 
+NAMESPACE = "damo"  # what the tests put for the namespace the dashboard and the adapter select
+GPU_ONLY_SERIES = {"nv_gpu_utilization", "nv_gpu_memory_used_bytes", "nv_gpu_memory_total_bytes"}
+RULES = DEPLOY / "monitoring" / "kube-prometheus-stack" / "prometheus-rule.yaml"
+
+
+def alert_rules() -> list[dict]:
+    """The alerting rules of the PrometheusRule (the one copy; plain Prometheus reads its spec as a rule file)."""
+    import yaml
+    return yaml.safe_load(RULES.read_text())["spec"]["groups"][0]["rules"]
+
+
 def promql_expressions() -> dict[str, str]:
     """Every PromQL expression deploy/ holds: alert rules, dashboard panels, the adapter's queries (its template
     placeholders filled as prometheus-adapter fills them)."""
     import yaml
     exprs = {}
-    alerts = yaml.safe_load((DEPLOY / "monitoring" / "alerts.yaml").read_text())
-    for rule in alerts["groups"][0]["rules"]:
+    for rule in alert_rules():
         exprs[f"alert {rule['alert']}"] = rule["expr"]
     dashboard = json.loads((DEPLOY / "monitoring" / "grafana-dashboard.json").read_text())
     for panel in dashboard["panels"]:
-        for target in panel["targets"]:
-            exprs[f"panel {panel['title']} {target['refId']}"] = target["expr"]
+        for target in panel["targets"]:  # the dashboard's namespace variable as Grafana fills it
+            exprs[f"panel {panel['title']} {target['refId']}"] = target["expr"].replace("$namespace", NAMESPACE)
     adapter = yaml.safe_load((DEPLOY / "monitoring" / "prometheus-adapter.yaml").read_text())
     for i, rule in enumerate(adapter["rules"]["custom"]):
         exprs[f"adapter {i} series"] = rule["seriesQuery"].strip("'")
-        exprs[f"adapter {i} query"] = (rule["metricsQuery"].replace("<<.LabelMatchers>>", 'namespace="x",pod="y"')
+        exprs[f"adapter {i} query"] = (rule["metricsQuery"].replace("<<.LabelMatchers>>", f'namespace="{NAMESPACE}",pod="y"')
                                        .replace("<<.GroupBy>>", "pod"))
     return exprs
 
@@ -176,3 +186,31 @@ def test_rollouts_and_pod_security(rendered):
         assert product and " " not in product  # GPU Feature Discovery's form of the name damo-export records
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".venv", ".git", "data", "work_dirs"} <= set(ignored)
+
+
+def test_kube_prometheus_stack_objects_select_what_they_should():
+    """The ServiceMonitor and PrometheusRule render, carry the label the stack's default selectors match, and the
+    ServiceMonitor selects the Service by its labels and scrapes its metrics port; the adapter asks the stack's
+    Prometheus."""
+    import yaml
+    kubectl = shutil.which("kubectl") or pytest.skip("kubectl is not installed")
+    run = subprocess.run([kubectl, "kustomize", str(DEPLOY / "monitoring" / "kube-prometheus-stack")],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    objects = {doc["kind"]: doc for doc in yaml.safe_load_all(run.stdout)}
+    assert set(objects) == {"ServiceMonitor", "PrometheusRule"}
+    for obj in objects.values():
+        assert obj["apiVersion"] == "monitoring.coreos.com/v1"
+        assert obj["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    service = render("cpu")["Service"]
+    monitor = objects["ServiceMonitor"]["spec"]
+    assert monitor["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert {e["port"] for e in monitor["endpoints"]} <= {p["name"] for p in service["spec"]["ports"]} == {
+        "http", "grpc", "metrics"} and monitor["endpoints"][0]["port"] == "metrics"
+    assert objects["PrometheusRule"]["spec"]["groups"][0]["rules"] == alert_rules()
+    assert 'job="damo-yolo"' in promql_expressions()["alert DamoYoloReplicaDown"]
+    assert service["metadata"]["name"] == "damo-yolo"  # the job label the operator gives the targets
+    adapter = yaml.safe_load((DEPLOY / "monitoring" / "prometheus-adapter.yaml").read_text())
+    assert adapter["prometheus"]["url"].startswith("http://kube-prometheus-stack-prometheus.monitoring")
+    for expr in [r["expr"] for r in alert_rules()[:2]]:
+        assert "sum by (namespace)" in expr  # alerts per namespace
