@@ -90,16 +90,22 @@ def header_size(buf: np.ndarray) -> tuple[int, int]:
     return int(height), int(width)
 
 
+def check_image(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str]:
+    """``check_encoded``, and an image of more than ``max_pixels`` pixels refused from its header, before any
+    decoder runs (0: no limit but the decoder's own, OpenCV's 2^30)."""
+    buf, kind = check_encoded(data)
+    if max_pixels:
+        check_pixels(*header_size(buf), max_pixels)
+    return buf, kind
+
+
 def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Encoded JPEG/PNG bytes → an H×W×3 uint8 BGR image, as every stage of the project reads images.
 
     OpenCV's colour decoding: EXIF orientation applied, grayscale and CMYK converted, alpha dropped,
-    16-bit channels scaled to 8 bits. An image of more than ``max_pixels`` pixels is refused from its header,
-    before decoding (0: no limit but OpenCV's own, 2^30).
+    16-bit channels scaled to 8 bits. Too large an image is refused before decoding (``check_image``).
     """
-    buf, kind = check_encoded(data)
-    if max_pixels:
-        check_pixels(*header_size(buf), max_pixels)
+    buf, kind = check_image(data, max_pixels)
     try:
         image = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     except cv2.error as exc:

@@ -131,8 +131,13 @@ def served_detections(url: str, model: str, datas: Sequence[bytes]) -> tuple[lis
     with DamoClient(url, model=model, timeout=300.0) as client:
         settings = ServedSettings.from_export_info(client.connect().export_info)
         answers = client.detect_batch(list(datas))
+    return as_arrays(answers), settings
+
+
+def as_arrays(per_image) -> list[Detections]:
+    """The SDK's detections (a list of Detection per image) as (boxes, scores, classes) arrays per image."""
     return [(np.array([d.box for d in dets], np.float32).reshape(-1, 4), np.array([d.score for d in dets]),
-             np.array([d.class_id for d in dets])) for dets in answers], settings
+             np.array([d.class_id for d in dets])) for dets in per_image]
 
 
 def check_served(url: str, model: str, onnx_path: Path, datas: Sequence[bytes], input_size: tuple[int, int],

@@ -19,8 +19,7 @@ from typing import Callable, Hashable, Optional, Sequence
 import numpy as np
 
 from damo_yolo import contract as C
-from damo_yolo.data.preprocess import (MAX_PIXELS, ImageDecodeError, check_encoded, check_pixels, decode_image,
-                                       header_size, preprocess)
+from damo_yolo.data.preprocess import MAX_PIXELS, ImageDecodeError, check_image, decode_image, preprocess
 from damo_yolo.serving.triton.detections import check_thresholds, pack
 from damo_yolo.postprocess import postprocess
 from damo_yolo.serving.resources import cpu_limit
@@ -112,27 +111,18 @@ class DaliDecoder:
             start = 0
             for key in group:
                 end = start + len(per_request[key])
-                try:
-                    for h, w in sizes[start:end]:
-                        check_pixels(int(h), int(w), self.max_pixels)
-                    results[key] = (images[start:end], scales[start:end], sizes[start:end])
-                except ImageDecodeError as exc:
-                    results[key] = exc
+                results[key] = (images[start:end], scales[start:end], sizes[start:end])  # sizes checked in decode
                 start = end
         return results
 
-    def _checked(self, data):
-        """The image's bytes, refused before decoding when its header says it is too large."""
-        buf, _ = check_encoded(data)
-        if self.max_pixels:
-            check_pixels(*header_size(buf), self.max_pixels)
-        return buf
+    def _check(self, data):
+        return check_image(data, self.max_pixels)
 
     def decode(self, per_request: dict) -> dict:
         results, checked = {}, {}
         for key, images in per_request.items():
             try:
-                checked[key] = [_named(i, self._checked, data) for i, data in enumerate(images)]
+                checked[key] = [_named(i, self._check, data)[0] for i, data in enumerate(images)]
             except ImageDecodeError as exc:
                 results[key] = exc
         if checked:

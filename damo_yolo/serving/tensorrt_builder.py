@@ -7,14 +7,13 @@ FP16 may be used — no implicit calibrator (deprecated in 10.1, gone in 11). On
 the batch range, a workspace limit and a timing cache reused across builds. The GPU is found
 through CUDA (cuda-python), never through torch. Without TensorRT, with another TensorRT version or without
 a GPU, :func:`build_engine` stops with a one-line :class:`TensorRTUnavailable`; the option handling and the
-calibration data are plain Python and run anywhere.
+check that an INT8 build gets a Q/DQ graph are plain Python and run anywhere.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
-
 
 from ..fileio import atomic_write_bytes
 from . import platform

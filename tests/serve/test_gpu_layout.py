@@ -39,16 +39,12 @@ def _images(trained_synthetic, sample_images):
     return [p.read_bytes() for p in sample_images[:3] + sorted((trained_synthetic["data"] / "val").glob("*.jpg"))[:5]]
 
 
-def _arrays(per_image):
-    return [(np.array([d.box for d in dets], np.float32).reshape(-1, 4), np.array([d.score for d in dets]),
-             np.array([d.class_id for d in dets])) for dets in per_image]
-
-
 def test_gpu_ensemble_answers_as_the_model_does(gpu_layout, trained_synthetic, sample_images):
     """Served through the SDK (UINT8 images), equal to the PyTorch model with the reference NMS on the same DALI
     tensors — the NMS inside the plan and the map-back step change nothing."""
     from damo_client import DamoClient
     from damo_yolo.data.preprocess import ResizeInfo
+    from damo_yolo.serving.agreement import as_arrays
     from damo_yolo.serving.dali_preprocess import build_pipeline
     from damo_yolo.models import load_model
     from serving import local_detections
@@ -61,7 +57,7 @@ def test_gpu_ensemble_answers_as_the_model_does(gpu_layout, trained_synthetic, s
     compared = 0
     with DamoClient(server.http_url) as gpu:
         for threshold in (None, 0.1, 0.03):  # the served default, one below it, the plan's own
-            got = _arrays(gpu.detect_batch(datas, score_threshold=threshold))
+            got = as_arrays(gpu.detect_batch(datas, score_threshold=threshold))
             if threshold is None:
                 assert all((g[1] > SERVED_DEFAULT).all() for g in got)
             for i, g in enumerate(got):
