@@ -1,5 +1,9 @@
 """COCO-format detection data: an instances json and an image folder.
 
+Each object keeps its outline when the annotation has polygons (``segmentation`` as lists of points; the
+parts of a multi-part polygon are joined into one list, as the reference reads them), so augmentations
+that rotate or shear can take the box from the outline; an RLE mask or a box-only annotation has none.
+
 Category ids map to contiguous labels 0..C−1 (by ``class_names`` when given, as the reference maps by
 name; otherwise in category-id order) and back for evaluation. Crowd boxes are left out of training, as
 the reference does. Problems in the data are reported once and handled the way COCO tools would:
@@ -41,9 +45,20 @@ def category_mapping(categories: list[dict], class_names: Optional[Sequence[str]
     return list(class_names), [by_name[n] for n in class_names]
 
 
+def polygon_points(segmentation: Any) -> Optional[np.ndarray]:
+    """A COCO polygon segmentation (a list of flat [x1, y1, x2, y2, ...] lists) as one [k, 2] float32 array
+    of all its parts' points; None for an RLE mask, a missing or malformed one."""
+    if not isinstance(segmentation, list):
+        return None
+    flat = [float(v) for part in segmentation if isinstance(part, list) for v in part]
+    if len(flat) < 2 or len(flat) % 2:
+        return None
+    return np.array(flat, np.float32).reshape(-1, 2)
+
+
 class CocoDetection:
     """Samples as dicts: ``img`` (H×W×3 uint8 RGB), ``boxes`` [n, 4] xyxy float32, ``labels`` [n] int64,
-    ``img_id``, ``file_name``, ``orig_size`` (H, W)."""
+    ``polygons`` (one [k, 2] outline or None per box), ``img_id``, ``file_name``, ``orig_size`` (H, W)."""
 
     def __init__(self, ann_file: str | Path, img_dir: str | Path, class_names: Optional[Sequence[str]] = None,
                  skip_empty: bool = False):
@@ -75,7 +90,7 @@ class CocoDetection:
                 missing.append(info["file_name"])
                 continue
             h, w = int(info.get("height", 0)), int(info.get("width", 0))
-            boxes, labels = [], []
+            boxes, labels, polygons = [], [], []
             for ann in per_image.get(info["id"], []):
                 if ann.get("iscrowd", 0) or ann.get("category_id") not in self.cat_to_label:
                     continue
@@ -94,11 +109,13 @@ class CocoDetection:
                     continue
                 boxes.append(box)
                 labels.append(self.cat_to_label[ann["category_id"]])
+                polygons.append(polygon_points(ann.get("segmentation")))
             if skip_empty and not boxes:
                 continue
             self.records.append({
                 "img_id": info["id"], "file_name": info["file_name"], "path": path, "height": h, "width": w,
-                "boxes": np.array(boxes, np.float32).reshape(-1, 4), "labels": np.array(labels, np.int64)})
+                "boxes": np.array(boxes, np.float32).reshape(-1, 4), "labels": np.array(labels, np.int64),
+                "polygons": polygons})
         if missing:
             logger.warning("%s: %d image file(s) listed but missing under %s, left out (first: %s)",
                            self.ann_file.name, len(missing), self.img_dir, ", ".join(missing[:3]))
@@ -140,7 +157,8 @@ class CocoDetection:
                 boxes = record["boxes"].copy()
                 if record["height"] != h or record["width"] != w:  # the json's size is wrong: trust the pixels
                     boxes = np.clip(boxes, 0, [w, h, w, h])
-                return {"img": img, "boxes": boxes, "labels": record["labels"].copy(), "img_id": record["img_id"],
+                return {"img": img, "boxes": boxes, "labels": record["labels"].copy(),
+                        "polygons": list(record["polygons"]), "img_id": record["img_id"],
                         "file_name": record["file_name"], "orig_size": (h, w)}
         raise DataError(f"no image of {self.ann_file} can be decoded")
 

@@ -2,7 +2,7 @@
 
 Each class has its own shape, colour family and texture, so the classes are learnable but not trivial;
 objects range from ~12 px to half the image, overlap partially (at most 35% of an object is hidden, and
-its box is that of its visible part), and sit on crops of real photographs (``--backgrounds``: a folder
+its box and polygon outline are those of its visible part), and sit on crops of real photographs (``--backgrounds``: a folder
 of images; default ../shared/data/images when present) or on procedural textures.
 
     python -m damo_yolo.data.synthetic --out data/synthetic --train 800 --val 200 --size 320 --seed 0
@@ -143,9 +143,23 @@ def load_backgrounds(folder: Optional[Path]) -> list[np.ndarray]:
     return photos
 
 
+def outline(visible: np.ndarray, x1: int, y1: int, upsample: int = 4) -> list[list[float]]:
+    """The COCO polygon (one flat point list per part) of a visible-pixel mask cropped at (x1, y1): outer
+    contours traced at 1/``upsample`` px, so the outline's extent is the box's to within 1/(2·upsample) px."""
+    big = cv2.resize(visible.astype(np.uint8), None, fx=upsample, fy=upsample, interpolation=cv2.INTER_NEAREST)
+    contours, _ = cv2.findContours(big, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    parts = []
+    for contour in contours:
+        if len(contour) >= 3:
+            points = (contour.reshape(-1, 2) + 0.5) / upsample + (x1, y1)
+            parts.append([round(float(v), 2) for v in points.reshape(-1)])
+    return parts
+
+
 def render_image(rng: np.random.Generator, h: int, w: int, photos: Sequence[np.ndarray],
                  max_objects: int = 8) -> tuple[np.ndarray, list[dict]]:
-    """One RGB image and its objects: dicts with ``label``, ``bbox`` (x, y, w, h) and ``area``."""
+    """One RGB image and its objects: dicts with ``label``, ``bbox`` (x, y, w, h), ``area`` and
+    ``segmentation`` (the visible part's outline)."""
     use_photo = photos and rng.random() < 0.8
     image = (_photo_background(photos, h, w, rng) if use_photo else _procedural_background(h, w, rng)).astype(np.float32)
     owner = np.full((h, w), -1, np.int32)  # which object each pixel shows
@@ -187,7 +201,8 @@ def render_image(rng: np.random.Generator, h: int, w: int, photos: Sequence[np.n
         if ys.size < MIN_VISIBLE_PIXELS:
             continue
         x1, y1, x2, y2 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
-        objects.append({"label": label, "bbox": [x1, y1, x2 - x1, y2 - y1], "area": int(ys.size)})
+        objects.append({"label": label, "bbox": [x1, y1, x2 - x1, y2 - y1], "area": int(ys.size),
+                        "segmentation": outline(owner[y1:y2, x1:x2] == idx, x1, y1)})
     return image, objects
 
 
@@ -212,7 +227,8 @@ def generate_split(out_dir: Path, split: str, count: int, size: tuple[int, int],
         images.append({"id": image_id, "file_name": file_name, "height": h, "width": w})
         for obj in objects:
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": obj["label"] + 1,
-                                "bbox": obj["bbox"], "area": obj["area"], "iscrowd": 0})
+                                "bbox": obj["bbox"], "area": obj["area"], "segmentation": obj["segmentation"],
+                                "iscrowd": 0})
         if progress:
             progress(i + 1)
     coco = {

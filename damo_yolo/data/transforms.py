@@ -1,8 +1,13 @@
 """Training augmentations of the DAMO-YOLO recipe (reference: damo/dataset/datasets/mosaic_wrapper.py and
-damo/dataset/transforms/): mosaic, random affine, mixup, resize (stretch or letterbox), flip, HSV.
+damo/dataset/transforms/): mosaic, random affine, mixup, flip, and an optional HSV jitter.
 
 Every function takes its random generator, so a sample is a pure function of (seed, epoch, index).
-Images are H×W×3 uint8 RGB; boxes are [n, 4] float32 xyxy pixels; labels [n] int64.
+Images are H×W×3 uint8 RGB; boxes are [n, 4] float32 xyxy pixels; labels [n] int64. ``polygons`` is a list
+with one entry per box: the object's outline as a [k, 2] float array (all parts of a multi-part COCO
+polygon in one list of points, as the reference reads them), or None where there is none (box-only or RLE
+annotations). Mosaic carries the outlines; the random affine takes each box from its transformed outline,
+as the reference does, and from the box corners where an object has none. The transforms after the affine
+(mixup, resize, flip) are axis-aligned, so they move boxes exactly and need no outlines.
 """
 from __future__ import annotations
 
@@ -11,8 +16,6 @@ from typing import Optional, Sequence
 
 import cv2
 import numpy as np
-
-from .preprocess import resize_image
 
 FILL = 114  # canvas colour of mosaic, affine borders and mixup
 
@@ -25,10 +28,8 @@ def clip_boxes(boxes: np.ndarray, h: int, w: int) -> np.ndarray:
     return np.clip(boxes, 0, [w, h, w, h]).astype(np.float32)
 
 
-def filter_boxes(boxes: np.ndarray, labels: np.ndarray, min_area: float = 4.0) -> tuple[np.ndarray, np.ndarray]:
-    """Drop boxes of area ≤ ``min_area`` px² (the reference's last filter)."""
-    keep = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) > min_area
-    return boxes[keep], labels[keep]
+def box_areas(boxes: np.ndarray) -> np.ndarray:
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
 
 
 def hflip(img: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -69,20 +70,53 @@ def affine_matrix(rng: np.random.Generator, in_size: tuple[int, int], out_size: 
     return translation @ shearing @ rotation @ centre, s
 
 
+def resample_polygon(points: np.ndarray, n: int = 1000) -> np.ndarray:
+    """``n`` points spaced evenly in vertex index along the outline from its first to its last vertex (the
+    reference's ``resample_segments``: the closing edge back to the first vertex is not sampled)."""
+    t = np.linspace(0, len(points) - 1, n)
+    index = np.arange(len(points))
+    return np.stack([np.interp(t, index, points[:, 0]), np.interp(t, index, points[:, 1])], 1)
+
+
+def polygon_box(points: np.ndarray, w: int, h: int) -> np.ndarray:
+    """The extent of the points inside [0, w]×[0, h] (the reference's ``segment2box``); zeros if none is."""
+    x, y = points[:, 0], points[:, 1]
+    inside = (x >= 0) & (y >= 0) & (x <= w) & (y <= h)
+    if not inside.any():
+        return np.zeros(4)
+    x, y = x[inside], y[inside]
+    return np.array([x.min(), y.min(), x.max(), y.max()])
+
+
+def warp_boxes(boxes: np.ndarray, polygons: Optional[Sequence[Optional[np.ndarray]]], matrix: np.ndarray,
+               out_size: tuple[int, int]) -> np.ndarray:
+    """Boxes after the affine ``matrix``: from the transformed outline where an object has one (resampled
+    to 1000 points, only points inside the output counted), else from the 4 transformed corners, clipped."""
+    oh, ow = out_size
+    corners = boxes[:, [0, 1, 2, 1, 2, 3, 0, 3]].reshape(-1, 2)  # (x1y1, x2y1, x2y2, x1y2) per box
+    corners = (np.c_[corners, np.ones(len(corners))] @ matrix.T)[:, :2].reshape(-1, 8)
+    xs, ys = corners[:, 0::2], corners[:, 1::2]
+    warped = np.clip(np.stack([xs.min(1), ys.min(1), xs.max(1), ys.max(1)], 1), 0, [ow, oh, ow, oh])
+    for i, points in enumerate(polygons or ()):
+        if points is not None and len(points):
+            outline = resample_polygon(points)
+            outline = np.c_[outline, np.ones(len(outline))] @ matrix[:2].T
+            warped[i] = polygon_box(outline, ow, oh)
+    return warped.astype(np.float32)
+
+
 def random_affine(img: np.ndarray, boxes: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
                   out_size: tuple[int, int], degrees: float = 10.0, translate: float = 0.2,
-                  scale: tuple[float, float] = (0.1, 2.0), shear: float = 2.0):
-    """Warp the image and its boxes (by their 4 corners), then keep boxes wider/taller than 2 px that kept
-    more than 10% of their scaled area and have an aspect ratio under 20."""
+                  scale: tuple[float, float] = (0.1, 2.0), shear: float = 2.0,
+                  polygons: Optional[Sequence[Optional[np.ndarray]]] = None):
+    """Warp the image and its boxes (see :func:`warp_boxes`), then keep boxes wider/taller than 2 px that
+    kept more than 10% of their scaled area and have an aspect ratio under 20."""
     matrix, s = affine_matrix(rng, img.shape[:2], out_size, degrees, translate, scale, shear)
     oh, ow = out_size
     out = cv2.warpAffine(img, matrix[:2], (ow, oh), flags=cv2.INTER_LINEAR, borderValue=(FILL, FILL, FILL))
     if len(boxes) == 0:
         return out, *_empty()
-    corners = boxes[:, [0, 1, 2, 1, 2, 3, 0, 3]].reshape(-1, 2)  # (x1y1, x2y1, x2y2, x1y2) per box
-    corners = (np.c_[corners, np.ones(len(corners))] @ matrix.T)[:, :2].reshape(-1, 8)
-    xs, ys = corners[:, 0::2], corners[:, 1::2]
-    warped = clip_boxes(np.stack([xs.min(1), ys.min(1), xs.max(1), ys.max(1)], 1), oh, ow)
+    warped = warp_boxes(boxes, polygons, matrix, out_size)
     w0, h0 = (boxes[:, 2] - boxes[:, 0]) * s, (boxes[:, 3] - boxes[:, 1]) * s
     w1, h1 = warped[:, 2] - warped[:, 0], warped[:, 3] - warped[:, 1]
     aspect = np.maximum(w1 / (h1 + 1e-16), h1 / (w1 + 1e-16))
@@ -90,107 +124,72 @@ def random_affine(img: np.ndarray, boxes: np.ndarray, labels: np.ndarray, rng: n
     return out, warped[keep], labels[keep]
 
 
-def mosaic(samples: Sequence[dict], rng: np.random.Generator, tile: tuple[int, int]):
-    """Four samples on a 2·tile canvas around a random centre; each is stretched to the tile size."""
+def _tile_placement(i: int, xc: int, yc: int, w: int, h: int, tw: int, th: int):
+    """Where tile ``i`` (0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right) of size w×h lands on the
+    2·tile canvas around (xc, yc), and which part of it shows: (x1, y1, x2, y2) on the canvas, (x, y) in it."""
+    if i == 0:
+        x1, y1, x2, y2 = max(xc - w, 0), max(yc - h, 0), xc, yc
+        return (x1, y1, x2, y2), (w - (x2 - x1), h - (y2 - y1))
+    if i == 1:
+        x1, y1, x2, y2 = xc, max(yc - h, 0), min(xc + w, 2 * tw), yc
+        return (x1, y1, x2, y2), (0, h - (y2 - y1))
+    if i == 2:
+        x1, y1, x2, y2 = max(xc - w, 0), yc, xc, min(2 * th, yc + h)
+        return (x1, y1, x2, y2), (w - (x2 - x1), 0)
+    x1, y1, x2, y2 = xc, yc, min(xc + w, 2 * tw), min(2 * th, yc + h)
+    return (x1, y1, x2, y2), (0, 0)
+
+
+def mosaic(samples: Sequence[dict], rng: np.random.Generator, tile: tuple[int, int], keep_ratio: bool = False):
+    """Four samples on a 2·tile canvas around a random centre; each is resized to the tile (stretched, or
+    fitted with its aspect kept). Returns (canvas, boxes, labels, polygons), coordinates clipped to it."""
     th, tw = tile
     canvas = np.full((2 * th, 2 * tw, 3), FILL, np.uint8)
     xc, yc = int(rng.uniform(0.5 * tw, 1.5 * tw)), int(rng.uniform(0.5 * th, 1.5 * th))
-    all_boxes, all_labels = [], []
+    all_boxes, all_labels, all_polygons = [], [], []
     for i, sample in enumerate(samples):
-        img, info = resize_image(sample["img"], tile, "stretch")
+        h0, w0 = sample["img"].shape[:2]
+        sy, sx = (th / h0, tw / w0) if not keep_ratio else (min(th / h0, tw / w0),) * 2
+        img = cv2.resize(sample["img"], (int(w0 * sx), int(h0 * sy)), interpolation=cv2.INTER_LINEAR)
         h, w = img.shape[:2]
-        if i == 0:    # top-left
-            xa1, ya1, xa2, ya2 = max(xc - w, 0), max(yc - h, 0), xc, yc
-            xb1, yb1 = w - (xa2 - xa1), h - (ya2 - ya1)
-        elif i == 1:  # top-right
-            xa1, ya1, xa2, ya2 = xc, max(yc - h, 0), min(xc + w, 2 * tw), yc
-            xb1, yb1 = 0, h - (ya2 - ya1)
-        elif i == 2:  # bottom-left
-            xa1, ya1, xa2, ya2 = max(xc - w, 0), yc, xc, min(2 * th, yc + h)
-            xb1, yb1 = w - (xa2 - xa1), 0
-        else:         # bottom-right
-            xa1, ya1, xa2, ya2 = xc, yc, min(xc + w, 2 * tw), min(2 * th, yc + h)
-            xb1, yb1 = 0, 0
+        (xa1, ya1, xa2, ya2), (xb1, yb1) = _tile_placement(i, xc, yc, w, h, tw, th)
         canvas[ya1:ya2, xa1:xa2] = img[yb1:yb1 + (ya2 - ya1), xb1:xb1 + (xa2 - xa1)]
-        boxes = sample["boxes"] * np.array([info.scale_x, info.scale_y] * 2, np.float32)
-        boxes = boxes + np.array([xa1 - xb1, ya1 - yb1] * 2, np.float32)
-        all_boxes.append(boxes)
+        scale, shift = np.array([sx, sy], np.float32), np.array([xa1 - xb1, ya1 - yb1], np.float32)
+        all_boxes.append(sample["boxes"] * np.tile(scale, 2) + np.tile(shift, 2))
         all_labels.append(sample["labels"])
+        polygons = sample.get("polygons") or [None] * len(sample["boxes"])
+        all_polygons += [None if p is None else np.clip(p * scale + shift, 0, [2 * tw, 2 * th]) for p in polygons]
     boxes = clip_boxes(np.concatenate(all_boxes), 2 * th, 2 * tw)
-    labels = np.concatenate(all_labels)
-    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-    return canvas, boxes[keep], labels[keep]
+    return canvas, boxes, np.concatenate(all_labels), all_polygons
 
 
 def mixup(img: np.ndarray, boxes: np.ndarray, labels: np.ndarray, other: dict, rng: np.random.Generator,
           scale: tuple[float, float] = (0.5, 1.5)):
-    """Blend ``other`` (letterboxed top-left, scale-jittered, maybe flipped, randomly offset) 50/50 into img."""
+    """Blend ``other`` 50/50 into ``img`` as the reference's copy-paste mixup: ``other`` is fitted into a
+    114-filled canvas of img's size (top-left), the canvas is scaled by a random jitter and maybe flipped,
+    placed at the top-left of a zero-filled area covering both, and a random img-sized window of it is
+    blended in. Its boxes follow, clipped to the window (no filtering here: the caller's area filter)."""
     oh, ow = img.shape[:2]
     jitter = rng.uniform(*scale)
+    flip = rng.random() > 0.5
     src = other["img"]
-    r = min(oh / src.shape[0], ow / src.shape[1]) * jitter
-    nh, nw = max(1, int(src.shape[0] * r)), max(1, int(src.shape[1] * r))
-    resized = cv2.resize(src, (nw, nh), interpolation=cv2.INTER_LINEAR)
-    other_boxes = other["boxes"] * np.array([nw / src.shape[1], nh / src.shape[0]] * 2, np.float32)
-    if rng.random() < 0.5:
-        resized, other_boxes = hflip(resized, other_boxes)
-    ph, pw = max(nh, oh), max(nw, ow)
-    padded = np.full((ph, pw, 3), FILL, np.uint8)
-    padded[:nh, :nw] = resized
-    y0 = int(rng.integers(0, ph - oh + 1))
-    x0 = int(rng.integers(0, pw - ow + 1))
-    crop = padded[y0:y0 + oh, x0:x0 + ow]
-    other_boxes = clip_boxes(other_boxes - np.array([x0, y0, x0, y0], np.float32), oh, ow)
-    keep = ((other_boxes[:, 2] - other_boxes[:, 0]) > 2) & ((other_boxes[:, 3] - other_boxes[:, 1]) > 2)
-    blended = (0.5 * img.astype(np.float32) + 0.5 * crop.astype(np.float32)).astype(np.uint8)
-    return blended, np.concatenate([boxes, other_boxes[keep]]), np.concatenate([labels, other["labels"][keep]])
-
-
-class TrainTransform:
-    """The per-sample recipe: [mosaic → affine → mixup] → resize → flip → HSV → CHW float32.
-
-    ``mosaic_prob = 0`` (the last "no augmentation" epochs) leaves resize, flip and HSV.
-    """
-
-    def __init__(self, input_size: tuple[int, int], mosaic_size: Optional[tuple[int, int]] = (640, 640),
-                 mosaic_prob: float = 1.0, mixup_prob: float = 0.15, degrees: float = 10.0, translate: float = 0.2,
-                 scale: tuple[float, float] = (0.1, 2.0), shear: float = 2.0, mixup_scale=(0.5, 1.5),
-                 flip_prob: float = 0.5, hsv_gains: Optional[Sequence[float]] = (0.015, 0.7, 0.4),
-                 keep_ratio: bool = False, pad_value: float = FILL):
-        self.input_size = tuple(input_size)
-        self.mosaic_size = tuple(mosaic_size) if mosaic_size is not None else self.input_size  # None: the input size
-        self.mosaic_prob, self.mixup_prob = mosaic_prob, mixup_prob
-        self.degrees, self.translate, self.scale, self.shear = degrees, translate, tuple(scale), shear
-        self.mixup_scale, self.flip_prob, self.hsv_gains = tuple(mixup_scale), flip_prob, hsv_gains
-        self.keep_ratio, self.pad_value = keep_ratio, pad_value
-
-    def __repr__(self) -> str:
-        return (f"{type(self).__name__}(input_size={self.input_size}, mosaic_prob={self.mosaic_prob}, "
-                f"mixup_prob={self.mixup_prob}, degrees={self.degrees}, translate={self.translate}, "
-                f"scale={self.scale}, shear={self.shear}, flip_prob={self.flip_prob}, hsv_gains={self.hsv_gains}, "
-                f"keep_ratio={self.keep_ratio})")
-
-    def __call__(self, load, index: int, num_samples: int, rng: np.random.Generator, augment: bool = True) -> dict:
-        """``load(i)`` returns sample i (see CocoDetection.load); returns img HWC uint8, boxes, labels.
-        ``augment=False`` leaves only resize and flip (the recipe's last, "no augmentation" epochs)."""
-        sample = load(index)
-        img, boxes, labels = sample["img"], sample["boxes"], sample["labels"]
-        if augment and rng.random() < self.mosaic_prob:
-            others = [load(int(i)) for i in rng.integers(0, num_samples, 3)]
-            img, boxes, labels = mosaic([sample] + others, rng, self.mosaic_size)
-            img, boxes, labels = random_affine(img, boxes, labels, rng, self.mosaic_size, self.degrees,
-                                               self.translate, self.scale, self.shear)
-            if rng.random() < self.mixup_prob:
-                other = load(int(rng.integers(0, num_samples)))
-                if len(other["boxes"]):
-                    img, boxes, labels = mixup(img, boxes, labels, other, rng, self.mixup_scale)
-        resized, info = resize_image(img, self.input_size, "letterbox" if self.keep_ratio else "stretch",
-                                     self.pad_value)
-        boxes = clip_boxes(boxes * np.array([info.scale_x, info.scale_y] * 2, np.float32), *self.input_size)
-        if rng.random() < self.flip_prob:
-            resized, boxes = hflip(resized, boxes)
-        if augment and self.hsv_gains:
-            resized = random_hsv(resized, rng, self.hsv_gains)
-        boxes, labels = filter_boxes(boxes, labels)
-        return {"img": resized, "boxes": boxes.astype(np.float32), "labels": labels.astype(np.int64),
-                "img_id": sample["img_id"]}
+    ratio = min(oh / src.shape[0], ow / src.shape[1])
+    canvas = np.full((oh, ow, 3), FILL, np.uint8)
+    fitted = cv2.resize(src, (int(src.shape[1] * ratio), int(src.shape[0] * ratio)), interpolation=cv2.INTER_LINEAR)
+    canvas[:fitted.shape[0], :fitted.shape[1]] = fitted
+    canvas = cv2.resize(canvas, (int(ow * jitter), int(oh * jitter)))
+    ratio *= jitter
+    if flip:
+        canvas = canvas[:, ::-1]
+    ch, cw = canvas.shape[:2]
+    padded = np.zeros((max(ch, oh), max(cw, ow), 3), np.uint8)
+    padded[:ch, :cw] = canvas
+    y0 = int(rng.integers(0, padded.shape[0] - oh)) if padded.shape[0] > oh else 0
+    x0 = int(rng.integers(0, padded.shape[1] - ow)) if padded.shape[1] > ow else 0
+    window = padded[y0:y0 + oh, x0:x0 + ow]
+    other_boxes = np.clip(other["boxes"] * ratio, 0, [cw, ch, cw, ch])
+    if flip:
+        other_boxes[:, [0, 2]] = cw - other_boxes[:, [2, 0]]
+    other_boxes = np.clip(other_boxes - [x0, y0, x0, y0], 0, [ow, oh, ow, oh]).astype(np.float32)
+    blended = (0.5 * img.astype(np.float32) + 0.5 * window.astype(np.float32)).astype(np.uint8)
+    return blended, np.concatenate([boxes, other_boxes]), np.concatenate([labels, other["labels"]])

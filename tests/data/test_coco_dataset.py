@@ -106,7 +106,9 @@ def test_training_pass_survives_an_undecodable_image(tmp_path):
     (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff" + b"\x00" * 50)  # a truncated JPEG
     images = [{"id": i, "file_name": f, "height": 64, "width": 80} for i, f in enumerate(["a.jpg", "bad.jpg", "b.jpg"], 1)]
     annotations = [{"id": i, "image_id": i, "category_id": 7, "bbox": [20, 10, 40, 30], "iscrowd": 0} for i in (1, 2, 3)]
-    dataset = DetectionTrainDataset(_write(tmp_path, images, annotations), tmp_path, (64, 64), mosaic_size=(64, 64))
+    pipeline = [dict(type="Mosaic", img_scale=(64, 64)), dict(type="RandomAffine", img_scale=(64, 64)),
+                dict(type="MixUp", prob=1.0), dict(type="Resize", scale=(64, 64)), dict(type="PackDetInputs")]
+    dataset = DetectionTrainDataset(_write(tmp_path, images, annotations), tmp_path, pipeline)
     loader = __import__("torch").utils.data.DataLoader(dataset, batch_size=3, collate_fn=collate_detections)
     for epoch in range(3):  # mosaic draws random partners, the bad image among them: never an exception
         dataset.set_epoch(epoch)
@@ -119,3 +121,16 @@ def test_empty_annotation_list_gives_background_images(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         ds = CocoDetection(_write(tmp_path, [{"id": 1, "file_name": "a.jpg", "height": 8, "width": 8}], []), tmp_path)
     assert "no annotations" in caplog.text and len(ds) == 1 and len(ds.load(0)["boxes"]) == 0
+
+
+def test_polygon_outlines_load_and_rle_or_box_only_objects_have_none(tmp_path):
+    cv2.imwrite(str(tmp_path / "a.jpg"), np.zeros((50, 50, 3), np.uint8))
+    parts = [[10, 10, 20, 10, 20, 20], [30, 30, 40, 30, 40, 45]]
+    rle = {"size": [50, 50], "counts": "abc"}
+    annotations = [{"id": i, "image_id": 1, "category_id": 7, "bbox": [10, 10, 30, 35], "iscrowd": 0, **extra}
+                   for i, extra in enumerate([{"segmentation": parts}, {"segmentation": rle}, {}], 1)]
+    ds = CocoDetection(_write(tmp_path, [{"id": 1, "file_name": "a.jpg", "height": 50, "width": 50}], annotations),
+                       tmp_path)
+    joined, from_rle, box_only = ds.load(0)["polygons"]
+    assert joined.tolist() == [[10, 10], [20, 10], [20, 20], [30, 30], [40, 30], [40, 45]]  # parts joined
+    assert from_rle is None and box_only is None  # these fall back to the box corners under rotation
