@@ -42,7 +42,8 @@ SMALL_TRAINING = dict(
     no_aug_epochs="2",
     train_cfg="dict(dynamic_intervals=None)",
     default_hooks="dict(logger=dict(interval=5))",
-    custom_hooks="[dict(type='DAMOScheduleHook'), "
+    custom_hooks="[dict(type='TrainProgressHook'), "
+                 "dict(type='PipelineSwitchHook', switch_pipeline=_base_.last_stage_pipeline), "
                  "dict(type='EMAHook', ema_type='DAMOModelEMA', update_buffers=True, priority=49, ramp=100.0), "
                  "dict(type='ExportCheckpointHook')]",
 )

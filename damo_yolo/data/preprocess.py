@@ -130,11 +130,15 @@ class ResizeInfo:
     scale_y: float
     scale_x: float
 
-    def to_original(self, boxes: np.ndarray) -> np.ndarray:
-        """Boxes (x1, y1, x2, y2) in input pixels → original pixels, clipped to the image."""
+    def to_original(self, boxes: np.ndarray, clip: bool = True) -> np.ndarray:
+        """Boxes (x1, y1, x2, y2) in input pixels → original pixels, clipped to the image unless ``clip`` is
+        False (the reference's evaluation leaves them as predicted)."""
         out = np.asarray(boxes, dtype=np.float32).copy()
-        out[..., 0::2] = np.clip(out[..., 0::2] / self.scale_x, 0, self.orig_w)
-        out[..., 1::2] = np.clip(out[..., 1::2] / self.scale_y, 0, self.orig_h)
+        out[..., 0::2] /= self.scale_x
+        out[..., 1::2] /= self.scale_y
+        if clip:
+            out[..., 0::2] = np.clip(out[..., 0::2], 0, self.orig_w)
+            out[..., 1::2] = np.clip(out[..., 1::2], 0, self.orig_h)
         return out
 
 

@@ -1,102 +1,219 @@
-"""Loading a DAMO-YOLO training config: the top-level settings reach every place that uses them.
+"""DAMO-YOLO training configs: top-level settings and the places that carry them.
 
-An mmengine config is evaluated file by file, so ``ann_file=data_root + "..."`` in a base file keeps the
-base's ``data_root`` even when a child config or ``--cfg-options data_root=...`` changes it. The configs
-therefore name each frequently changed value once, at the top level, and leave its places unset; they
-are filled here, after the config files and the command-line options are merged. A place that is set
-anyway must agree with its setting, otherwise loading fails and names both: a value is never silently
-ignored.
+A shipped config is complete as written: ``Runner.from_cfg(Config.fromfile(path))`` trains it, every value
+in its dicts is where mmengine reads it. The frequently changed values are also named once at the top
+(``input_size``, ``max_epochs``, ...), and each of their copies in the dicts (a pipeline's ``Resize.scale``,
+a scheduler's ``end``) is a *place* of that setting, listed in :data:`PLACES`.
+
+mmengine evaluates a config file by file, so a child config or ``--cfg-options`` that changes a setting
+leaves its base's copies behind. :func:`load_config` (what ``damo-train`` and ``damo-test`` use) therefore
+moves every place that still holds what its parent config had to the new setting, and refuses, naming both,
+a place the config itself sets against its setting: a value is never silently ignored.
 """
 from __future__ import annotations
 
+import copy
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Callable, Iterable, Optional, Union
 
+PIPELINE = "train_dataloader.dataset.pipeline"
+LAST_PIPELINE = "custom_hooks.PipelineSwitchHook.switch_pipeline"  # the last, "no augmentation" epochs
 _DATASETS = ("train_dataloader.dataset", "val_dataloader.dataset", "test_dataloader.dataset")
-
-# setting -> the places it takes effect ("custom_hooks.<type>" is the custom hook of that type)
-SETTINGS: dict[str, tuple[str, ...]] = {
-    "variant": ("model.variant",),
-    "data_root": tuple(f"{d}.data_root" for d in _DATASETS) + ("val_evaluator.data_root", "test_evaluator.data_root"),
-    "input_size": tuple(f"{d}.input_size" for d in _DATASETS),
-    "batch_size": ("train_dataloader.batch_size",),
-    "num_workers": ("train_dataloader.num_workers",),
-    "max_epochs": ("train_cfg.max_epochs",),
-    "base_lr": ("optim_wrapper.optimizer.lr",),
-    "val_interval": ("train_cfg.val_interval",),
-    "mosaic_size": ("train_dataloader.dataset.mosaic_size",),
-    "mixup_prob": ("train_dataloader.dataset.mixup_prob",),
-    "affine_scale": ("train_dataloader.dataset.scale",),
-    "shear": ("train_dataloader.dataset.shear",),
-    "warmup_epochs": ("custom_hooks.DAMOScheduleHook.warmup_epochs",),
-    "no_aug_epochs": ("custom_hooks.DAMOScheduleHook.no_aug_epochs",),
-    "min_lr_ratio": ("custom_hooks.DAMOScheduleHook.min_lr_ratio",),
-}
+_MISSING = object()
 
 
 class ConfigError(ValueError):
     """A config that cannot be used as written (the message names the setting)."""
 
 
-def _container(cfg: Any, path: str) -> tuple[Optional[Any], str]:
-    """The dict holding the last key of ``path`` (None when the path does not exist), and that key."""
+@dataclass(frozen=True)
+class Place:
+    """Where a setting (or a value derived from several) is read. A path part after a list names the
+    element by its ``type`` (``custom_hooks.PipelineSwitchHook.switch_epoch``)."""
+
+    path: str
+    settings: tuple[str, ...]
+    value: Callable[..., Any] = lambda v: v
+    may_be_none: bool = False  # None there switches the feature off and is accepted
+
+
+def _augmented_epochs(max_epochs: int, no_aug_epochs: int) -> int:
+    return max_epochs - no_aug_epochs
+
+
+def _places() -> list[Place]:
+    places = [Place("model.variant", ("variant",)),
+              Place("model.finetune", ("finetune",)),
+              Place("model.teacher", ("teacher_config", "teacher_checkpoint"),
+                    lambda c, k: dict(config=c, checkpoint=k) if c or k else None),
+              Place("train_dataloader.batch_size", ("batch_size",)),
+              Place("train_dataloader.num_workers", ("num_workers",)),
+              Place("train_cfg.max_epochs", ("max_epochs",)),
+              Place("train_cfg.val_interval", ("val_interval",)),
+              Place("train_cfg.dynamic_intervals", ("max_epochs", "no_aug_epochs"),  # validate every epoch
+                    lambda m, n: [(_augmented_epochs(m, n), 1)], may_be_none=True),  # once augmentation is off
+              Place("optim_wrapper.optimizer.lr", ("base_lr",)),
+              Place("param_scheduler.QuadraticWarmupFromZeroLR.end", ("warmup_epochs",)),
+              Place("param_scheduler.CosineToMinLR.begin", ("warmup_epochs",)),
+              Place("param_scheduler.CosineToMinLR.end", ("max_epochs", "no_aug_epochs"), _augmented_epochs),
+              Place("param_scheduler.CosineToMinLR.min_ratio", ("min_lr_ratio",)),
+              Place("param_scheduler.FlatTailLR.begin", ("max_epochs", "no_aug_epochs"), _augmented_epochs),
+              Place("param_scheduler.FlatTailLR.end", ("max_epochs",)),
+              Place("param_scheduler.FlatTailLR.factor", ("min_lr_ratio",)),
+              Place("custom_hooks.PipelineSwitchHook.switch_epoch", ("max_epochs", "no_aug_epochs"),
+                    _augmented_epochs),
+              Place(f"{PIPELINE}.Mosaic.img_scale", ("mosaic_size", "input_size"), lambda m, i: m or i),
+              Place(f"{PIPELINE}.RandomAffine.img_scale", ("mosaic_size", "input_size"), lambda m, i: m or i),
+              Place(f"{PIPELINE}.RandomAffine.scaling_ratio_range", ("affine_scale",)),
+              Place(f"{PIPELINE}.RandomAffine.max_shear_degree", ("shear",)),
+              Place(f"{PIPELINE}.MixUp.prob", ("mixup_prob",)),
+              Place(f"{PIPELINE}.ScaleAwareBoxAugment.ramp_epochs", ("max_epochs", "no_aug_epochs"),
+                    _augmented_epochs),
+              Place(f"{PIPELINE}.Resize.scale", ("input_size",)),
+              Place(f"{LAST_PIPELINE}.Resize.scale", ("input_size",))]
+    places += [Place(f"{d}.data_root", ("data_root",)) for d in _DATASETS]
+    places += [Place(f"{e}.data_root", ("data_root",)) for e in ("val_evaluator", "test_evaluator")]
+    places += [Place(f"{d}.input_size", ("input_size",)) for d in _DATASETS[1:]]
+    return places
+
+
+PLACES: list[Place] = _places()
+SETTINGS: tuple[str, ...] = tuple(dict.fromkeys(s for p in PLACES for s in p.settings))
+
+
+def _node(cfg: Any, path: str, create: bool = False) -> tuple[Optional[Any], str]:
+    """The container holding the last part of ``path`` (None when the path does not exist), and that key."""
     *parents, key = path.split(".")
     node = cfg
-    i = 0
-    while i < len(parents):
-        name = parents[i]
-        if name == "custom_hooks":  # a list: the next part names the hook type
-            hooks = node.get("custom_hooks") if hasattr(node, "get") else None
-            node = next((h for h in hooks or [] if h.get("type") == parents[i + 1]), None)
-            i += 2
+    for name in parents:
+        if isinstance(node, (list, tuple)):
+            node = next((item for item in node if hasattr(item, "get") and item.get("type") == name), None)
         else:
             node = node.get(name) if hasattr(node, "get") else None
-            i += 1
         if node is None:
             return None, key
-    return node, key
+    return (node, key) if hasattr(node, "get") else (None, key)
+
+
+def value_at(cfg: Any, path: str) -> Any:
+    holder, key = _node(cfg, path)
+    return _MISSING if holder is None else holder.get(key, _MISSING)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "items"):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def _same(a: Any, b: Any) -> bool:
-    as_plain = lambda v: list(as_plain(x) for x in v) if isinstance(v, (list, tuple)) else v
-    return as_plain(a) == as_plain(b)
+    return _plain(a) == _plain(b)
 
 
-def resolve_settings(cfg: Any) -> Any:
-    """Fill the places of every top-level setting the config defines (in place; returns ``cfg``)."""
+def _pair(name: str, value: Any, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if not (isinstance(value, (list, tuple)) and len(value) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
+        raise ConfigError(f"{name} must be (height, width) in pixels, e.g. {name}=\"(640,640)\"; got {value!r}")
+
+
+def check_settings(cfg: Any) -> None:
+    """Refuse, in one line, a setting of the wrong kind or phases that do not fit the run."""
+    if "input_size" in cfg:
+        _pair("input_size", cfg["input_size"])
+    if "mosaic_size" in cfg:
+        _pair("mosaic_size", cfg["mosaic_size"], allow_none=True)
+    for name, low in (("batch_size", 1), ("max_epochs", 1), ("num_workers", 0), ("val_interval", 1),
+                      ("no_aug_epochs", 0)):
+        value = cfg.get(name, low)
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ConfigError(f"{name} must be a whole number of at least {low}; got {value!r}")
+    for name in ("base_lr", "warmup_epochs", "min_lr_ratio", "mixup_prob", "shear"):
+        value = cfg.get(name, 0)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"{name} must be a number of at least 0; got {value!r}")
+    if bool(cfg.get("teacher_config")) != bool(cfg.get("teacher_checkpoint")):
+        raise ConfigError("teacher_config and teacher_checkpoint go together (distillation needs both)")
+    if {"max_epochs", "no_aug_epochs", "warmup_epochs"} <= set(cfg.keys()):
+        epochs = cfg["max_epochs"]
+        if cfg["warmup_epochs"] + cfg["no_aug_epochs"] >= epochs:
+            raise ConfigError(
+                f"warmup_epochs ({cfg['warmup_epochs']}) and no_aug_epochs ({cfg['no_aug_epochs']}) leave no epoch "
+                f"of the cosine phase in max_epochs={epochs}: shorten them, e.g. --cfg-options max_epochs={epochs} "
+                f"warmup_epochs={max(1, epochs // 10) if epochs > 1 else 0} no_aug_epochs={epochs // 10}")
+
+
+def resolve_settings(cfg: Any, parent: Optional[Any] = None) -> Any:
+    """Bring every place of ``cfg`` to its setting (in place; returns ``cfg``): a missing place is filled, a
+    place that holds what ``parent`` held (inherited, left behind by a changed setting) follows it, and a
+    place set against its setting is refused."""
+    check_settings(cfg)
     conflicts = []
-    for setting, places in SETTINGS.items():
-        if setting not in cfg:
+    for place in PLACES:
+        if not all(s in cfg for s in place.settings):
             continue
-        value = cfg[setting]
-        for place in places:
-            holder, key = _container(cfg, place)
-            if holder is None:
-                continue
-            if key not in holder:
-                holder[key] = value
-            elif not _same(holder[key], value):
-                conflicts.append(f"{place}={holder[key]!r} disagrees with {setting}={value!r}")
+        holder, key = _node(cfg, place.path)
+        if holder is None:
+            continue
+        expected = place.value(*(cfg[s] for s in place.settings))
+        current = holder.get(key, _MISSING)
+        if current is _MISSING or (parent is not None and _same(current, value_at(parent, place.path))):
+            holder[key] = copy.deepcopy(expected)
+        elif not (_same(current, expected) or (place.may_be_none and current is None)):
+            named = ", ".join(f"{s}={cfg[s]!r}" for s in place.settings)
+            conflicts.append(f"{place.path}={current!r} disagrees with {named}")
+    optim_wrapper = cfg.get("optim_wrapper")
+    if cfg.get("teacher_config") and optim_wrapper is not None and not optim_wrapper.get("clip_grad"):
+        optim_wrapper["clip_grad"] = dict(max_norm=30.0)  # the reference clips gradients when distilling
     if conflicts:
         raise ConfigError("settings given in two places: " + "; ".join(conflicts) +
-                          f" (set the top-level setting; it reaches {len(conflicts)} place(s) by itself)")
-    train_cfg = cfg.get("train_cfg")
-    if train_cfg is not None and "dynamic_intervals" not in train_cfg and "no_aug_epochs" in cfg:
-        # validate every epoch once mosaic/mixup are off (the reference's final phase)
-        train_cfg["dynamic_intervals"] = [(cfg["max_epochs"] - cfg["no_aug_epochs"], 1)]
+                          " (set the top-level setting: it reaches its places by itself)")
     return cfg
 
 
-def load_config(path: Union[str, Path], options: Optional[dict] = None):
-    """``Config.fromfile(path)``, ``options`` (``--cfg-options``) merged, settings resolved."""
+def _load_resolved(path: Path) -> Any:
     from mmengine.config import Config
+    bases = [path.parent / b for b in Config._get_base_files(str(path))]
+    if not bases:
+        return resolve_settings(Config.fromfile(str(path)))
+    if len(bases) == 1:
+        parent = _load_resolved(bases[0])
+    else:  # several bases: their merge, as mmengine makes it
+        with tempfile.NamedTemporaryFile("w", suffix=".py", dir=path.parent) as merged:
+            merged.write(f"_base_ = {[str(b.resolve()) for b in bases]!r}\n")
+            merged.flush()
+            parent = resolve_settings(Config.fromfile(merged.name))
+    return resolve_settings(Config.fromfile(str(path)), parent)
+
+
+def load_config(path: Union[str, Path], options: Optional[dict] = None):
+    """The config at ``path`` with ``options`` (``--cfg-options``) merged and every place at its setting."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config not found: {path}" + (" (it is a directory)" if path.is_dir() else ""))
-    cfg = Config.fromfile(str(path))
+    cfg = _load_resolved(path)
     if options:
+        before = copy.deepcopy(cfg)
         cfg.merge_from_dict(options)
-    return resolve_settings(cfg)
+        resolve_settings(cfg, before)
+    return cfg
+
+
+def disagreements(cfg: Any) -> list[str]:
+    """The places of ``cfg`` that do not hold their setting (a shipped config has none)."""
+    out = []
+    for place in PLACES:
+        if all(s in cfg for s in place.settings):
+            current = value_at(cfg, place.path)
+            expected = place.value(*(cfg[s] for s in place.settings))
+            if current is not _MISSING and not _same(current, expected) and not (place.may_be_none and current is None):
+                out.append(f"{place.path}={current!r} (setting: {expected!r})")
+    return out
 
 
 def data_files(cfg: Any, splits: Iterable[str] = ("train_dataloader", "val_dataloader")) -> list[Path]:

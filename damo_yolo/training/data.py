@@ -1,8 +1,10 @@
-"""mmengine data sets for DAMO-YOLO: training samples through the augmentation recipe, validation samples
-through the inference preprocessing (the same code the serving backend uses), and their collate function.
+"""mmengine data sets for DAMO-YOLO: training samples through the config's ``pipeline`` of registered
+transforms (:mod:`damo_yolo.training.pipeline`), validation samples through the inference preprocessing
+(the same code the serving backend uses), and their collate function.
 
-A training sample is a pure function of (seed, epoch, index), so runs are reproducible and a resumed run
-sees exactly the samples the interrupted one would have.
+A training sample is a pure function of (seed, epoch, index): its transforms draw from one generator seeded
+with those three, so runs are reproducible and a resumed run sees exactly the samples the interrupted one
+would have.
 """
 from __future__ import annotations
 
@@ -11,12 +13,13 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
+from mmengine.dataset import Compose
 from mmengine.registry import DATASETS, FUNCTIONS
 from torch.utils.data import Dataset
 
 from ..data.coco import CocoDetection
 from ..data.preprocess import resize_image
-from ..data.transforms import TrainTransform
+from . import pipeline as _pipeline  # noqa: F401  registers the transforms
 
 
 def data_path(data_root: Optional[str], path: str) -> Path:
@@ -30,11 +33,11 @@ def _to_chw(img: np.ndarray) -> torch.Tensor:
 
 @DATASETS.register_module()
 class DetectionTrainDataset(Dataset):
-    def __init__(self, ann_file: str, img_dir: str, input_size: Sequence[int], class_names=None, seed: int = 0,
-                 data_root: Optional[str] = None, **transform: object):
+    def __init__(self, ann_file: str, img_dir: str, pipeline: Sequence, class_names=None, seed: int = 0,
+                 data_root: Optional[str] = None):
         self.coco = CocoDetection(data_path(data_root, ann_file), data_path(data_root, img_dir), class_names)
-        self.transform = TrainTransform(tuple(input_size), **transform)
-        self.seed, self.epoch, self.augment = int(seed), 0, True
+        self.pipeline = Compose(pipeline)  # PipelineSwitchHook replaces it for the last epochs
+        self.seed, self.epoch = int(seed), 0
 
     @property
     def metainfo(self) -> dict:
@@ -46,12 +49,16 @@ class DetectionTrainDataset(Dataset):
     def __len__(self) -> int:
         return len(self.coco)
 
+    def load_sample(self, index: int) -> dict:
+        """Sample ``index`` as read (for the transforms that mix in other images)."""
+        return self.coco.load(index)
+
+    def num_objects(self, index: int) -> int:
+        return len(self.coco.records[index]["labels"])
+
     def __getitem__(self, index: int) -> dict:
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        out = self.transform(self.coco.load, index, len(self.coco), rng, augment=self.augment)
-        return {"inputs": _to_chw(out["img"]),
-                "data_samples": {"boxes": torch.from_numpy(out["boxes"]), "labels": torch.from_numpy(out["labels"]),
-                                 "img_id": out["img_id"]}}
+        return self.pipeline(dict(self.coco.load(index), rng=rng, dataset=self, epoch=self.epoch))
 
 
 @DATASETS.register_module()

@@ -1,8 +1,9 @@
 """mmengine hooks and helpers of the DAMO-YOLO recipe.
 
-- ``DAMOScheduleHook``: the learning rate of every iteration (quadratic warm-up from 0, cosine down to
-  ``min_lr_ratio``·base, then constant for the last ``no_aug_epochs``), the data set's epoch, and the
-  switch to "no augmentation" for the last epochs.
+- ``DetectorCheckpointFormat``: ``load_from`` accepts the project's and official checkpoints.
+- ``TrainProgressHook``: the data set's epoch and the model's training progress.
+- ``PipelineSwitchHook``: the last epochs' pipeline (the learning rate is ``param_scheduler``'s:
+  :mod:`damo_yolo.training.schedulers`).
 - ``DAMOModelEMA``: EMA with decay 0.9998·(1 − exp(−updates/2000)) over parameters and buffers.
 - ``ExportCheckpointHook``: after each validation, ``latest.pth`` (and ``best.pth`` on a new best) in the
   project's checkpoint contract — official keys, EMA weights, metadata — written atomically.
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from mmengine.dataset import Compose
 from mmengine.fileio import LocalBackend, register_backend
 from mmengine.hooks import EMAHook, Hook
 from mmengine.model import ExponentialMovingAverage, is_model_wrapper
@@ -23,6 +25,8 @@ from mmengine.registry import HOOKS, MODELS
 from .. import __version__
 from ..fileio import atomic_write_bytes
 from ..models import CheckpointMeta, detector_weights, save_checkpoint
+from ..models.checkpoint import strip_module_prefix
+from .pipeline import describe
 
 
 class AtomicLocalBackend(LocalBackend):
@@ -68,54 +72,63 @@ class SafeCheckpointContents(Hook):
             checkpoint["meta"] = _plain(checkpoint["meta"])
 
 
-def lr_factor(it: int, iters_per_epoch: int, max_epochs: int, warmup_epochs: float, no_aug_epochs: int,
-              min_lr_ratio: float) -> float:
-    """Multiplier of the base learning rate at iteration ``it`` (0-based)."""
-    warmup = int(warmup_epochs * iters_per_epoch)
-    total = max_epochs * iters_per_epoch
-    no_aug = no_aug_epochs * iters_per_epoch
-    if warmup > 0 and it < warmup:
-        return (it / warmup) ** 2
-    if it >= total - no_aug:
-        return min_lr_ratio
-    span = max(1, total - warmup - no_aug)
-    return min_lr_ratio + 0.5 * (1 - min_lr_ratio) * (1 + math.cos(math.pi * (it - warmup) / span))
+@HOOKS.register_module()
+class DetectorCheckpointFormat(Hook):
+    """Let mmengine's ``load_from`` read the project's checkpoints (``{"model", "meta"}``) and official ones
+    (``{"model"}`` or a bare state dict): their weights are handed over as the ``state_dict`` mmengine and
+    its ``EMAHook`` expect. Keys and shapes that do not fit (another class count) are reported by mmengine
+    and left as initialised; fine-tuning on other classes is ``finetune`` (backbone and neck only)."""
+
+    priority = "VERY_HIGH"  # before EMAHook reads checkpoint["state_dict"]
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        if "state_dict" in checkpoint:
+            return
+        model = checkpoint.get("model")
+        if hasattr(model, "items"):
+            checkpoint["state_dict"] = strip_module_prefix(model)
+        elif checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+            checkpoint["state_dict"] = strip_module_prefix(dict(checkpoint))
 
 
 @HOOKS.register_module()
-class DAMOScheduleHook(Hook):
-    priority = "HIGH"  # the learning rate must be set before the optimiser steps
+class TrainProgressHook(Hook):
+    """Tell the data set the epoch (its samples are a function of it) and the model the fraction of
+    training done (it drives the distillation weight)."""
 
-    def __init__(self, warmup_epochs: float = 5, no_aug_epochs: int = 16, min_lr_ratio: float = 0.05):
-        self.warmup_epochs, self.no_aug_epochs, self.min_lr_ratio = warmup_epochs, no_aug_epochs, min_lr_ratio
-
-    def before_train(self, runner) -> None:
-        for group in runner.optim_wrapper.optimizer.param_groups:
-            group.setdefault("initial_lr", group["lr"])  # restored by --resume with the optimiser state
-
-    def _dataset(self, runner):
-        dataset = runner.train_dataloader.dataset
-        return getattr(dataset, "dataset", dataset)
+    priority = "HIGH"
 
     def before_train_epoch(self, runner) -> None:
-        dataset = self._dataset(runner)
+        dataset = runner.train_dataloader.dataset
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(runner.epoch)
-        augment = runner.epoch < runner.max_epochs - self.no_aug_epochs
-        if hasattr(dataset, "augment") and dataset.augment != augment:
-            dataset.augment = augment
-            if not augment:
-                runner.logger.info(f"epoch {runner.epoch + 1}: mosaic, mixup and HSV off for the last "
-                                   f"{self.no_aug_epochs} epochs")
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
-        factor = lr_factor(runner.iter, len(runner.train_dataloader), runner.max_epochs, self.warmup_epochs,
-                           self.no_aug_epochs, self.min_lr_ratio)
-        for group in runner.optim_wrapper.optimizer.param_groups:
-            group["lr"] = group["initial_lr"] * factor
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        if hasattr(model, "train_progress"):  # drives the distillation weight
+        if hasattr(model, "train_progress"):
             model.train_progress = runner.iter / max(1, runner.max_iters)
+
+
+@HOOKS.register_module()
+class PipelineSwitchHook(Hook):
+    """From ``switch_epoch`` (0-based) on, the training set uses ``switch_pipeline`` (the recipe's last,
+    "no augmentation" epochs); a resumed run past that epoch switches at its first epoch."""
+
+    priority = "NORMAL"
+
+    def __init__(self, switch_epoch: int, switch_pipeline: list):
+        self.switch_epoch, self.switch_pipeline = int(switch_epoch), switch_pipeline
+        self.switched = False
+
+    def before_train_epoch(self, runner) -> None:
+        if self.switched or runner.epoch < self.switch_epoch:
+            return
+        loader = runner.train_dataloader
+        loader.dataset.pipeline = Compose(self.switch_pipeline)
+        if getattr(loader, "persistent_workers", False):  # workers hold a copy of the data set: restart them
+            runner.train_loop.dataloader._iterator = None
+        self.switched = True
+        runner.logger.info(f"epoch {runner.epoch + 1}: training pipeline switched to {describe(self.switch_pipeline)}")
 
 
 @MODELS.register_module()

@@ -1,5 +1,6 @@
-"""Every shipped config parses and builds its model, data set types and hooks as mmengine will, and every
-top-level setting takes effect wherever a user sets it: in the config, a child config or --cfg-options."""
+"""Every shipped config is complete as mmengine reads it, builds its model, data set, transforms, schedulers and
+hooks, and every top-level setting takes effect wherever a user sets it: in the config, a child config or
+--cfg-options."""
 from __future__ import annotations
 
 import subprocess
@@ -7,10 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from mmengine.registry import DATASETS, HOOKS, METRICS, MODELS
+from mmengine.config import Config
+from mmengine.registry import DATASETS, HOOKS, METRICS, MODELS, PARAM_SCHEDULERS, TRANSFORMS
 
 import damo_yolo.training  # noqa: F401  registration
-from damo_yolo.training.config import SETTINGS, ConfigError, _container, load_config
+from damo_yolo.training.config import PLACES, SETTINGS, ConfigError, disagreements, load_config, value_at
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "train" / "configs").glob("*.py"))
@@ -22,17 +24,14 @@ EXPECTED = {"T": ((640, 640), "SGD"), "S": ((640, 640), "SGD"), "M": ((640, 640)
 NEW_VALUES = {"variant": "Nm", "data_root": "/elsewhere/data/", "input_size": (320, 352), "batch_size": 3,
               "num_workers": 1, "max_epochs": 7, "base_lr": 0.123, "val_interval": 3, "mosaic_size": (480, 480),
               "mixup_prob": 0.33, "affine_scale": (0.4, 1.6), "shear": 1.25, "warmup_epochs": 0.5,
-              "no_aug_epochs": 4, "min_lr_ratio": 0.11}
+              "no_aug_epochs": 4, "min_lr_ratio": 0.11, "finetune": "/models/coco.pth",
+              "teacher_config": "t.py", "teacher_checkpoint": "t.pth"}
 
 
-def _values_at(cfg, places) -> list:
-    values = []
-    for place in places:
-        holder, key = _container(cfg, place)
-        assert holder is not None, f"{place} does not exist"
-        value = holder.get(key)
-        values.append(tuple(value) if isinstance(value, list) else value)
-    return values
+def _plain(value):
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value.to_dict() if hasattr(value, "to_dict") else value
 
 
 def test_every_variant_has_a_coco_config():
@@ -48,7 +47,13 @@ def test_config_builds(path):
     assert model.model_cfg.name == cfg.model["variant"] == cfg.variant
     for key in ("train_dataloader", "val_dataloader", "test_dataloader"):
         assert DATASETS.get(cfg[key]["dataset"]["type"]) is not None
-        assert tuple(cfg[key].dataset.input_size) == tuple(cfg.input_size)
+    assert tuple(cfg.val_dataloader.dataset.input_size) == tuple(cfg.input_size)
+    last = next(h for h in cfg.custom_hooks if h["type"] == "PipelineSwitchHook")["switch_pipeline"]
+    for transform in cfg.train_dataloader.dataset.pipeline + last:
+        assert TRANSFORMS.get(transform["type"]) is not None, transform
+    assert [t["type"] for t in last] == ["Resize", "RandomFlip", "PackDetInputs"]
+    for scheduler in cfg.param_scheduler:
+        assert PARAM_SCHEDULERS.get(scheduler["type"]) is not None, scheduler
     assert METRICS.get(cfg.val_evaluator["type"]) is not None
     for hook in cfg.custom_hooks:
         assert HOOKS.get(hook["type"]) is not None, hook
@@ -58,7 +63,10 @@ def test_config_builds(path):
     if path.name.endswith("_coco.py"):
         size, optimizer = EXPECTED[cfg.model["variant"]]
         assert tuple(cfg.input_size) == size, "the config reports another input size than it trains at"
-        assert tuple(cfg.train_dataloader.dataset.input_size) == size == tuple(cfg.val_dataloader.dataset.input_size)
+        assert tuple(value_at(cfg, "train_dataloader.dataset.pipeline.Resize.scale")) == size
+        assert [t["type"] for t in cfg.train_dataloader.dataset.pipeline] == [
+            "Mosaic", "RandomAffine", "MixUp", "FilterBoxes", "Resize", "RandomFlip", "ScaleAwareBoxAugment",
+            "PackDetInputs"]
         assert cfg.optim_wrapper.optimizer.type == optimizer
         assert cfg.train_dataloader.batch_size * 8 == 256 and cfg.train_cfg.max_epochs == 300
         assert cfg.train_cfg.dynamic_intervals == [(300 - 16, 1)]
@@ -76,9 +84,16 @@ def test_every_setting_takes_effect_where_it_is_set(tmp_path, path, where):
         cfg = load_config(child)
     else:
         cfg = load_config(path, dict(NEW_VALUES))
-    for setting, places in SETTINGS.items():
-        assert _values_at(cfg, places) == [NEW_VALUES[setting]] * len(places), setting
+    reached = 0
+    for place in PLACES:
+        current = value_at(cfg, place.path)
+        assert current is not None or place.may_be_none, place.path
+        expected = place.value(*(NEW_VALUES[s] for s in place.settings))
+        assert _plain(current) == _plain(expected), place.path
+        reached += 1
+    assert reached == len(PLACES)
     assert cfg.train_cfg.dynamic_intervals == [(7 - 4, 1)]  # derived from max_epochs and no_aug_epochs
+    assert cfg.param_scheduler[1]["end"] == 3 and cfg.custom_hooks[1]["switch_epoch"] == 3
 
 
 def test_a_place_set_against_its_setting_is_refused(tmp_path):
@@ -89,6 +104,22 @@ def test_a_place_set_against_its_setting_is_refused(tmp_path):
     same = tmp_path / "same.py"  # the same value in both places is fine (mmengine's own config dumps do that)
     same.write_text(f"_base_ = [{str(SYNTHETIC)!r}]\ntrain_dataloader = dict(batch_size=16)\n")
     assert load_config(same).train_dataloader.batch_size == 16
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_shipped_configs_are_complete_as_mmengine_reads_them(path):
+    raw = Config.fromfile(str(path))
+    assert disagreements(raw) == []
+    assert raw.to_dict() == load_config(path).to_dict()  # damo-train reads it as mmengine does
+
+
+def test_bad_setting_values_are_refused_in_one_line():
+    with pytest.raises(ConfigError, match=r"input_size must be \(height, width\).*got 128"):
+        load_config(SYNTHETIC, {"input_size": 128})
+    with pytest.raises(ConfigError, match=r"no epoch of the cosine phase in max_epochs=2.*warmup_epochs=1 no_aug_epochs=0"):
+        load_config(SYNTHETIC, {"max_epochs": 2})
+    with pytest.raises(ConfigError, match=r"batch_size must be a whole number"):
+        load_config(SYNTHETIC, {"batch_size": 0})
 
 
 def test_data_root_option_moves_every_data_set_and_the_metric(tiny_synthetic):
@@ -117,3 +148,32 @@ def test_damo_train_unknown_config_in_one_line(tmp_path):
     run = subprocess.run([sys.executable, "-m", "damo_yolo.tools.train", str(tmp_path)],
                          capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert run.returncode == 1 and run.stderr.strip() == f"damo-train: config not found: {tmp_path} (it is a directory)"
+
+
+@pytest.fixture(scope="module")
+def two_images(tmp_path_factory, shared_dir):
+    from training_utils import make_synthetic
+    return make_synthetic(tmp_path_factory.mktemp("two_images"), 2, 2, 128, shared_dir / "data" / "images")
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_runner_from_cfg_trains_one_iteration_of_each_shipped_config(tmp_path, path, two_images):
+    """mmengine's own entry point, on the file as it is; only the data (2 synthetic images: one batch) and
+    the run length change."""
+    tiny_synthetic = two_images
+    from mmengine.runner import Runner
+    cfg = Config.fromfile(str(path))
+    for split, part in (("train_dataloader", "train"), ("val_dataloader", "val"), ("test_dataloader", "val")):
+        cfg[split].dataset.update(data_root=f"{tiny_synthetic}/", ann_file=f"annotations/instances_{part}.json",
+                                  img_dir=f"{part}/", class_names=None)
+    cfg.val_evaluator.update(data_root=f"{tiny_synthetic}/", ann_file="annotations/instances_val.json",
+                             class_names=None)
+    cfg.model.num_classes = 8
+    cfg.train_dataloader.update(batch_size=2, num_workers=0)
+    cfg.train_cfg.max_epochs = 1
+    cfg.work_dir = str(tmp_path)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    assert runner.iter == 1 and (tmp_path / "epoch_1.pth").is_file()
+    lr = runner.optim_wrapper.get_lr()["lr"][0]
+    assert lr == pytest.approx(cfg.base_lr * (1 / (cfg.warmup_epochs * 1)) ** 2)  # the warm-up's second step

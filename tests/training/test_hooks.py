@@ -7,20 +7,47 @@ import pytest
 import torch
 from mmengine.fileio import get_file_backend
 
-from damo_yolo.training.hooks import DAMOModelEMA, lr_factor
+from damo_yolo.training.hooks import DAMOModelEMA
 
 
-def test_lr_schedule_warmup_cosine_and_flat_tail():
-    kw = dict(iters_per_epoch=10, max_epochs=20, warmup_epochs=2, no_aug_epochs=3, min_lr_ratio=0.05)
-    assert lr_factor(0, **kw) == 0.0
-    assert lr_factor(10, **kw) == pytest.approx((10 / 20) ** 2)  # quadratic warm-up over 20 iterations
-    assert lr_factor(20, **kw) == pytest.approx(1.0)  # cosine starts at the base lr
-    middle = 20 + (200 - 20 - 30) // 2
-    assert lr_factor(middle, **kw) == pytest.approx(0.05 + 0.95 * 0.5)
-    assert lr_factor(169, **kw) == pytest.approx(0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * 149 / 150)))
-    assert all(lr_factor(i, **kw) == 0.05 for i in range(170, 200))  # the no-augmentation epochs
-    values = [lr_factor(i, **kw) for i in range(20, 170)]
-    assert all(a >= b for a, b in zip(values, values[1:]))
+def reference_lr(it: int, base: float, iters_per_epoch: int, max_epochs: int, warmup_epochs: float,
+                 no_aug_epochs: int, min_lr_ratio: float) -> float:
+    """The reference's cosine_scheduler.get_lr (damo/apis/detector_trainer.py), written as it is there."""
+    warmup, total, no_aug = warmup_epochs * iters_per_epoch, max_epochs * iters_per_epoch, no_aug_epochs * iters_per_epoch
+    final = base * min_lr_ratio
+    if it < warmup:
+        return base * pow(it / float(warmup), 2)
+    if it >= total - no_aug:
+        return final
+    return final + 0.5 * (base - final) * (1.0 + math.cos(math.pi * (it - warmup) / (total - warmup - no_aug)))
+
+
+def _schedulers(optimizer, iters_per_epoch, max_epochs, warmup_epochs, no_aug_epochs, min_lr_ratio):
+    import damo_yolo.training  # noqa: F401  registers the schedulers
+    from mmengine.registry import PARAM_SCHEDULERS
+    entries = [dict(type="QuadraticWarmupFromZeroLR", begin=0, end=warmup_epochs),
+               dict(type="CosineToMinLR", begin=warmup_epochs, end=max_epochs - no_aug_epochs, min_ratio=min_lr_ratio),
+               dict(type="FlatTailLR", begin=max_epochs - no_aug_epochs, end=max_epochs, factor=min_lr_ratio)]
+    return [PARAM_SCHEDULERS.build(dict(e, optimizer=optimizer, convert_to_iter_based=True),
+                                   default_args=dict(epoch_length=iters_per_epoch)) for e in entries]
+
+
+@pytest.mark.parametrize("warmup_epochs,no_aug_epochs", [(2, 3), (0, 3), (2, 0), (1.5, 3)])
+def test_lr_schedulers_set_the_reference_rate_at_every_iteration(warmup_epochs, no_aug_epochs):
+    kw = dict(iters_per_epoch=10, max_epochs=20, warmup_epochs=warmup_epochs, no_aug_epochs=no_aug_epochs,
+              min_lr_ratio=0.05)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.04)
+    schedulers = _schedulers(optimizer, **kw)
+    seen = []
+    for it in range(200):  # as mmengine's loop: the rate in effect during iteration `it`, then step
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        for scheduler in schedulers:
+            scheduler.step()
+    expected = [reference_lr(it, 0.04, **kw) for it in range(200)]
+    assert max(abs(a - b) for a, b in zip(seen, expected)) < 1e-17
+    if warmup_epochs == 2:
+        assert seen[0] == 0.0 and seen[10] == pytest.approx(0.04 * 0.25) and seen[20] == 0.04
 
 
 def test_ema_decay_follows_the_reference_ramp():
@@ -55,3 +82,47 @@ def test_atomic_backend_never_leaves_half_files(tmp_path):
     backend.put_text("second", tmp_path / "last_checkpoint")
     assert target.read_bytes() == b"first" and (tmp_path / "last_checkpoint").read_text() == "second"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pth", "last_checkpoint"]
+
+
+def test_a_run_sets_the_reference_rate_and_ema_at_every_iteration(tmp_path, tiny_synthetic):
+    """A real Runner on the synthetic config (16 images, batch 4: 4 iterations an epoch, 4 epochs): the rate
+    in effect at each iteration is the reference's, and after each step the EMA is the closed-form
+    decay(n) · previous + (1 − decay(n)) · weights, decay(n) = 0.9998 · (1 − exp(−n / ramp))."""
+    from mmengine.hooks import EMAHook, Hook
+    from mmengine.runner import Runner
+
+    from damo_yolo.training.config import load_config
+    from training_utils import SYNTHETIC_CONFIG
+
+    cfg = load_config(SYNTHETIC_CONFIG, {"data_root": f"{tiny_synthetic}/", "input_size": (64, 64), "batch_size": 4,
+                                         "num_workers": 0, "max_epochs": 4, "warmup_epochs": 1, "no_aug_epochs": 1,
+                                         "val_interval": 10, "model.channels_last": False})
+    cfg.train_cfg.dynamic_intervals = None
+    cfg.work_dir = str(tmp_path)
+    cfg.default_hooks.checkpoint.interval = 10
+    runner = Runner.from_cfg(cfg)
+    seen = {"lr": [], "ema": []}
+
+    class Record(Hook):
+        priority = "LOWEST"  # after the EMA update
+
+        def before_train_iter(self, runner, batch_idx, data_batch=None):
+            seen["lr"].append(runner.optim_wrapper.get_lr()["lr"][0])
+
+        def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+            ema = next(h for h in runner.hooks if isinstance(h, EMAHook)).ema_model
+            key = "neck.merge_3.conv1.conv.weight"
+            seen["ema"].append((int(ema.steps), dict(ema.module.named_parameters())[key].detach().double().clone(),
+                                dict(runner.model.named_parameters())[key].detach().double().clone()))
+
+    runner.register_hook(Record())
+    runner.train()
+    expected = [reference_lr(it, cfg.base_lr, 4, 4, 1, 1, cfg.min_lr_ratio) for it in range(16)]
+    assert len(seen["lr"]) == 16 and max(abs(a - b) for a, b in zip(seen["lr"], expected)) < 1e-17
+    assert seen["lr"][0] == 0.0 and seen["lr"][2] == cfg.base_lr * (2 / 4) ** 2 and seen["lr"][4] == cfg.base_lr
+    ramp = next(h for h in cfg.custom_hooks if h["type"] == "EMAHook")["ramp"]
+    steps, first, weights = seen["ema"][0]
+    assert steps == 1 and torch.equal(first, weights)  # the first update copies
+    for (n, ema, w), (_, previous, _) in zip(seen["ema"][1:], seen["ema"]):
+        decay = 0.9998 * (1 - math.exp(-(n - 1) / ramp))
+        assert torch.allclose(ema, decay * previous + (1 - decay) * w, rtol=0, atol=1e-6), n

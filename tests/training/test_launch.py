@@ -11,7 +11,7 @@ from damo_yolo.serving.tritonserver import free_ports
 from training_utils import ROOT, run_train, write_config
 from test_resume import TINY
 
-ONE_EPOCH = dict(TINY, max_epochs="1", val_interval="1")
+ONE_EPOCH = dict(TINY, max_epochs="1", val_interval="1", warmup_epochs="0", no_aug_epochs="0")
 
 
 def test_torchrun_two_processes(tmp_path, tiny_synthetic):

@@ -35,12 +35,17 @@ def test_train_step_updates_weights_and_reports_losses():
     assert not torch.equal(before, model.head.gfl_cls[0].weight)
 
 
-def test_predict_maps_boxes_to_the_original_image():
+def test_predict_maps_boxes_to_the_original_image_by_the_reference_protocol():
+    """Every candidate enters NMS and boxes are not clipped to the image (the reference's evaluation)."""
+    from damo_yolo.postprocess import postprocess
     model = DAMOYOLODetector("Ns", num_classes=2, score_threshold=0.0).eval()
     sample = {"img_id": 7, "scale": (128 / 300, 160 / 500), "orig_size": (300, 500)}
+    inputs = torch.rand(1, 3, 128, 160) * 255
     with torch.inference_mode():
-        (result,) = model.val_step({"inputs": torch.rand(1, 3, 128, 160) * 255, "data_samples": [sample]})
-    assert result["img_id"] == 7 and 0 < len(result["boxes"]) <= 500
-    assert (result["boxes"] >= 0).all() and (result["boxes"][:, [0, 2]] <= 500).all()
-    assert (result["boxes"][:, [1, 3]] <= 300).all()
+        (result,) = model.val_step({"inputs": inputs, "data_samples": [sample]})
+        scores, boxes = model(inputs, mode="tensor")
+    assert result["img_id"] == 7 and 0 < len(result["boxes"]) <= model.max_detections
+    expected, _, _ = postprocess(scores[0].numpy(), boxes[0].numpy(), 0.0, model.iou_threshold, nms_pre=None)
+    assert np.allclose(result["boxes"], expected / np.array([160 / 500, 128 / 300] * 2, np.float32), rtol=1e-6)
+    assert (result["boxes"] < 0).any()  # random weights reach outside the image: kept as predicted
     assert np.all(np.diff(result["scores"]) <= 0)

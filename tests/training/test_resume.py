@@ -20,7 +20,8 @@ TINY = dict(
     model="dict(channels_last=False)",
     val_dataloader="dict(batch_size=8, num_workers=0)",
     train_cfg="dict(dynamic_intervals=None)",
-    custom_hooks="[dict(type='DAMOScheduleHook'), "
+    custom_hooks="[dict(type='TrainProgressHook'), "
+                 "dict(type='PipelineSwitchHook', switch_pipeline=_base_.last_stage_pipeline), "
                  "dict(type='EMAHook', ema_type='DAMOModelEMA', update_buffers=True, priority=49, ramp=5.0), "
                  "dict(type='ExportCheckpointHook')]",
 )

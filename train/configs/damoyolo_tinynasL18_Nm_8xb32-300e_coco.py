@@ -2,3 +2,5 @@
 _base_ = ["./_base_/damoyolo_nano_coco.py"]
 
 variant = "Nm"
+
+model = dict(variant=variant)

@@ -18,20 +18,50 @@ affine_scale = (0.5, 1.5)
 warmup_epochs = 2
 no_aug_epochs = 5
 
-model = dict(num_classes=8, channels_last=True)
+model = dict(variant=variant, num_classes=8, channels_last=True)
+train_pipeline = [
+    dict(type="Mosaic", img_scale=input_size, prob=1.0),
+    dict(type="RandomAffine", img_scale=input_size, max_rotate_degree=10.0, max_translate_ratio=0.2,
+         scaling_ratio_range=affine_scale, max_shear_degree=0.2),
+    dict(type="MixUp", prob=0.15, scale=(0.5, 1.5)),
+    dict(type="FilterBoxes", min_area=4.0),
+    dict(type="Resize", scale=input_size, keep_ratio=False),
+    dict(type="RandomFlip", prob=0.5),
+    dict(type="ScaleAwareBoxAugment", ramp_epochs=max_epochs - no_aug_epochs),
+    dict(type="RandomHSV", gains=(0.015, 0.7, 0.4)),  # colour jitter: the shapes' colours vary little
+    dict(type="PackDetInputs"),
+]
+last_stage_pipeline = [
+    dict(type="Resize", scale=input_size, keep_ratio=False),
+    dict(type="RandomFlip", prob=0.5),
+    dict(type="PackDetInputs"),
+]
 train_dataloader = dict(
-    dataset=dict(ann_file="annotations/instances_train.json", img_dir="train/", class_names=None,
-                 hsv_gains=(0.015, 0.7, 0.4)))
+    batch_size=batch_size,
+    num_workers=num_workers,
+    dataset=dict(data_root=data_root, ann_file="annotations/instances_train.json", img_dir="train/",
+                 class_names=None, pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=16,
     num_workers=2,
-    dataset=dict(ann_file="annotations/instances_val.json", img_dir="val/", class_names=None))
+    dataset=dict(data_root=data_root, ann_file="annotations/instances_val.json", img_dir="val/", class_names=None,
+                 input_size=input_size))
 test_dataloader = val_dataloader
-val_evaluator = dict(ann_file="annotations/instances_val.json", class_names=None)
+val_evaluator = dict(data_root=data_root, ann_file="annotations/instances_val.json", class_names=None)
 test_evaluator = val_evaluator
+optim_wrapper = dict(optimizer=dict(lr=base_lr))
+param_scheduler = [
+    dict(type="QuadraticWarmupFromZeroLR", begin=0, end=warmup_epochs, convert_to_iter_based=True),
+    dict(type="CosineToMinLR", begin=warmup_epochs, end=max_epochs - no_aug_epochs, min_ratio=0.05,
+         convert_to_iter_based=True),
+    dict(type="FlatTailLR", begin=max_epochs - no_aug_epochs, end=max_epochs, factor=0.05,
+         convert_to_iter_based=True),
+]
+train_cfg = dict(max_epochs=max_epochs, val_interval=val_interval, dynamic_intervals=[(max_epochs - no_aug_epochs, 1)])
 default_hooks = dict(logger=dict(interval=10))
 custom_hooks = [
-    dict(type="DAMOScheduleHook"),
+    dict(type="TrainProgressHook"),
+    dict(type="PipelineSwitchHook", switch_epoch=max_epochs - no_aug_epochs, switch_pipeline=last_stage_pipeline),
     dict(type="EMAHook", ema_type="DAMOModelEMA", update_buffers=True, priority=49, ramp=200.0),
     dict(type="ExportCheckpointHook", metric="coco/mAP"),
 ]

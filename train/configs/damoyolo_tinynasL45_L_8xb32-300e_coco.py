@@ -2,3 +2,5 @@
 _base_ = ["./_base_/damoyolo_coco.py"]
 
 variant = "L"
+
+model = dict(variant=variant)

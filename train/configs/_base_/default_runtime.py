@@ -10,6 +10,7 @@ default_hooks = dict(
     checkpoint=dict(type="CheckpointHook", interval=1, max_keep_ckpts=2, backend_args=dict(backend="atomic_local")),
     sampler_seed=dict(type="DistSamplerSeedHook"),
     safe_checkpoints=dict(type="SafeCheckpointContents"),  # resume loads with torch.load(weights_only=True)
+    checkpoint_format=dict(type="DetectorCheckpointFormat"),  # load_from reads project and official checkpoints
 )
 
 env_cfg = dict(
@@ -22,6 +23,6 @@ env_cfg = dict(
 visualizer = dict(type="Visualizer", vis_backends=[dict(type="LocalVisBackend"), dict(type="TensorboardVisBackend")])
 log_processor = dict(type="LogProcessor", window_size=50, by_epoch=True)
 log_level = "INFO"
-load_from = None
+load_from = None  # all weights that fit, from a project, official or mmengine checkpoint (mmengine's load_from)
 resume = False
 randomness = dict(seed=0)
