@@ -135,8 +135,13 @@ def read_checkpoint(path: PathLike, trusted: bool = False) -> dict:
     return out
 
 
+def strip_module_prefix(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Keys without the ``module.`` prefix a (Distributed)DataParallel-wrapped model saves."""
+    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+
+
 def _normalise_state(state: Mapping[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    state = strip_module_prefix(state)
     # Legacy (pre-v0.3) heads predict one extra dummy class after the real ones; keep the real ones.
     target = model.state_dict()
     for key, value in list(state.items()):
@@ -176,7 +181,7 @@ def infer_variant(state: Mapping[str, torch.Tensor]) -> Optional[str]:
     num_classes = _head_classes(state)
     if num_classes is None:
         return None
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    state = strip_module_prefix(state)
     state = {k: v[:num_classes] if k.startswith("head.gfl_cls.") and v.shape[0] == num_classes + 1 else v
              for k, v in state.items()}  # the legacy head's extra class
     fitting = [name for name in MODEL_CFGS if _fits(state, name, num_classes)]
@@ -257,3 +262,44 @@ def load_checkpoint(model: nn.Module, path: PathLike, trusted: bool = False) -> 
     if isinstance(meta, Mapping) and "variant" in meta:
         return CheckpointMeta.from_dict(meta)
     return CheckpointMeta.for_variant(model.cfg.name, getattr(model, "num_classes", 80))
+
+
+@dataclass(frozen=True)
+class FinetuneReport:
+    """What :func:`load_backbone_and_neck` took from a checkpoint and what it left as initialised."""
+
+    source: str
+    loaded: int  # backbone and neck tensors taken
+    skipped: tuple[str, ...]  # the checkpoint's head tensors (and any other part), not taken
+    checkpoint_classes: Optional[int]
+    model_classes: int
+
+    def __str__(self) -> str:
+        classes = (f"{self.checkpoint_classes} classes in the checkpoint, {self.model_classes} here"
+                   if self.checkpoint_classes is not None else f"{self.model_classes} classes")
+        return (f"fine-tuning from {self.source}: backbone and neck loaded ({self.loaded} tensors), head kept "
+                f"fresh ({len(self.skipped)} checkpoint tensors skipped; {classes})")
+
+
+def load_backbone_and_neck(model: nn.Module, path: PathLike, trusted: bool = False) -> FinetuneReport:
+    """Fine-tuning's start, as the reference's ``load_pretrain_detector``: every backbone and neck weight of
+    ``model`` from an official or project checkpoint (same keys and shapes required), the head left as
+    initialised so it can learn another set of classes."""
+    ckpt = read_checkpoint(path, trusted=trusted)
+    state = strip_module_prefix(ckpt["model"])
+    if any(k.endswith("rbr_reparam.weight") for k in state) and not any(".rbr_dense." in k for k in state):
+        raise CheckpointError(f"checkpoint {path} is re-parameterised for deployment; fine-tune from the "
+                              "training-form checkpoint (the one damo-export read)")
+    target = {k: v for k, v in model.state_dict().items() if k.split(".", 1)[0] in ("backbone", "neck")}
+    missing = [k for k in target if k not in state]
+    wrong_shape = [f"{k} (checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)})"
+                   for k, v in target.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if missing or wrong_shape:
+        variant = getattr(getattr(model, "cfg", None), "name", None) or getattr(model, "model_cfg").name
+        fits = infer_variant(detector_weights(state) or state)
+        hint = f"; the weights are DAMO-YOLO-{fits}'s: fine-tune variant {fits}" if fits and fits != variant else ""
+        raise CheckpointError(f"checkpoint {path} does not fit DAMO-YOLO-{variant}'s backbone and neck: "
+                              f"{_describe_mismatch(missing, [], wrong_shape)}{hint}")
+    model.load_state_dict({k: state[k] for k in target}, strict=False)
+    return FinetuneReport(str(path), len(target), tuple(sorted(k for k in state if k not in target)),
+                          _head_classes(state), int(getattr(model, "num_classes", 0)))

@@ -3,6 +3,7 @@
     damo-train train/configs/damoyolo_tinynasL18_Ns_1xb16-40e_synthetic.py
     damo-train CONFIG --resume                  # continue the last run in the work dir
     damo-train CONFIG --resume work_dirs/x/epoch_7.pth
+    damo-train CONFIG --finetune damoyolo_tinynasL18_Ns.pth   # backbone and neck from a checkpoint, fresh head
     torchrun --nproc_per_node 8 -m damo_yolo.tools.train CONFIG --launcher pytorch
 
 The work dir receives mmengine checkpoints of the last two epochs (epoch_N.pth, for --resume), ``latest.pth``
@@ -27,9 +28,13 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--work-dir", help="where logs and checkpoints go (default: work_dirs/<config name>)")
     parser.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CHECKPOINT",
                         help="continue training: from the latest checkpoint of the work dir, or from CHECKPOINT")
+    parser.add_argument("--finetune", metavar="CHECKPOINT",
+                        help="start from this official or project checkpoint's backbone and neck, with a fresh head "
+                             "for the config's classes (the config's finetune setting)")
     parser.add_argument("--amp", action="store_true", help="automatic mixed precision (GPU)")
     parser.add_argument("--auto-scale-lr", action="store_true", help="scale the lr to the actual total batch size")
-    parser.add_argument("--teacher-config", help="distil from this teacher's config (with --teacher-checkpoint)")
+    parser.add_argument("--teacher-config", help="distil from this teacher's config (with --teacher-checkpoint; the "
+                                                     "config's teacher setting)")
     parser.add_argument("--teacher-checkpoint", help="the teacher's checkpoint")
     parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
                         help="override config settings, e.g. train_cfg.max_epochs=10")
@@ -54,7 +59,12 @@ def _parse_options(options: list[str]) -> dict:
 def build_config(args: argparse.Namespace):
     from damo_yolo.training.config import load_config
     config_path = Path(args.config)
-    cfg = load_config(config_path, _parse_options(args.cfg_options))
+    options = _parse_options(args.cfg_options)
+    if args.finetune:
+        options["finetune"] = args.finetune
+    if args.teacher_config:
+        options.update(teacher_config=args.teacher_config, teacher_checkpoint=args.teacher_checkpoint)
+    cfg = load_config(config_path, options)
     cfg.launcher = args.launcher
     import torch
     if not torch.cuda.is_available():  # CPU processes: gloo instead of NCCL, and no SyncBN (CUDA only)
@@ -72,15 +82,16 @@ def build_config(args: argparse.Namespace):
         cfg.optim_wrapper.loss_scale = "dynamic"
     if args.auto_scale_lr:
         cfg.auto_scale_lr.enable = True
-    if args.teacher_config:
-        cfg.model.teacher = dict(config=args.teacher_config, checkpoint=args.teacher_checkpoint)
-        cfg.optim_wrapper.clip_grad = dict(max_norm=30.0)  # the reference clips only when distilling
     return cfg
 
 
 def check_data(cfg) -> None:
-    """Refuse, in one line, a config whose data is not there (before mmengine prints the config)."""
+    """Refuse, in one line, a config whose data or checkpoints are not there (before mmengine prints it)."""
+    from damo_yolo.models import CheckpointError
     from damo_yolo.training.config import data_files
+    for key in ("finetune", "load_from"):
+        if cfg.get(key) and not Path(cfg[key]).is_file():
+            raise CheckpointError(f"{key} checkpoint not found: {cfg[key]}")
     missing = [p for p in data_files(cfg) if not p.exists()]
     if missing:
         raise DataError(f"{missing[0]} not found: put the data set there, point the config at it "
@@ -92,10 +103,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     import damo_yolo.training  # noqa: F401  registers the DAMO-YOLO modules with mmengine
     from mmengine.runner import Runner
+    from damo_yolo.models import CheckpointError
     try:
         cfg = build_config(args)
         check_data(cfg)
-    except (ConfigError, DataError) as exc:
+    except (ConfigError, DataError, CheckpointError) as exc:
         print(f"damo-train: {exc}", file=sys.stderr)
         return 1
     import torch
@@ -108,7 +120,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     runner = Runner.from_cfg(cfg)
     try:
         runner.train()
-    except DataError as exc:  # found while reading (e.g. an annotation file that is not COCO)
+    except (DataError, CheckpointError) as exc:  # found while reading (an annotation file that is not COCO, a
+        # fine-tuning checkpoint of another model)
         print(f"damo-train: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -3,7 +3,8 @@
 It adopts the ``backbone``, ``neck`` and ``head`` of :func:`damo_yolo.models.build_model`, so checkpoint
 keys stay in the official layout (``backbone.``, ``neck.``, ``head.``) and the weights load straight into
 the plain detector used by export. Modes: ``loss`` (AlignedOTA + GFL losses), ``predict`` (post-processed
-detections in original image pixels), ``tensor`` (the eval contract: scores, boxes).
+detections in original image pixels, by the reference's evaluation protocol: no cap on the candidates entering
+NMS, boxes not clipped to the image), ``tensor`` (the eval contract: scores, boxes).
 
 Data samples are dicts: ``boxes`` [n, 4] xyxy and ``labels`` [n] in input pixels for ``loss``;
 ``img_id``, ``scale`` (scale_y, scale_x: input = original · scale) and ``orig_size`` (H, W) for ``predict``.
@@ -14,12 +15,14 @@ from typing import Optional
 
 import numpy as np
 import torch
+from mmengine.logging import print_log
 from mmengine.model import BaseModel
 from mmengine.registry import MODELS
 
 from ..contract import MAX_DETECTIONS
 from ..data.preprocess import ResizeInfo
 from ..models import DAMOYOLO, build_model, detector_weights, get_model_cfg
+from ..models.checkpoint import load_backbone_and_neck
 from ..postprocess import postprocess
 from .distill import FeatureDistiller, distill_weight, load_teacher
 from .losses import DAMOYOLOLoss
@@ -29,9 +32,10 @@ from .losses import DAMOYOLOLoss
 class DAMOYOLODetector(BaseModel):
     def __init__(self, variant: str, num_classes: int = 80, score_threshold: Optional[float] = None,
                  iou_threshold: Optional[float] = None, max_detections: int = MAX_DETECTIONS,
-                 channels_last: bool = False, teacher: Optional[dict] = None, data_preprocessor: Optional[dict] = None,
-                 detector: Optional[DAMOYOLO] = None):
-        """``detector``: adopt this detector's modules (e.g. from ``load_model``) instead of building fresh ones."""
+                 channels_last: bool = False, teacher: Optional[dict] = None, finetune: Optional[str] = None,
+                 data_preprocessor: Optional[dict] = None, detector: Optional[DAMOYOLO] = None):
+        """``detector``: adopt this detector's modules (e.g. from ``load_model``) instead of building fresh ones.
+        ``finetune``: a checkpoint whose backbone and neck the weights start from (see :meth:`init_weights`)."""
         super().__init__(data_preprocessor=data_preprocessor)
         if detector is None:
             detector = build_model(variant, num_classes)
@@ -44,8 +48,9 @@ class DAMOYOLODetector(BaseModel):
         self.score_threshold = detector.cfg.score_threshold if score_threshold is None else score_threshold
         self.iou_threshold = detector.cfg.iou_threshold if iou_threshold is None else iou_threshold
         self.max_detections = max_detections
+        self.finetune = finetune
         # Distillation: the teacher is held outside the module tree (not trained, saved, or EMA-averaged);
-        # the align convs are trained with the student. ``train_progress`` is set by DAMOScheduleHook.
+        # the align convs are trained with the student. ``train_progress`` is set by TrainProgressHook.
         self.distiller, self.train_progress = None, 0.0
         object.__setattr__(self, "_teacher", None)
         if teacher:
@@ -56,6 +61,13 @@ class DAMOYOLODetector(BaseModel):
         self.channels_last = channels_last
         if channels_last:
             self.to(memory_format=torch.channels_last)
+
+    def init_weights(self) -> None:
+        """mmengine's initialisation (before ``load_from``/``resume``), then, when fine-tuning, the backbone
+        and neck from the checkpoint; the head stays fresh for this config's classes."""
+        super().init_weights()
+        if self.finetune:
+            print_log(str(load_backbone_and_neck(self, self.finetune)), logger="current")
 
     def detector_state_dict(self) -> dict[str, torch.Tensor]:
         """The weights in the official layout (no extra keys such as distillation adapters)."""
@@ -92,12 +104,15 @@ class DAMOYOLODetector(BaseModel):
             raise ValueError(f"unknown mode {mode!r}; use 'loss', 'predict' or 'tensor'")
         results = []
         for i, sample in enumerate(data_samples or [{}] * len(inputs)):
+            # the reference's evaluation protocol: every candidate enters NMS, boxes are not clipped (serving
+            # keeps its candidate cap and clipping: damo_yolo.serving)
             det_boxes, det_scores, det_labels = postprocess(
                 scores[i].float().cpu().numpy(), boxes[i].float().cpu().numpy(), self.score_threshold,
-                self.iou_threshold, self.max_detections)
+                self.iou_threshold, self.max_detections, nms_pre=None)
             if "scale" in sample:
                 h, w = sample["orig_size"]
-                det_boxes = ResizeInfo(int(h), int(w), *map(float, sample["scale"])).to_original(det_boxes)
+                info = ResizeInfo(int(h), int(w), *map(float, sample["scale"]))
+                det_boxes = info.to_original(det_boxes, clip=False)
             results.append({"img_id": sample.get("img_id"), "boxes": det_boxes.astype(np.float32),
                             "scores": det_scores, "labels": det_labels})
         return results
