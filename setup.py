@@ -62,6 +62,7 @@ setup(
             "damo-zoo=damo_yolo.tools.zoo:main",
             "damo-synthetic=damo_yolo.data.synthetic:main",
             "damo-train=damo_yolo.tools.train:main",
+            "damo-browse-dataset=damo_yolo.tools.browse_dataset:main",
             "damo-test=damo_yolo.tools.test:main",
             "damo-export=damo_yolo.tools.export:main",
             "tritonserver=damo_yolo.serving.tritonserver:main",

@@ -15,8 +15,9 @@ def _colour(class_id: int) -> tuple[int, int, int]:
     return tuple(int(v) for v in bgr)
 
 
-def annotate(image: np.ndarray, detections: list[Detection]) -> np.ndarray:
-    """A copy of a BGR image with each detection's box and 'name score' label."""
+def annotate(image: np.ndarray, detections: list[Detection], scores: bool = True) -> np.ndarray:
+    """A copy of a BGR image with each detection's box and 'name score' label ('name' alone without
+    ``scores``: ground-truth boxes)."""
     import cv2
     out = image.copy()
     thickness = max(1, round(max(out.shape[:2]) / 400))
@@ -27,7 +28,7 @@ def annotate(image: np.ndarray, detections: list[Detection]) -> np.ndarray:
         x1, y1, x2, y2 = (int(round(v)) for v in det.box)
         colour = _colour(det.class_id)
         cv2.rectangle(out, (x1, y1), (x2, y2), colour, thickness)
-        label = f"{det.class_name} {det.score:.2f}"
+        label = f"{det.class_name} {det.score:.2f}" if scores else det.class_name
         size = scale
         (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, size, 1)
         if tw + 2 * pad > width:  # narrower than the label: a smaller font
