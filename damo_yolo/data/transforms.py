@@ -89,19 +89,32 @@ def polygon_box(points: np.ndarray, w: int, h: int) -> np.ndarray:
 
 
 def warp_boxes(boxes: np.ndarray, polygons: Optional[Sequence[Optional[np.ndarray]]], matrix: np.ndarray,
-               out_size: tuple[int, int]) -> np.ndarray:
+               out_size: tuple[int, int], samples: int = 1000) -> np.ndarray:
     """Boxes after the affine ``matrix``: from the transformed outline where an object has one (resampled
-    to 1000 points, only points inside the output counted), else from the 4 transformed corners, clipped."""
+    to ``samples`` points, only points inside the output counted), else from the 4 transformed corners,
+    clipped. The outlines are done together: vertices transformed first (an affine map commutes with the
+    linear resampling), then every outline's points interpolated at once."""
     oh, ow = out_size
     corners = boxes[:, [0, 1, 2, 1, 2, 3, 0, 3]].reshape(-1, 2)  # (x1y1, x2y1, x2y2, x1y2) per box
     corners = (np.c_[corners, np.ones(len(corners))] @ matrix.T)[:, :2].reshape(-1, 8)
     xs, ys = corners[:, 0::2], corners[:, 1::2]
     warped = np.clip(np.stack([xs.min(1), ys.min(1), xs.max(1), ys.max(1)], 1), 0, [ow, oh, ow, oh])
-    for i, points in enumerate(polygons or ()):
-        if points is not None and len(points):
-            outline = resample_polygon(points)
-            outline = np.c_[outline, np.ones(len(outline))] @ matrix[:2].T
-            warped[i] = polygon_box(outline, ow, oh)
+    which = [i for i, p in enumerate(polygons or ()) if p is not None and len(p)]
+    if which:
+        outlines = [np.asarray(polygons[i], np.float64) for i in which]
+        lengths = np.array([len(p) for p in outlines])
+        starts = np.r_[0, np.cumsum(lengths)[:-1]][:, None]
+        vertices = np.concatenate(outlines) @ matrix[:2, :2].T + matrix[:2, 2]
+        t = np.linspace(0, 1, samples)[None] * (lengths - 1)[:, None]  # resample_polygon's positions
+        low = np.clip(np.floor(t).astype(np.int64), 0, np.maximum(lengths - 2, 0)[:, None])
+        high = np.minimum(low + 1, (lengths - 1)[:, None])
+        frac = (t - low)[..., None]
+        points = vertices[starts + low] * (1 - frac) + vertices[starts + high] * frac  # [m, samples, 2]
+        x, y = points[..., 0], points[..., 1]
+        inside = (x >= 0) & (y >= 0) & (x <= ow) & (y <= oh)
+        extent = np.stack([np.where(inside, x, np.inf).min(1), np.where(inside, y, np.inf).min(1),
+                           np.where(inside, x, -np.inf).max(1), np.where(inside, y, -np.inf).max(1)], 1)
+        warped[which] = np.where(inside.any(1)[:, None], extent, 0.0)  # none inside: an empty box, dropped
     return warped.astype(np.float32)
 
 

@@ -57,9 +57,9 @@ def test_a_rotated_ellipse_gets_the_extent_of_its_transformed_outline():
     matrix, _ = affine_matrix(np.random.default_rng(3), (120, 200), (200, 200), 10.0, 0.0, (1.0, 1.0), 2.0)
     assert abs(math.degrees(math.atan2(matrix[1, 0], matrix[0, 0]))) > 3  # a real rotation
     from_outline = warp_boxes(box, [outline], matrix, (200, 200))[0]
-    # exactly the reference's rule: the extent of the outline resampled to 1000 points, then transformed
+    # the reference's rule: the extent of the outline resampled to 1000 points, then transformed
     resampled = np.c_[resample_polygon(outline), np.ones(1000)] @ matrix[:2].T
-    assert np.array_equal(from_outline, polygon_box(resampled, 200, 200).astype(np.float32))
+    assert np.allclose(from_outline, polygon_box(resampled, 200, 200), rtol=0, atol=1e-4)
     # which is the true extent of the rotated ellipse to within the resampling step
     dense = np.c_[_ellipse(n=20000), np.ones(20000)] @ matrix[:2].T
     truth = np.r_[dense.min(0), dense.max(0)]
@@ -173,3 +173,17 @@ def test_synthetic_objects_have_outlines_and_rotation_tightens_their_boxes(tiny_
                 ious.append(ao / ac if (c[:2] <= o[:2] + 0.5).all() and (c[2:] >= o[2:] - 0.5).all() else 0.0)
     print(f"corner / outline box area: mean {np.mean(ratios):.3f}; IoU mean {np.mean(ious):.3f} over {len(ratios)}")
     assert np.mean(ratios) > 1.05 and min(ious) > 0.4
+
+
+def test_outlines_done_together_equal_the_reference_rule_one_by_one():
+    """warp_boxes transforms vertices, then resamples every outline at once; the reference resamples each
+    outline, then transforms, then takes the extent of the points inside: the same boxes (float32 output)."""
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        matrix, _ = affine_matrix(rng, (300, 300), (200, 200), 10.0, 0.2, (0.5, 1.5), 2.0)
+        outlines = [rng.uniform(-50, 350, (int(rng.integers(1, 40)), 2)).astype(np.float32) for _ in range(5)]
+        boxes = np.array([[*p.min(0), *p.max(0)] for p in outlines], np.float32)
+        together = warp_boxes(boxes, outlines, matrix, (200, 200))
+        for box, outline in zip(together, outlines):
+            one = polygon_box(np.c_[resample_polygon(outline), np.ones(1000)] @ matrix[:2].T, 200, 200)
+            assert np.allclose(box, one, rtol=0, atol=1e-4)
