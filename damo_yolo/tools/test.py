@@ -4,7 +4,9 @@
     damo-test CONFIG damoyolo_tinynasL25_S.pth --ann-file val.json --img-dir images/ --json dets.json
 
 The checkpoint may be the project's own (``best.pth``/``latest.pth``), an mmengine one from
-``damo-train`` or an official DAMO-YOLO ``.pth``. Prints COCO mAP (and per-class AP); exits 1 with a
+``damo-train`` or an official DAMO-YOLO ``.pth``. Detections are post-processed by the reference's
+evaluation protocol (every candidate into NMS, boxes as predicted); ``--served-postprocess`` applies the
+serving backend's guards instead (what the accuracy gate compares the served model with). Prints COCO mAP (and per-class AP); exits 1 with a
 one-line reason when the config, checkpoint or data cannot be used.
 """
 from __future__ import annotations
@@ -17,8 +19,9 @@ from typing import Optional
 
 
 def evaluate(cfg, checkpoint: str, batch_size: int = 8, num_workers: int = 2, json_out: Optional[str] = None,
-             trusted: bool = False) -> dict:
-    """Run the model of ``cfg`` with ``checkpoint`` over cfg.test_dataloader's data set; COCO metrics."""
+             trusted: bool = False, served_postprocess: bool = False) -> dict:
+    """Run the model of ``cfg`` with ``checkpoint`` over cfg.test_dataloader's data set; COCO metrics by the
+    reference's protocol (or, with ``served_postprocess``, post-processed as the serving backend does)."""
     import torch
     from mmengine.registry import DATASETS, MODELS
 
@@ -31,7 +34,8 @@ def evaluate(cfg, checkpoint: str, batch_size: int = 8, num_workers: int = 2, js
 
     detector, _ = load_model(checkpoint, variant=cfg.model.get("variant"), trusted=trusted)
     try:  # the config's thresholds and post-processing around the checkpoint's detector
-        model = MODELS.build({**cfg.model, "teacher": None, "detector": detector}).eval()
+        model = MODELS.build({**cfg.model, "teacher": None, "finetune": None, "detector": detector,
+                              "served_postprocess": served_postprocess}).eval()
     except ValueError as exc:
         raise CheckpointError(f"checkpoint {checkpoint} does not fit the config: {exc}") from exc
     dataset = DATASETS.build(cfg.test_dataloader.dataset)
@@ -60,6 +64,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", dest="json_out", help="also write the detections as COCO results json")
     parser.add_argument("--trusted", action="store_true", help="allow pickled Python objects in the checkpoint")
+    parser.add_argument("--served-postprocess", action="store_true",
+                        help="post-process as the serving backend (at most 1,000 candidates into NMS, boxes clipped "
+                             "to the image) instead of the reference's evaluation protocol")
     args = parser.parse_args(argv)
     import damo_yolo.training  # noqa: F401
 
@@ -71,7 +78,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.ann_file:  # paths as given on the command line, not under the config's data_root
             cfg.test_dataloader.dataset.update(data_root=None, ann_file=args.ann_file,
                                                img_dir=args.img_dir or str(Path(args.ann_file).parent))
-        metrics = evaluate(cfg, args.checkpoint, args.batch_size, args.workers, args.json_out, args.trusted)
+        metrics = evaluate(cfg, args.checkpoint, args.batch_size, args.workers, args.json_out, args.trusted,
+                           args.served_postprocess)
     except (CheckpointError, ConfigError, DataError, FileNotFoundError) as exc:
         print(f"damo-test: {exc}", file=sys.stderr)
         return 1

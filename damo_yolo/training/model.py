@@ -23,7 +23,7 @@ from ..contract import MAX_DETECTIONS
 from ..data.preprocess import ResizeInfo
 from ..models import DAMOYOLO, build_model, detector_weights, get_model_cfg
 from ..models.checkpoint import load_backbone_and_neck
-from ..postprocess import postprocess
+from ..postprocess import NMS_PRE, postprocess
 from .distill import FeatureDistiller, distill_weight, load_teacher
 from .losses import DAMOYOLOLoss
 
@@ -33,9 +33,12 @@ class DAMOYOLODetector(BaseModel):
     def __init__(self, variant: str, num_classes: int = 80, score_threshold: Optional[float] = None,
                  iou_threshold: Optional[float] = None, max_detections: int = MAX_DETECTIONS,
                  channels_last: bool = False, teacher: Optional[dict] = None, finetune: Optional[str] = None,
-                 data_preprocessor: Optional[dict] = None, detector: Optional[DAMOYOLO] = None):
+                 served_postprocess: bool = False, data_preprocessor: Optional[dict] = None,
+                 detector: Optional[DAMOYOLO] = None):
         """``detector``: adopt this detector's modules (e.g. from ``load_model``) instead of building fresh ones.
-        ``finetune``: a checkpoint whose backbone and neck the weights start from (see :meth:`init_weights`)."""
+        ``finetune``: a checkpoint whose backbone and neck the weights start from (see :meth:`init_weights`).
+        ``served_postprocess``: ``predict`` as the serving backend post-processes (at most ``NMS_PRE``
+        candidates into NMS, boxes clipped to the image) instead of the reference's evaluation protocol."""
         super().__init__(data_preprocessor=data_preprocessor)
         if detector is None:
             detector = build_model(variant, num_classes)
@@ -48,7 +51,7 @@ class DAMOYOLODetector(BaseModel):
         self.score_threshold = detector.cfg.score_threshold if score_threshold is None else score_threshold
         self.iou_threshold = detector.cfg.iou_threshold if iou_threshold is None else iou_threshold
         self.max_detections = max_detections
-        self.finetune = finetune
+        self.finetune, self.served_postprocess = finetune, served_postprocess
         # Distillation: the teacher is held outside the module tree (not trained, saved, or EMA-averaged);
         # the align convs are trained with the student. ``train_progress`` is set by TrainProgressHook.
         self.distiller, self.train_progress = None, 0.0
@@ -108,11 +111,11 @@ class DAMOYOLODetector(BaseModel):
             # keeps its candidate cap and clipping: damo_yolo.serving)
             det_boxes, det_scores, det_labels = postprocess(
                 scores[i].float().cpu().numpy(), boxes[i].float().cpu().numpy(), self.score_threshold,
-                self.iou_threshold, self.max_detections, nms_pre=None)
+                self.iou_threshold, self.max_detections, nms_pre=NMS_PRE if self.served_postprocess else None)
             if "scale" in sample:
                 h, w = sample["orig_size"]
                 info = ResizeInfo(int(h), int(w), *map(float, sample["scale"]))
-                det_boxes = info.to_original(det_boxes, clip=False)
+                det_boxes = info.to_original(det_boxes, clip=self.served_postprocess)
             results.append({"img_id": sample.get("img_id"), "boxes": det_boxes.astype(np.float32),
                             "scores": det_scores, "labels": det_labels})
         return results
