@@ -3,11 +3,10 @@
 Candidates are the (prior, class) pairs scoring strictly above the threshold; at most ``NMS_PRE`` of them, the
 highest scoring, enter class-aware NMS (a box suppresses a same-class box whose IoU with it exceeds the
 threshold: ``cv2.dnn.NMSBoxesBatched``); the best ``max_detections`` are kept, highest score first. The cap
-bounds the work any request can cause (mmdet/mmyolo's ``nms_pre``): without it a poorly trained 80-class
-model at 640 with threshold 0 sends 670,000 candidates into an O(n²) NMS. What it costs, measured on the
-synthetic val set (the CI gate's model, evaluation threshold 0.03): the cap binds on 90 of 100 images
-(median 1,689 candidates) and mAP@[.5:.95] / mAP@.5 are 0.4035 / 0.5941 with and without it. Shared by
-evaluation and the serving backend, so both give the same boxes.
+is the serving backend's: it bounds the work any request can cause (mmdet/mmyolo's ``nms_pre``), since a
+poorly trained 80-class model at 640 with threshold 0 sends 670,000 candidates into an O(n²) NMS.
+Evaluation passes ``nms_pre=None``, the reference's protocol (on the CI gate's model the cap changes no
+mAP figure).
 """
 from __future__ import annotations
 
