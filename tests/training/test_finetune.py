@@ -64,3 +64,30 @@ def test_finetune_and_load_from_from_the_command_line(tmp_path, tiny_synthetic):
         assert torch.load(tmp_path / name / "latest.pth", weights_only=True)["meta"]["num_classes"] == 8
     missing = run_train(config, tmp_path / "missing", "--finetune", str(tmp_path / "nope.pth"))
     assert missing.returncode == 1 and missing.stderr.strip() == f"damo-train: finetune checkpoint not found: {tmp_path / 'nope.pth'}"
+
+
+@pytest.mark.parametrize("layout", ["official", "bare", "project"])
+def test_load_from_hands_mmengine_the_weights_of_every_checkpoint_layout(tmp_path, layout):
+    """What mmengine's Runner.load_checkpoint does with load_from: the hooks' after_load_checkpoint (ours
+    first, then EMAHook's, which reads checkpoint["state_dict"]), then the weights into the model."""
+    from mmengine.runner.checkpoint import _load_checkpoint, _load_checkpoint_to_model
+
+    from damo_yolo.training.hooks import DetectorCheckpointFormat
+    path = tmp_path / "ckpt.pth"
+    if layout == "official":
+        source = _official(path, num_classes=8)
+    else:
+        torch.manual_seed(1)
+        model = build_model("Ns", 8)
+        source = model.state_dict()
+        if layout == "bare":
+            torch.save(dict(source), path)
+        else:
+            save_checkpoint(path, model, CheckpointMeta.for_variant("Ns", 8))
+    checkpoint = _load_checkpoint(str(path), map_location="cpu")
+    DetectorCheckpointFormat().after_load_checkpoint(None, checkpoint)
+    assert set(checkpoint["state_dict"]) == set(source)  # the "module." prefix is gone
+    student = DAMOYOLODetector("Ns", num_classes=8)
+    _load_checkpoint_to_model(student, checkpoint, strict=True)
+    state = student.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in source.items())

@@ -126,3 +126,27 @@ def test_a_run_sets_the_reference_rate_and_ema_at_every_iteration(tmp_path, tiny
     for (n, ema, w), (_, previous, _) in zip(seen["ema"][1:], seen["ema"]):
         decay = 0.9998 * (1 - math.exp(-(n - 1) / ramp))
         assert torch.allclose(ema, decay * previous + (1 - decay) * w, rtol=0, atol=1e-6), n
+
+
+def test_a_param_scheduler_of_the_users_takes_effect(tmp_path, tiny_synthetic):
+    """param_scheduler is plain mmengine: replacing it with any registered scheduler changes the rate."""
+    from mmengine.hooks import Hook
+    from mmengine.runner import Runner
+
+    from damo_yolo.training.config import load_config
+    from training_utils import SYNTHETIC_CONFIG
+
+    cfg = load_config(SYNTHETIC_CONFIG, {"data_root": f"{tiny_synthetic}/", "input_size": (64, 64), "batch_size": 8,
+                                         "num_workers": 0, "max_epochs": 2, "warmup_epochs": 0, "no_aug_epochs": 0})
+    cfg.param_scheduler = [dict(type="MultiStepLR", milestones=[1], gamma=0.1, by_epoch=True)]  # mmengine's own
+    cfg.work_dir = str(tmp_path)
+    runner = Runner.from_cfg(cfg)
+    seen = []
+
+    class Record(Hook):
+        def before_train_iter(self, runner, batch_idx, data_batch=None):
+            seen.append(runner.optim_wrapper.get_lr()["lr"][0])
+
+    runner.register_hook(Record())
+    runner.train()
+    assert seen == pytest.approx([cfg.base_lr] * 2 + [cfg.base_lr * 0.1] * 2)
