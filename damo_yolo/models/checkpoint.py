@@ -140,7 +140,8 @@ def strip_module_prefix(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Te
     return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
 
 
-def _normalise_state(state: Mapping[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+def normalise_state(state: Mapping[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """``module.`` prefixes stripped, and a legacy head's extra (dummy) class dropped where ``model`` has one less."""
     state = strip_module_prefix(state)
     # Legacy (pre-v0.3) heads predict one extra dummy class after the real ones; keep the real ones.
     target = model.state_dict()
@@ -191,7 +192,7 @@ def infer_variant(state: Mapping[str, torch.Tensor]) -> Optional[str]:
 def load_state_dict_strict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "state dict") -> None:
     """Load ``state`` into ``model`` requiring the same keys and shapes. The error summarises the differences
     (and names the variant the weights fit, when it is another); ``error.details`` lists every key."""
-    state = _normalise_state(state, model)
+    state = normalise_state(state, model)
     fused_ckpt = any(k.endswith("rbr_reparam.weight") for k in state)
     unfused_ckpt = any(".rbr_dense." in k for k in state)
     if fused_ckpt and not unfused_ckpt and hasattr(model, "switch_to_deploy"):

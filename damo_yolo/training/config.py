@@ -44,7 +44,9 @@ def _augmented_epochs(max_epochs: int, no_aug_epochs: int) -> int:
 
 
 def _places() -> list[Place]:
-    places = [Place("model.variant", ("variant",)),
+    places = [Place(PIPELINE, ("train_pipeline",)),  # first: the places inside the pipelines follow
+              Place(LAST_PIPELINE, ("last_stage_pipeline",)),
+              Place("model.variant", ("variant",)),
               Place("model.finetune", ("finetune",)),
               Place("model.teacher", ("teacher_config", "teacher_checkpoint"),
                     lambda c, k: dict(config=c, checkpoint=k) if c or k else None),
@@ -150,8 +152,8 @@ def check_settings(cfg: Any) -> None:
 
 def resolve_settings(cfg: Any, parent: Optional[Any] = None) -> Any:
     """Bring every place of ``cfg`` to its setting (in place; returns ``cfg``): a missing place is filled, a
-    place that holds what ``parent`` held (inherited, left behind by a changed setting) follows it, and a
-    place set against its setting is refused."""
+    place that holds what ``parent`` (the base config as mmengine parsed it) held there is inherited and
+    follows the setting, and a place the config itself sets against its setting is refused."""
     check_settings(cfg)
     conflicts = []
     for place in PLACES:
@@ -162,9 +164,11 @@ def resolve_settings(cfg: Any, parent: Optional[Any] = None) -> Any:
             continue
         expected = place.value(*(cfg[s] for s in place.settings))
         current = holder.get(key, _MISSING)
+        if place.may_be_none and current is None:
+            continue  # switched off on purpose
         if current is _MISSING or (parent is not None and _same(current, value_at(parent, place.path))):
             holder[key] = copy.deepcopy(expected)
-        elif not (_same(current, expected) or (place.may_be_none and current is None)):
+        elif not _same(current, expected):
             named = ", ".join(f"{s}={cfg[s]!r}" for s in place.settings)
             conflicts.append(f"{place.path}={current!r} disagrees with {named}")
     optim_wrapper = cfg.get("optim_wrapper")
@@ -177,17 +181,22 @@ def resolve_settings(cfg: Any, parent: Optional[Any] = None) -> Any:
 
 
 def _load_resolved(path: Path) -> Any:
+    """``path`` parsed by mmengine with every place at its setting; its ancestors are checked the same way
+    (a conflict anywhere up the chain is refused). A place is compared with the parent as mmengine parsed
+    it, since that is what the file inherited."""
     from mmengine.config import Config
     bases = [path.parent / b for b in Config._get_base_files(str(path))]
+    for base in bases:
+        _load_resolved(base)
     if not bases:
-        return resolve_settings(Config.fromfile(str(path)))
-    if len(bases) == 1:
-        parent = _load_resolved(bases[0])
+        parent = None
+    elif len(bases) == 1:
+        parent = Config.fromfile(str(bases[0]))
     else:  # several bases: their merge, as mmengine makes it
         with tempfile.NamedTemporaryFile("w", suffix=".py", dir=path.parent) as merged:
             merged.write(f"_base_ = {[str(b.resolve()) for b in bases]!r}\n")
             merged.flush()
-            parent = resolve_settings(Config.fromfile(merged.name))
+            parent = Config.fromfile(merged.name)
     return resolve_settings(Config.fromfile(str(path)), parent)
 
 

@@ -25,7 +25,7 @@ from mmengine.registry import HOOKS, MODELS
 from .. import __version__
 from ..fileio import atomic_write_bytes
 from ..models import CheckpointMeta, detector_weights, save_checkpoint
-from ..models.checkpoint import strip_module_prefix
+from ..models.checkpoint import normalise_state, strip_module_prefix
 from .pipeline import describe
 
 
@@ -84,11 +84,14 @@ class DetectorCheckpointFormat(Hook):
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         if "state_dict" in checkpoint:
             return
-        model = checkpoint.get("model")
-        if hasattr(model, "items"):
-            checkpoint["state_dict"] = strip_module_prefix(model)
-        elif checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
-            checkpoint["state_dict"] = strip_module_prefix(dict(checkpoint))
+        state = checkpoint.get("model")
+        if not hasattr(state, "items"):
+            if not (checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values())):
+                return
+            state = dict(checkpoint)
+        model = None if runner is None else (runner.model.module if is_model_wrapper(runner.model) else runner.model)
+        # the legacy head's extra class trimmed too, when the model is at hand
+        checkpoint["state_dict"] = strip_module_prefix(state) if model is None else normalise_state(state, model)
 
 
 @HOOKS.register_module()
@@ -99,9 +102,11 @@ class TrainProgressHook(Hook):
     priority = "HIGH"
 
     def before_train_epoch(self, runner) -> None:
-        dataset = runner.train_dataloader.dataset
-        if hasattr(dataset, "set_epoch"):
-            dataset.set_epoch(runner.epoch)
+        loader = runner.train_dataloader
+        if hasattr(loader.dataset, "set_epoch"):
+            loader.dataset.set_epoch(runner.epoch)
+            if getattr(loader, "persistent_workers", False):  # workers hold a copy of the data set: restart them
+                runner.train_loop.dataloader._iterator = None
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
@@ -190,4 +195,5 @@ class ExportCheckpointHook(Hook):
         checkpoint.setdefault("meta", {})["export_best"] = self.best
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        self.best = checkpoint.get("meta", {}).get("export_best", self.best)
+        if runner._resume:  # a resumed run keeps its best; load_from starts a new one
+            self.best = checkpoint.get("meta", {}).get("export_best", self.best)

@@ -25,7 +25,12 @@ NEW_VALUES = {"variant": "Nm", "data_root": "/elsewhere/data/", "input_size": (3
               "num_workers": 1, "max_epochs": 7, "base_lr": 0.123, "val_interval": 3, "mosaic_size": (480, 480),
               "mixup_prob": 0.33, "affine_scale": (0.4, 1.6), "shear": 1.25, "warmup_epochs": 0.5,
               "no_aug_epochs": 4, "min_lr_ratio": 0.11, "finetune": "/models/coco.pth",
-              "teacher_config": "t.py", "teacher_checkpoint": "t.pth"}
+              "teacher_config": "t.py", "teacher_checkpoint": "t.pth",
+              # the transforms' own settings are left out: the top-level settings above fill them
+              "train_pipeline": [dict(type="Mosaic"), dict(type="RandomAffine"), dict(type="MixUp"),
+                                 dict(type="Resize"), dict(type="RandomFlip", prob=0.25),
+                                 dict(type="ScaleAwareBoxAugment"), dict(type="PackDetInputs")],
+              "last_stage_pipeline": [dict(type="Resize"), dict(type="PackDetInputs")]}
 
 
 def _plain(value):
@@ -89,7 +94,10 @@ def test_every_setting_takes_effect_where_it_is_set(tmp_path, path, where):
         current = value_at(cfg, place.path)
         assert current is not None or place.may_be_none, place.path
         expected = place.value(*(NEW_VALUES[s] for s in place.settings))
-        assert _plain(current) == _plain(expected), place.path
+        if place.settings[0].endswith("pipeline"):  # the transforms, their settings filled in
+            assert [t["type"] for t in current] == [t["type"] for t in expected], place.path
+        else:
+            assert _plain(current) == _plain(expected), place.path
         reached += 1
     assert reached == len(PLACES)
     assert cfg.train_cfg.dynamic_intervals == [(7 - 4, 1)]  # derived from max_epochs and no_aug_epochs
@@ -177,3 +185,23 @@ def test_runner_from_cfg_trains_one_iteration_of_each_shipped_config(tmp_path, p
     assert runner.iter == 1 and (tmp_path / "epoch_1.pth").is_file()
     lr = runner.optim_wrapper.get_lr()["lr"][0]
     assert lr == pytest.approx(cfg.base_lr * (1 / (cfg.warmup_epochs * 1)) ** 2)  # the warm-up's second step
+
+
+def test_settings_reach_their_places_through_several_levels_of_configs(tmp_path):
+    mid = tmp_path / "mid.py"
+    mid.write_text(f"_base_ = [{str(ROOT / 'train/configs/damoyolo_tinynasL25_S_8xb32-300e_coco.py')!r}]\n"
+                   "max_epochs = 50\nwarmup_epochs = 2\nno_aug_epochs = 5\n"
+                   "train_cfg = dict(dynamic_intervals=None)  # validate at val_interval only\n")
+    child = tmp_path / "child.py"
+    child.write_text(f"_base_ = [{str(mid)!r}]\nbatch_size = 8\n"
+                     "train_pipeline = [dict(type='Resize', scale=(640, 640)), dict(type='PackDetInputs')]\n")
+    cfg = load_config(child, {"input_size": (320, 320)})
+    assert cfg.train_cfg.max_epochs == 50 and cfg.train_dataloader.batch_size == 8
+    assert cfg.param_scheduler[1]["end"] == 45 and cfg.custom_hooks[1]["switch_epoch"] == 45
+    assert cfg.train_cfg.dynamic_intervals is None  # switched off on purpose: kept
+    assert [t["type"] for t in cfg.train_dataloader.dataset.pipeline] == ["Resize", "PackDetInputs"]
+    assert tuple(cfg.train_dataloader.dataset.pipeline[0]["scale"]) == (320, 320)
+    bad = tmp_path / "bad.py"
+    bad.write_text(f"_base_ = [{str(mid)!r}]\ntrain_cfg = dict(max_epochs=60)\n")
+    with pytest.raises(ConfigError, match=r"train_cfg.max_epochs=60 disagrees with max_epochs=50"):
+        load_config(bad)
