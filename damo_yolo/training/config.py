@@ -171,6 +171,10 @@ def resolve_settings(cfg: Any, parent: Optional[Any] = None) -> Any:
         elif not _same(current, expected):
             named = ", ".join(f"{s}={cfg[s]!r}" for s in place.settings)
             conflicts.append(f"{place.path}={current!r} disagrees with {named}")
+    for setting, path in (("train_pipeline", PIPELINE), ("last_stage_pipeline", LAST_PIPELINE)):
+        resolved = value_at(cfg, path)  # the pipeline settings as their places now hold them
+        if setting in cfg and resolved is not _MISSING:
+            cfg[setting] = copy.deepcopy(resolved)
     optim_wrapper = cfg.get("optim_wrapper")
     if cfg.get("teacher_config") and optim_wrapper is not None and not optim_wrapper.get("clip_grad"):
         optim_wrapper["clip_grad"] = dict(max_norm=30.0)  # the reference clips gradients when distilling

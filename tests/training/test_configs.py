@@ -205,3 +205,12 @@ def test_settings_reach_their_places_through_several_levels_of_configs(tmp_path)
     bad.write_text(f"_base_ = [{str(mid)!r}]\ntrain_cfg = dict(max_epochs=60)\n")
     with pytest.raises(ConfigError, match=r"train_cfg.max_epochs=60 disagrees with max_epochs=50"):
         load_config(bad)
+
+
+def test_an_option_on_top_of_a_child_keeps_the_childs_settings(tmp_path):
+    child = tmp_path / "child.py"
+    child.write_text(f"_base_ = [{str(SYNTHETIC)!r}]\ninput_size = (128, 128)\n")
+    cfg = load_config(child, {"finetune": "start.pth"})
+    assert cfg.model.finetune == "start.pth"
+    assert tuple(value_at(cfg, "train_dataloader.dataset.pipeline.Resize.scale")) == (128, 128)
+    assert tuple(cfg.train_pipeline[0]["img_scale"]) == (128, 128)  # the top-level pipeline as placed
