@@ -127,8 +127,10 @@ def test_the_shipped_synthetic_config_has_the_demo_models_settings():
         schedule["warmup_epochs"], schedule["no_aug_epochs"], schedule["min_lr_ratio"])
     assert record.custom_hooks[1:] == today.custom_hooks[2:]  # the EMA (ramp 200) and the export hook
     for key in ("model", "optim_wrapper", "randomness"):
-        new_and_unset = {k for k, v in today[key].items() if v is None and k not in record[key]}  # finetune, ...
-        assert {k: v for k, v in today[key].items() if k not in new_and_unset} == record[key], key
+        added = {k for k in today[key] if k not in record[key]}
+        assert added <= {"finetune", "teacher", "clip_grad", "depthwise_msra_init"}, added  # options added since
+        assert {k: v for k, v in today[key].items() if k not in added} == record[key], key
+    assert today.model.depthwise_msra_init is False  # the demo run's init (PyTorch's default there)
     assert record.train_cfg.max_epochs == today.train_cfg.max_epochs == 40
     for key in ("batch_size", "num_workers"):
         assert record.train_dataloader[key] == today.train_dataloader[key]

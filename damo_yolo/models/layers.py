@@ -199,8 +199,6 @@ class DepthwiseConv(nn.Module):
         self.pwnorm = batch_norm(out_ch)
         self.dwact = get_activation(act)
         self.pwact = get_activation(act)
-        for conv in (self.depthwise, self.pointwise):  # the reference's MSRA init (ReLU gain, fan-out)
-            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.dwact(self.dwnorm(self.depthwise(x)))

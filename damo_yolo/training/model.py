@@ -23,6 +23,7 @@ from ..contract import MAX_DETECTIONS
 from ..data.preprocess import ResizeInfo
 from ..models import DAMOYOLO, build_model, detector_weights, get_model_cfg
 from ..models.checkpoint import load_backbone_and_neck
+from ..models.layers import DepthwiseConv
 from ..postprocess import NMS_PRE, postprocess
 from .distill import FeatureDistiller, distill_weight, load_teacher
 from .losses import DAMOYOLOLoss
@@ -33,12 +34,14 @@ class DAMOYOLODetector(BaseModel):
     def __init__(self, variant: str, num_classes: int = 80, score_threshold: Optional[float] = None,
                  iou_threshold: Optional[float] = None, max_detections: int = MAX_DETECTIONS,
                  channels_last: bool = False, teacher: Optional[dict] = None, finetune: Optional[str] = None,
-                 served_postprocess: bool = False, data_preprocessor: Optional[dict] = None,
-                 detector: Optional[DAMOYOLO] = None):
+                 served_postprocess: bool = False, depthwise_msra_init: bool = True,
+                 data_preprocessor: Optional[dict] = None, detector: Optional[DAMOYOLO] = None):
         """``detector``: adopt this detector's modules (e.g. from ``load_model``) instead of building fresh ones.
         ``finetune``: a checkpoint whose backbone and neck the weights start from (see :meth:`init_weights`).
         ``served_postprocess``: ``predict`` as the serving backend post-processes (at most ``NMS_PRE``
-        candidates into NMS, boxes clipped to the image) instead of the reference's evaluation protocol."""
+        candidates into NMS, boxes clipped to the image) instead of the reference's evaluation protocol.
+        ``depthwise_msra_init``: initialise the Nano neck's depthwise downsamplers as the reference does
+        (see :meth:`init_weights`)."""
         super().__init__(data_preprocessor=data_preprocessor)
         if detector is None:
             detector = build_model(variant, num_classes)
@@ -52,6 +55,7 @@ class DAMOYOLODetector(BaseModel):
         self.iou_threshold = detector.cfg.iou_threshold if iou_threshold is None else iou_threshold
         self.max_detections = max_detections
         self.finetune, self.served_postprocess = finetune, served_postprocess
+        self.depthwise_msra_init = depthwise_msra_init
         # Distillation: the teacher is held outside the module tree (not trained, saved, or EMA-averaged);
         # the align convs are trained with the student. ``train_progress`` is set by TrainProgressHook.
         self.distiller, self.train_progress = None, 0.0
@@ -66,9 +70,16 @@ class DAMOYOLODetector(BaseModel):
             self.to(memory_format=torch.channels_last)
 
     def init_weights(self) -> None:
-        """mmengine's initialisation (before ``load_from``/``resume``), then, when fine-tuning, the backbone
-        and neck from the checkpoint; the head stays fresh for this config's classes."""
+        """mmengine's initialisation (before ``load_from``/``resume``): the modules' own, the reference's
+        MSRA init (normal, fan-out, ReLU gain) of the depthwise downsamplers' convs with
+        ``depthwise_msra_init``, then, when fine-tuning, the backbone and neck from the checkpoint; the head
+        stays fresh for this config's classes."""
         super().init_weights()
+        if self.depthwise_msra_init:
+            for module in self.modules():
+                if isinstance(module, DepthwiseConv):
+                    for conv in (module.depthwise, module.pointwise):
+                        torch.nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
         if self.finetune:
             print_log(str(load_backbone_and_neck(self, self.finetune)), logger="current")
 

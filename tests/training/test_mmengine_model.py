@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
+import pytest
 import torch
 from mmengine.optim import OptimWrapper
 
@@ -49,3 +51,18 @@ def test_predict_maps_boxes_to_the_original_image_by_the_reference_protocol():
     assert np.allclose(result["boxes"], expected / np.array([160 / 500, 128 / 300] * 2, np.float32), rtol=1e-6)
     assert (result["boxes"] < 0).any()  # random weights reach outside the image: kept as predicted
     assert np.all(np.diff(result["scores"]) <= 0)
+
+
+@pytest.mark.parametrize("msra", [True, False])
+def test_depthwise_downsamplers_get_the_reference_init_or_pytorchs(msra):
+    """The reference initialises the Nano neck's DepthwiseConv with kaiming_normal (fan-out, ReLU gain):
+    std sqrt(2 / (9 C)) for the 3x3 depthwise conv; PyTorch's default is std 1 / sqrt(3 · 9) ≈ 0.19."""
+    from damo_yolo.models.layers import DepthwiseConv
+    torch.manual_seed(0)
+    model = DAMOYOLODetector("Ns", num_classes=8, depthwise_msra_init=msra)
+    model.init_weights()
+    convs = [m.depthwise.weight.detach() for m in model.modules() if isinstance(m, DepthwiseConv)]
+    assert convs
+    for weight in convs:
+        want = math.sqrt(2 / (9 * weight.shape[0])) if msra else 1 / math.sqrt(27)
+        assert abs(float(weight.std()) / want - 1) < 0.15
