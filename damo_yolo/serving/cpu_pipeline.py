@@ -20,7 +20,7 @@ import numpy as np
 
 from damo_yolo import contract as C
 from damo_yolo.data.preprocess import MAX_PIXELS, ImageDecodeError, check_image, decode_image, preprocess
-from damo_yolo.serving.triton.detections import check_thresholds, pack
+from damo_yolo.serving.detections import check_thresholds, pack
 from damo_yolo.postprocess import postprocess
 from damo_yolo.serving.resources import cpu_limit
 

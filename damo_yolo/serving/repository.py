@@ -20,7 +20,7 @@ from typing import Optional
 from .. import __version__
 from .. import contract as C
 from .platform import platform_warnings
-from .triton.common import VERSION_PARAMETER
+from .release import VERSION_PARAMETER
 
 TARGETS = ("cpu", "gpu")
 PREPROCESSORS = ("opencv", "dali")  # CPU: OpenCV or DALI's CPU operators in the python model; GPU: DALI backend
@@ -377,7 +377,7 @@ def with_served_defaults(repo_dir, out_dir, name: str = "damo_yolo", score_thres
     """A copy of a repository whose served default thresholds are changed (what the container entrypoint does
     with SCORE_THRESHOLD / IOU_THRESHOLD). The CPU model applies any; the GPU ensemble's score default must stay
     at or above its plan's NMS threshold and its IoU cannot change (the NMS runs inside the plan)."""
-    from .triton.detections import check_thresholds
+    from .detections import check_thresholds
     import numpy as np
     repo, out = Path(repo_dir), Path(out_dir)
     check_thresholds(np.array([0.5 if score_threshold is None else score_threshold], np.float32),

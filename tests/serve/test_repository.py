@@ -172,7 +172,7 @@ def test_both_targets_show_clients_the_contract():
 
 
 def test_a_repository_of_another_release_is_refused():
-    from damo_yolo.serving.triton.common import check_version
+    from damo_yolo.serving.release import check_version
     check_version("0.1.0", installed="0.1.7")  # patch releases read the same repositories
     check_version("", installed="0.2.0")  # repositories written before the check: nothing to compare
     with pytest.raises(RuntimeError, match=r"exported by damo_yolo 0.1.0, but damo_yolo 0.2.0 is installed.*"

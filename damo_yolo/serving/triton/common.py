@@ -2,29 +2,13 @@
 ``triton_python_backend_utils`` exists)."""
 import json
 
-import damo_yolo
-
-VERSION_PARAMETER = "damo_yolo_version"  # written by export into every python-backend model's config
+from damo_yolo.serving.release import VERSION_PARAMETER, check_version
 
 
 def client_error(pb_utils, message: str):
     """A per-request error with the 'invalid argument' code (HTTP 400) where the backend supports codes."""
     code = getattr(pb_utils.TritonError, "INVALID_ARG", None)
     return pb_utils.TritonError(message) if code is None else pb_utils.TritonError(message, code)
-
-
-def release(version: str) -> tuple:
-    """(major, minor): versions that agree on it read the same repositories (the patch number never matters)."""
-    return tuple(int(part) for part in version.split(".")[:2])
-
-
-def check_version(exported: str, installed: str = damo_yolo.__version__) -> None:
-    """Refuse to serve a repository whose models were exported for another damo_yolo release."""
-    if exported and release(exported) != release(installed):
-        raise RuntimeError(f"this model repository was exported by damo_yolo {exported}, but damo_yolo {installed} "
-                           f"is installed, whose models may read it differently: re-export the checkpoint with "
-                           f"this damo_yolo (damo-export CHECKPOINT --out REPO --force), or install "
-                           f"damo-yolo=={'.'.join(map(str, release(exported)))}.*")
 
 
 ERROR_METRIC = "damo_yolo_request_errors_total"

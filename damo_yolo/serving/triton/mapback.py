@@ -13,7 +13,7 @@ import triton_python_backend_utils as pb_utils
 
 from damo_yolo import contract as C
 from damo_yolo.serving.triton.common import ErrorCounter, model_parameters, optional_input, respond_each
-from damo_yolo.serving.triton.detections import map_back
+from damo_yolo.serving.detections import map_back
 
 
 class TritonPythonModel:

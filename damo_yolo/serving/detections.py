@@ -1,4 +1,4 @@
-"""What the CPU postprocess and the GPU map-back step share (numpy only, no Triton): per-request thresholds
+"""What the CPU pipeline and the GPU map-back step share (numpy only, no Triton): per-request thresholds
 and the padded ensemble outputs in original pixels."""
 from __future__ import annotations
 
