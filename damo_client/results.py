@@ -4,6 +4,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 
+def coco_row(image_id: int, category_id: int, box, score: float) -> dict:
+    """One COCO results entry from an (x1, y1, x2, y2) box: ``bbox`` is (x, y, width, height). The one
+    rounding policy of every results file the project writes: boxes to 0.01 px, scores to 5 decimals
+    (far below what changes a COCO metric, and half the file of full floats)."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return {"image_id": int(image_id), "category_id": int(category_id),
+            "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+            "score": round(float(score), 5)}
+
+
 @dataclass(frozen=True)
 class Detection:
     """One detected object; ``box`` is (x1, y1, x2, y2) in original image pixels."""
@@ -15,10 +25,7 @@ class Detection:
 
     def to_coco(self, image_id: int, category_id: int | None = None) -> dict:
         """The COCO results entry: ``bbox`` is (x, y, width, height); ``category_id`` defaults to class_id."""
-        x1, y1, x2, y2 = self.box
-        return {"image_id": image_id, "category_id": self.class_id if category_id is None else category_id,
-                "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-                "score": round(self.score, 5)}
+        return coco_row(image_id, self.class_id if category_id is None else category_id, self.box, self.score)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -23,6 +23,7 @@ def detections(checkpoint: Path, ann_file: Path, img_dir: Path, max_detections: 
 
     from damo_yolo.data.preprocess import decode_image, preprocess
     from damo_yolo.models import load_model
+    from damo_client.results import coco_row
     from damo_yolo.postprocess import postprocess
     model, meta = load_model(checkpoint)
     model.eval()
@@ -35,9 +36,7 @@ def detections(checkpoint: Path, ann_file: Path, img_dir: Path, max_detections: 
         with torch.inference_mode():
             scores, boxes = model(torch.from_numpy(chw)[None])
         b, s, c = postprocess(scores[0].numpy(), boxes[0].numpy(), 0.01, meta.iou_threshold, max_detections)
-        for (x1, y1, x2, y2), score, cls in zip(info.to_original(b), s, c):
-            results.append({"image_id": im["id"], "category_id": cat_ids[int(cls)],
-                            "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)], "score": float(score)})
+        results += [coco_row(im["id"], cat_ids[int(cls)], box, score) for box, score, cls in zip(info.to_original(b), s, c)]
     return results
 
 

@@ -32,10 +32,7 @@ def served_coco_results(client, ann_file, img_dir, batch_size: int = 8) -> tuple
         chunk = images[start:start + batch_size]
         answers = client.detect_batch([Path(img_dir) / im["file_name"] for im in chunk])
         for im, detections in zip(chunk, answers):
-            for d in detections:
-                x1, y1, x2, y2 = d.box
-                results.append({"image_id": im["id"], "category_id": cat_ids[d.class_id],
-                                "bbox": [x1, y1, x2 - x1, y2 - y1], "score": d.score})
+            results += [d.to_coco(im["id"], cat_ids[d.class_id]) for d in detections]
     return results, [im["id"] for im in images]
 
 

@@ -16,6 +16,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..postprocess import box_iou, postprocess
+
 Detections = tuple[np.ndarray, np.ndarray, np.ndarray]  # boxes [n, 4] xyxy in original pixels, scores, classes
 
 
@@ -72,14 +74,6 @@ class Agreement:
                 f"{self.served_compared} served detections in the reference")
 
 
-def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    lt, rb = np.maximum(box[:2], boxes[:, :2]), np.minimum(box[2:], boxes[:, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(1)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return inter / np.maximum(area + areas - inter, 1e-9)
-
-
 def _matched(dets: Detections, floor: float, other: Detections, tol: Tolerance) -> tuple[int, int]:
     (boxes, scores, classes), (oboxes, oscores, oclasses) = dets, other
     compared = found = 0
@@ -113,7 +107,6 @@ def reference_detections(onnx_path: Path, datas: Sequence[bytes], input_size: tu
 
     from damo_yolo import contract as C
     from damo_yolo.data.preprocess import decode_image, preprocess
-    from damo_yolo.postprocess import postprocess
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     out = []
     for data in datas:

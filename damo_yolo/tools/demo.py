@@ -49,22 +49,19 @@ def make_demo_images(out: Path, count: int, size: int) -> Path:
 
 def found_ground_truth(annotations: Path, detections: list[dict], iou: float = 0.5) -> tuple[int, int]:
     """(ground-truth boxes matched by a detection of the same class at IoU ≥ iou, ground-truth boxes)."""
+    import numpy as np
+
+    from damo_yolo.postprocess import box_iou
     coco = json.loads(annotations.read_text())
     names = {c["id"]: c["name"] for c in coco["categories"]}
     ids = {im["id"]: im["file_name"] for im in coco["images"]}
     found = 0
     for ann in coco["annotations"]:
         x, y, w, h = ann["bbox"]
-        for det in detections:
-            if det.get("file_name") != ids[ann["image_id"]] or det["category_name"] != names[ann["category_id"]]:
-                continue
-            dx, dy, dw, dh = det["bbox"]
-            iw = max(0.0, min(x + w, dx + dw) - max(x, dx))
-            ih = max(0.0, min(y + h, dy + dh) - max(y, dy))
-            inter = iw * ih
-            if inter / (w * h + dw * dh - inter + 1e-9) >= iou:
-                found += 1
-                break
+        same = [det["bbox"] for det in detections
+                if det.get("file_name") == ids[ann["image_id"]] and det["category_name"] == names[ann["category_id"]]]
+        boxes = np.array([(dx, dy, dx + dw, dy + dh) for dx, dy, dw, dh in same]).reshape(-1, 4)
+        found += bool(len(same)) and bool((box_iou(np.array([x, y, x + w, y + h]), boxes) >= iou).any())
     return found, len(coco["annotations"])
 
 

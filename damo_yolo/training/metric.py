@@ -9,19 +9,16 @@ from mmengine.evaluator import BaseMetric
 from mmengine.logging import print_log
 from mmengine.registry import METRICS
 
+from damo_client.results import coco_row
+
 from ..data.coco import category_mapping
 from ..evaluation import COCO_METRIC_NAMES, evaluate_coco_results
 
 
 def detections_to_coco(result: dict, cat_ids: Sequence[int]) -> list[dict]:
     """One image's predictions (boxes xyxy, scores, labels) → COCO results dicts (bbox xywh)."""
-    out = []
-    for (x1, y1, x2, y2), score, label in zip(result["boxes"].tolist(), result["scores"].tolist(),
-                                              result["labels"].tolist()):
-        out.append({"image_id": int(result["img_id"]), "category_id": int(cat_ids[int(label)]),
-                    "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)],
-                    "score": round(float(score), 5)})
-    return out
+    return [coco_row(result["img_id"], cat_ids[int(label)], box, score)
+            for box, score, label in zip(result["boxes"].tolist(), result["scores"].tolist(), result["labels"].tolist())]
 
 
 def format_per_class(per_class: dict[str, float]) -> str:
