@@ -140,17 +140,17 @@ def strip_module_prefix(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Te
     return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
 
 
+def trim_legacy_head(state: Mapping[str, torch.Tensor], num_classes: int) -> dict[str, torch.Tensor]:
+    """Legacy (pre-v0.3) heads predict one extra dummy class after the real ones: keep the ``num_classes``."""
+    return {k: v[:num_classes] if k.startswith("head.gfl_cls.") and v.shape[0] == num_classes + 1 else v
+            for k, v in state.items()}
+
+
 def normalise_state(state: Mapping[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
-    """``module.`` prefixes stripped, and a legacy head's extra (dummy) class dropped where ``model`` has one less."""
+    """``module.`` prefixes stripped, and a legacy head's extra class dropped where ``model`` has one less."""
+    num_classes = getattr(model, "num_classes", None)
     state = strip_module_prefix(state)
-    # Legacy (pre-v0.3) heads predict one extra dummy class after the real ones; keep the real ones.
-    target = model.state_dict()
-    for key, value in list(state.items()):
-        if key.startswith("head.gfl_cls.") and key in target:
-            want = target[key].shape[0]
-            if value.shape[0] == want + 1:
-                state[key] = value[:want]
-    return state
+    return state if num_classes is None else trim_legacy_head(state, int(num_classes))
 
 
 def _describe_mismatch(missing: list[str], unexpected: list[str], wrong_shape: list[str], shown: int = 3) -> str:
@@ -182,9 +182,7 @@ def infer_variant(state: Mapping[str, torch.Tensor]) -> Optional[str]:
     num_classes = _head_classes(state)
     if num_classes is None:
         return None
-    state = strip_module_prefix(state)
-    state = {k: v[:num_classes] if k.startswith("head.gfl_cls.") and v.shape[0] == num_classes + 1 else v
-             for k, v in state.items()}  # the legacy head's extra class
+    state = trim_legacy_head(strip_module_prefix(state), num_classes)
     fitting = [name for name in MODEL_CFGS if _fits(state, name, num_classes)]
     return fitting[0] if len(fitting) == 1 else None
 
@@ -259,10 +257,7 @@ def load_checkpoint(model: nn.Module, path: PathLike, trusted: bool = False) -> 
     """
     ckpt = read_checkpoint(path, trusted=trusted)
     load_state_dict_strict(model, detector_weights(ckpt["model"]) or ckpt["model"], source=f"checkpoint {path}")
-    meta = ckpt.get("meta")
-    if isinstance(meta, Mapping) and "variant" in meta:
-        return CheckpointMeta.from_dict(meta)
-    return CheckpointMeta.for_variant(model.cfg.name, getattr(model, "num_classes", 80))
+    return checkpoint_meta(ckpt, model.cfg.name, f"checkpoint {path}")
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Serve a DAMO-YOLO model repository with tritonserver: the entrypoint of both images (CI runs this script
-# directly against the bundled server: tests/deploy_artifacts/test_entrypoint.py).
+# directly against the bundled server: tests/deployment/test_entrypoint_metrics.py).
 #
 # Environment (all optional):
 #   MODEL_REPOSITORY   a folder, or one of Triton's cloud repository paths (s3://bucket/path, gs://..., as://...;
