@@ -34,8 +34,8 @@ SHARED_IMAGES = ROOT.parent / "shared" / "data" / "images"
 
 def _dataset(data: Path, pipeline: list, outlines: bool):
     from mmengine.registry import DATASETS
-    dataset = DATASETS.build(dict(type="DetectionTrainDataset", data_root=str(data), ann_file="annotations/instances_train.json",
-                                  img_dir="train/", pipeline=pipeline))
+    dataset = DATASETS.build(dict(type="DetectionTrainDataset", data_root=str(data), img_dir="train/",
+                                  ann_file="annotations/instances_train.json", pipeline=pipeline))
     if not outlines:
         for record in dataset.coco.records:
             record["polygons"] = [None] * len(record["polygons"])
@@ -125,8 +125,8 @@ def main(argv=None) -> int:
     (args.out / "training_speed.json").write_text(json.dumps(result, indent=1) + "\n")
     lines = [f"# Training speed ({result['machine']}, {result['date']})", "",
              f"`python perf/training_speed.py` — the T recipe's pipeline at epoch {args.epoch} on {args.images} "
-             f"synthetic 640 px images, {args.blocks} blocks of {args.samples} samples per variant (the same samples, each "
-             f"variant first in turn); one process = one worker.", "",
+             f"synthetic 640 px images, {args.blocks} blocks of {args.samples} samples per variant (the same samples, "
+             f"each variant first in turn); one process = one worker.", "",
              "| pipeline | images/s per worker | median ms/image |", "|---|---|---|"]
     lines += [f"| {k} | {v['images_per_s']:.1f} | {v['ms_median']:.1f} |" for k, v in pipelines.items()]
     lines += ["", f"DAMO-YOLO-T training iteration, batch 8 at 640 ({model['torch_threads']} torch threads): "

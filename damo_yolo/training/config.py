@@ -16,7 +16,7 @@ import copy
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Union
+from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
 PIPELINE = "train_dataloader.dataset.pipeline"
 LAST_PIPELINE = "custom_hooks.PipelineSwitchHook.switch_pipeline"  # the last, "no augmentation" epochs
@@ -150,20 +150,25 @@ def check_settings(cfg: Any) -> None:
                 f"warmup_epochs={max(1, epochs // 10) if epochs > 1 else 0} no_aug_epochs={epochs // 10}")
 
 
+def _places_of(cfg: Any) -> Iterator[tuple[Place, Any, str, Any, Any]]:
+    """(place, its container, key, current value or _MISSING, the value its settings give) for each place
+    whose container exists and whose settings ``cfg`` defines; computed one place at a time, so a place
+    sees what the places before it were set to."""
+    for place in PLACES:
+        if not all(s in cfg for s in place.settings):
+            continue
+        holder, key = _node(cfg, place.path)
+        if holder is not None:
+            yield place, holder, key, holder.get(key, _MISSING), place.value(*(cfg[s] for s in place.settings))
+
+
 def resolve_settings(cfg: Any, parent: Optional[Any] = None) -> Any:
     """Bring every place of ``cfg`` to its setting (in place; returns ``cfg``): a missing place is filled, a
     place that holds what ``parent`` (the base config as mmengine parsed it) held there is inherited and
     follows the setting, and a place the config itself sets against its setting is refused."""
     check_settings(cfg)
     conflicts = []
-    for place in PLACES:
-        if not all(s in cfg for s in place.settings):
-            continue
-        holder, key = _node(cfg, place.path)
-        if holder is None:
-            continue
-        expected = place.value(*(cfg[s] for s in place.settings))
-        current = holder.get(key, _MISSING)
+    for place, holder, key, current, expected in _places_of(cfg):
         if place.may_be_none and current is None:
             continue  # switched off on purpose
         if current is _MISSING or (parent is not None and _same(current, value_at(parent, place.path))):
@@ -219,14 +224,8 @@ def load_config(path: Union[str, Path], options: Optional[dict] = None):
 
 def disagreements(cfg: Any) -> list[str]:
     """The places of ``cfg`` that do not hold their setting (a shipped config has none)."""
-    out = []
-    for place in PLACES:
-        if all(s in cfg for s in place.settings):
-            current = value_at(cfg, place.path)
-            expected = place.value(*(cfg[s] for s in place.settings))
-            if current is not _MISSING and not _same(current, expected) and not (place.may_be_none and current is None):
-                out.append(f"{place.path}={current!r} (setting: {expected!r})")
-    return out
+    return [f"{place.path}={current!r} (setting: {expected!r})" for place, _, _, current, expected in _places_of(cfg)
+            if current is not _MISSING and not _same(current, expected) and not (place.may_be_none and current is None)]
 
 
 def data_files(cfg: Any, splits: Iterable[str] = ("train_dataloader", "val_dataloader")) -> list[Path]:

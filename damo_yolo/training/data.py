@@ -19,16 +19,12 @@ from torch.utils.data import Dataset
 
 from ..data.coco import CocoDetection
 from ..data.preprocess import resize_image
-from . import pipeline as _pipeline  # noqa: F401  registers the transforms
+from .pipeline import to_chw  # the module registers the transforms too
 
 
 def data_path(data_root: Optional[str], path: str) -> Path:
     """``path`` under ``data_root`` (an absolute ``path`` stays as it is)."""
     return Path(data_root or "") / path
-
-
-def _to_chw(img: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
 
 
 @DATASETS.register_module()
@@ -81,7 +77,7 @@ class DetectionValDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         sample = self.coco.load(index)
         resized, info = resize_image(sample["img"], self.input_size, self.mode, self.pad_value)
-        return {"inputs": _to_chw(resized),
+        return {"inputs": to_chw(resized),
                 "data_samples": {"img_id": sample["img_id"], "scale": (info.scale_y, info.scale_x),
                                  "orig_size": (info.orig_h, info.orig_w)}}
 

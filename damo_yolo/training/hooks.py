@@ -29,6 +29,17 @@ from ..models.checkpoint import normalise_state, strip_module_prefix
 from .pipeline import describe
 
 
+def _model(runner):
+    """The runner's model without its (Distributed)DataParallel wrapper."""
+    return runner.model.module if is_model_wrapper(runner.model) else runner.model
+
+
+def _restart_persistent_workers(runner) -> None:
+    """Persistent dataloader workers hold a copy of the data set: make the next epoch start fresh ones."""
+    if getattr(runner.train_dataloader, "persistent_workers", False):
+        runner.train_loop.dataloader._iterator = None
+
+
 class AtomicLocalBackend(LocalBackend):
     """LocalBackend whose writes go through a temporary file and a rename."""
 
@@ -89,7 +100,7 @@ class DetectorCheckpointFormat(Hook):
             if not (checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values())):
                 return
             state = dict(checkpoint)
-        model = None if runner is None else (runner.model.module if is_model_wrapper(runner.model) else runner.model)
+        model = None if runner is None else _model(runner)
         # the legacy head's extra class trimmed too, when the model is at hand
         checkpoint["state_dict"] = strip_module_prefix(state) if model is None else normalise_state(state, model)
 
@@ -102,14 +113,13 @@ class TrainProgressHook(Hook):
     priority = "HIGH"
 
     def before_train_epoch(self, runner) -> None:
-        loader = runner.train_dataloader
-        if hasattr(loader.dataset, "set_epoch"):
-            loader.dataset.set_epoch(runner.epoch)
-            if getattr(loader, "persistent_workers", False):  # workers hold a copy of the data set: restart them
-                runner.train_loop.dataloader._iterator = None
+        dataset = runner.train_dataloader.dataset
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(runner.epoch)
+            _restart_persistent_workers(runner)
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        model = _model(runner)
         if hasattr(model, "train_progress"):
             model.train_progress = runner.iter / max(1, runner.max_iters)
 
@@ -128,10 +138,8 @@ class PipelineSwitchHook(Hook):
     def before_train_epoch(self, runner) -> None:
         if self.switched or runner.epoch < self.switch_epoch:
             return
-        loader = runner.train_dataloader
-        loader.dataset.pipeline = Compose(self.switch_pipeline)
-        if getattr(loader, "persistent_workers", False):  # workers hold a copy of the data set: restart them
-            runner.train_loop.dataloader._iterator = None
+        runner.train_dataloader.dataset.pipeline = Compose(self.switch_pipeline)
+        _restart_persistent_workers(runner)
         self.switched = True
         runner.logger.info(f"epoch {runner.epoch + 1}: training pipeline switched to {describe(self.switch_pipeline)}")
 
@@ -166,11 +174,11 @@ class ExportCheckpointHook(Hook):
                 module = hook.ema_model.module
                 break
         else:
-            module = runner.model.module if is_model_wrapper(runner.model) else runner.model
+            module = _model(runner)
         return detector_weights(module.state_dict())
 
     def meta(self, runner, metrics: dict) -> CheckpointMeta:
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        model = _model(runner)
         classes = list(getattr(runner.train_dataloader.dataset, "metainfo", {}).get("classes", []))
         val_set = runner.val_dataloader.dataset  # the preprocessing the metrics were measured with
         return CheckpointMeta.for_variant(model.model_cfg.name, model.num_classes, classes or None).replace(

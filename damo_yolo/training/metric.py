@@ -17,8 +17,8 @@ from ..evaluation import COCO_METRIC_NAMES, evaluate_coco_results
 
 def detections_to_coco(result: dict, cat_ids: Sequence[int]) -> list[dict]:
     """One image's predictions (boxes xyxy, scores, labels) → COCO results dicts (bbox xywh)."""
-    return [coco_row(result["img_id"], cat_ids[int(label)], box, score)
-            for box, score, label in zip(result["boxes"].tolist(), result["scores"].tolist(), result["labels"].tolist())]
+    rows = zip(result["boxes"].tolist(), result["scores"].tolist(), result["labels"].tolist())
+    return [coco_row(result["img_id"], cat_ids[int(label)], box, score) for box, score, label in rows]
 
 
 def format_per_class(per_class: dict[str, float]) -> str:

@@ -23,6 +23,11 @@ from ..data.preprocess import resize_image
 from ..data.sada import ScaleAwareBoxAugment
 
 
+def to_chw(img: np.ndarray) -> torch.Tensor:
+    """An H×W×3 image as the model's 3×H×W input tensor (same dtype)."""
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+
+
 def _pair(value: Sequence[int]) -> tuple[int, int]:
     return int(value[0]), int(value[1])
 
@@ -167,8 +172,7 @@ class PackDetInputs:
     """The model's input: ``inputs`` (3×H×W uint8 tensor) and ``data_samples`` (boxes, labels, img_id)."""
 
     def __call__(self, results: dict) -> dict:
-        img = np.ascontiguousarray(results["img"].transpose(2, 0, 1))
-        return {"inputs": torch.from_numpy(img),
+        return {"inputs": to_chw(results["img"]),
                 "data_samples": {"boxes": torch.from_numpy(np.ascontiguousarray(results["boxes"], np.float32)),
                                  "labels": torch.from_numpy(np.ascontiguousarray(results["labels"], np.int64)),
                                  "img_id": results["img_id"]}}
