@@ -10,6 +10,7 @@ from typing import Optional
 import click
 
 from damo_client.client import DamoClient, default_url
+from damo_yolo import contract as C
 from damo_client.errors import DamoClientError, ImageError
 from damo_client.images import expand_paths, to_bytes
 
@@ -40,19 +41,19 @@ def _describe_export(client: DamoClient) -> None:
     """The repository's own account (damo_yolo release, target, precision; TensorRT and GPU of a GPU plan),
     and a warning when its plan was built with another TensorRT than the serving container's."""
     from damo_yolo.serving.platform import TENSORRT, platform_warnings
-    info = client.export_info
-    if not info:
+    info, serving = client.export_info, client.serving
+    if not info and serving is None:
         return
     parts = [f"damo_yolo {info.get('damo_yolo', '?')}", f"target {info.get('target', '?')}"]
-    parts += [f"{k} {info[k]}" for k in ("variant", "precision") if k in info]
+    parts += [f"variant {info['variant']}"] if "variant" in info else []
+    parts += [f"precision {serving.precision}"] if serving is not None else []
     if "tensorrt" in info:
         gpu = info.get("gpu", {})
         parts.append(f"TensorRT {info['tensorrt']} on {gpu.get('name', '?')} "
                      f"(compute {gpu.get('compute_capability', '?')})")
     click.echo("exported: " + ", ".join(parts))
-    if "score_threshold" in info:
-        click.echo(f"served defaults: score > {info['score_threshold']:g}, NMS IoU {info['iou_threshold']:g}, "
-                   f"at most {info['max_detections']} boxes per image (a request's thresholds override them)")
+    if serving is not None:
+        click.echo(f"served defaults (a request's thresholds override them): {serving.summary()}")
     for problem in platform_warnings(info):
         click.echo(f"warning: {problem} (serving container TensorRT {TENSORRT})", err=True)
 
@@ -73,6 +74,10 @@ def cli():
     """
 
 
+def _float_range(interval: C.Interval) -> click.FloatRange:
+    return click.FloatRange(interval.low, interval.high, min_open=interval.low_open, max_open=interval.high_open)
+
+
 def _image_id(path: Path, index: int) -> int:
     """COCO image ids: the number in a COCO-style file name (000000000520.jpg → 520), else the position."""
     match = re.search(r"(\d+)$", path.stem)
@@ -82,12 +87,12 @@ def _image_id(path: Path, index: int) -> int:
 @cli.command(context_settings=CONTEXT)
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @_connection_options
-@click.option("--score-thr", type=click.FloatRange(0, 1, max_open=True),
-              help="Score threshold for this call [default: the repository's, 0.5 as damo-export writes it; "
+@click.option("--score-thr", type=_float_range(C.SCORE_RANGE),
+              help=f"Score threshold for this call [default: the repository's, {C.SERVING_SCORE_THRESHOLD:g} as "
+                   f"damo-export writes it; `damo-client models` shows it].")
+@click.option("--iou-thr", type=_float_range(C.IOU_RANGE),
+              help="NMS IoU threshold for this call [default: the repository's, the checkpoint's IoU; "
                    "`damo-client models` shows it].")
-@click.option("--iou-thr", type=click.FloatRange(0, 1, min_open=True),
-              help="NMS IoU threshold for this call [default: the repository's, the checkpoint's IoU (0.65 for "
-                   "the project's models)].")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write COCO-results-style JSON (image_id, category_id = class id, bbox xywh, score).")
 @click.option("--save-dir", type=click.Path(file_okay=False, path_type=Path),

@@ -98,7 +98,8 @@ class _ClientBase:
         self.score_threshold, self.iou_threshold = score_threshold, iou_threshold
         self.max_batch_size: Optional[int] = None
         self.class_names: list[str] = []
-        self.export_info: dict = {}  # what the repository says about itself (damo_yolo release, target, TensorRT)
+        self.serving: Optional[C.ServingConfig] = None  # what the model serves with (input size, defaults, K, ...)
+        self.export_info: dict = {}  # how the repository was made (damo_yolo release, target, checkpoint, TensorRT)
         self.image_datatype = C.IMAGE.datatype  # UINT8 where Triton's DALI backend preprocesses
         self._mod = None
         self._client = None  # the tritonclient client, made on first use
@@ -169,11 +170,13 @@ class _ClientBase:
                                 f"got inputs {inputs} and outputs {sorted(outputs)}")
         self.image_datatype = inputs[C.IMAGE.name]
         self.max_batch_size = max(1, int(config.get("max_batch_size", 1)))
-        params = config.get("parameters", {})
-        names = params.get("class_names", {}).get("string_value")
-        self.class_names = json.loads(names) if names else []
-        export = params.get("export", {}).get("string_value")
-        self.export_info = json.loads(export) if export else {}
+        params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+        try:
+            self.serving = C.ServingConfig.from_parameters(params)
+        except ValueError as exc:
+            raise ContractError(f"model {self.model!r} at {self.url}: {exc}") from None
+        self.class_names = list(self.serving.class_names)
+        self.export_info = json.loads(params["export"]) if params.get("export") else {}
 
     def _inputs(self, datas: list[bytes], score_threshold: Optional[float], iou_threshold: Optional[float]):
         mod, n = self.module, len(datas)
@@ -220,10 +223,10 @@ class _ClientBase:
     @staticmethod
     def _encode(images: list[ImageInput], score_threshold, iou_threshold) -> list[bytes]:
         """Check the thresholds and turn every image into the encoded bytes to send (before any request)."""
-        if score_threshold is not None and not 0 <= score_threshold < 1:
-            raise ValueError(f"score_threshold must be in [0, 1), got {score_threshold}")
-        if iou_threshold is not None and not 0 < iou_threshold <= 1:
-            raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
+        if score_threshold is not None:
+            C.SCORE_RANGE.check("score_threshold", score_threshold)
+        if iou_threshold is not None:
+            C.IOU_RANGE.check("iou_threshold", iou_threshold)
         return [to_bytes(image) for image in images]
 
     def _check_images(self, datas: list[bytes]) -> None:

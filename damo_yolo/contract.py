@@ -1,6 +1,7 @@
-"""The serving contract, defined once: the tensors of the Triton ensemble and of the steps inside it, and the
-detection defaults. Pure Python (no numpy, no torch): export (the repository and ONNX/TensorRT graphs), the
-Triton python-backend models and the client all import it.
+"""The serving contract, defined once: the tensors of the Triton ensemble and of the steps inside it, and what
+a served model is configured with (``ServingConfig``: its defaults and the valid range of every threshold).
+Pure Python (no numpy, no torch): export (the repository and ONNX/TensorRT graphs), the Triton python-backend
+models and the client all import it.
 
     client ──IMAGE [1] BYTES, or [-1] UINT8 before the DALI backend (+ SCORE_THRESHOLD, IOU_THRESHOLD [1] FP32,
              optional)──► ensemble
@@ -17,8 +18,9 @@ Dims exclude the batch dimension (every model batches); "H", "W", "N", "C", "K" 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Union
+import json
+from dataclasses import dataclass, fields, replace
+from typing import Any, Mapping, Optional, Union
 
 Dim = Union[int, str]
 
@@ -74,11 +76,168 @@ MAPBACK_INPUTS = END2END_OUTPUTS + (SCALE, ORIG_SIZE, SCORE_THRESHOLD, IOU_THRES
 MAX_DETECTIONS = 500
 
 # What a served repository answers when a request sets no threshold (damo-export's defaults; the checkpoint's
-# evaluation thresholds, 0.03 and 500 boxes, would answer a photograph with hundreds of low-score boxes).
-# 0.5 is the threshold of best F1 on the synthetic val set (perf/results/thresholds.md: precision 0.967,
-# recall 0.891, 4 boxes per image; F1 0.92 or more from 0.45 to 0.5); 100 boxes is COCO's maxDets.
+# evaluation thresholds, 0.03 and 500 boxes, would answer a photograph with hundreds of low-score boxes): the
+# threshold of best F1 on the synthetic val set (perf/results/thresholds.md), and COCO's maxDets.
 SERVING_SCORE_THRESHOLD = 0.5
 SERVING_MAX_DETECTIONS = 100
+DEFAULT_IOU_THRESHOLD = 0.65  # the reference's NMS IoU, every variant
 # Served images above this many pixels are refused from their header, before decoding: 150 MP (a 12,000 x 12,500
 # photograph, 450 MB decoded); damo-export --max-pixels sets another, sized with the pod's memory limit
 MAX_PIXELS = 150_000_000
+MODEL_FILE = "model.onnx"  # the CPU target's detector graph in its version folder
+RESIZE_MODES = ("stretch", "letterbox")
+DECODERS = ("opencv", "dali")  # decode + resize with OpenCV, or NVIDIA DALI (CPU operators, or the GPU backend)
+PRECISIONS = ("fp32", "fp16", "int8")
+IOU_MATCH = 1e-6  # an IoU threshold this close to the plan's is the plan's
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A range of valid values; ``contains`` and ``check`` take a number or a numpy array (elementwise; NaN is
+    outside every interval)."""
+    low: float
+    high: float
+    low_open: bool = False
+    high_open: bool = False
+
+    def __str__(self) -> str:
+        return f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+    def contains(self, values: Any) -> Any:
+        above = values > self.low if self.low_open else values >= self.low
+        below = values < self.high if self.high_open else values <= self.high
+        return above & below
+
+    def check(self, name: str, values: Any) -> None:
+        """ValueError naming ``name`` and the first value outside."""
+        inside = self.contains(values)
+        if hasattr(inside, "all"):  # an array
+            if not inside.all():
+                bad = values[~inside].reshape(-1)[0]
+                raise ValueError(f"{name} must be in {self}, got {bad}")
+        elif not inside:
+            raise ValueError(f"{name} must be in {self}, got {values}")
+
+
+SCORE_RANGE = Interval(0.0, 1.0, high_open=True)  # a box is kept when its score is above the threshold
+IOU_RANGE = Interval(0.0, 1.0, low_open=True)
+MAX_DETECTIONS_RANGE = Interval(1, 4096)  # EfficientNMS_TRT keeps at most 4096 boxes
+
+
+def _choice(name: str, value: str, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ValueError(f"unknown {name} {value!r}; choose {' or '.join(allowed)}")
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """What a served model is configured with, written once into each model's config.pbtxt parameters
+    (``to_parameters``) and read back by the python-backend models, the validator, the benchmark and the client
+    (``from_parameters``); ``to_json``/``from_json`` are its JSON form. Invalid values raise ValueError."""
+    input_size: tuple[int, int]  # (H, W) of the detector's input
+    class_names: tuple[str, ...]
+    score_threshold: float = SERVING_SCORE_THRESHOLD  # served defaults, when a request sets no threshold
+    iou_threshold: float = DEFAULT_IOU_THRESHOLD
+    max_detections: int = SERVING_MAX_DETECTIONS  # K
+    # GPU target: the NMS inside the TensorRT plan keeps scores above this (requests may not go lower) and runs at
+    # iou_threshold (requests may not change it); None where NMS runs per request (CPU target)
+    plan_score_threshold: Optional[float] = None
+    resize: str = "stretch"
+    pad_value: float = 0.0
+    precision: str = "fp32"
+    decoder: str = "opencv"
+    threads: int = 0  # the detector's and decoder's threads (0: the pod's CPU limit)
+    allow_spinning: bool = False  # onnxruntime's idle threads spin instead of sleeping
+    max_pixels: int = MAX_PIXELS  # larger images are refused from their header (0: no limit)
+    model_file: str = MODEL_FILE
+
+    def __post_init__(self):
+        set_ = object.__setattr__  # frozen: normalise the types once, here
+        set_(self, "input_size", tuple(int(v) for v in self.input_size))
+        set_(self, "class_names", tuple(str(v) for v in self.class_names))
+        for name, kind in (("score_threshold", float), ("iou_threshold", float), ("max_detections", int),
+                           ("pad_value", float), ("threads", int), ("max_pixels", int)):
+            set_(self, name, kind(getattr(self, name)))
+        if self.plan_score_threshold is not None:
+            set_(self, "plan_score_threshold", float(self.plan_score_threshold))
+        if len(self.input_size) != 2 or min(self.input_size) < 32 or any(v % 32 for v in self.input_size):
+            raise ValueError(f"input_size must be two multiples of 32, got {self.input_size}")
+        if not self.class_names:
+            raise ValueError("class_names must not be empty")
+        SCORE_RANGE.check("score_threshold", self.score_threshold)
+        IOU_RANGE.check("iou_threshold", self.iou_threshold)
+        MAX_DETECTIONS_RANGE.check("max_detections", self.max_detections)
+        if self.plan_score_threshold is not None:
+            SCORE_RANGE.check("plan_score_threshold", self.plan_score_threshold)
+            if self.score_threshold < self.plan_score_threshold:
+                raise ValueError(f"score threshold {self.score_threshold:g} is below {self.plan_score_threshold:g}, "
+                                 f"the threshold of the NMS inside the TensorRT plan: lower scores were never kept "
+                                 f"(re-export with --score-threshold {self.score_threshold:g})")
+        _choice("resize", self.resize, RESIZE_MODES)
+        _choice("decoder", self.decoder, DECODERS)
+        _choice("precision", self.precision, PRECISIONS)
+        if self.threads < 0 or self.max_pixels < 0:
+            raise ValueError("threads and max_pixels must be >= 0 (0: the pod's CPU limit / no limit)")
+        if not self.model_file or "/" in self.model_file:
+            raise ValueError(f"model_file must be a file name, got {self.model_file!r}")
+
+    def check_thresholds(self, score: Any, iou: Any) -> None:
+        """A request's thresholds (numbers or arrays): in range, and, where the NMS runs inside the plan, what
+        the plan can honour. ValueError names the input."""
+        SCORE_RANGE.check(SCORE_THRESHOLD.name, score)
+        IOU_RANGE.check(IOU_THRESHOLD.name, iou)
+        if self.plan_score_threshold is None:
+            return
+        low = score < self.plan_score_threshold
+        if low.any() if hasattr(low, "any") else low:
+            least = float(score.min()) if hasattr(score, "min") else float(score)
+            raise ValueError(f"{SCORE_THRESHOLD.name} {least:g} is below {self.plan_score_threshold:g}, the "
+                             f"threshold of the NMS inside this repository's TensorRT plan: lower scores were never "
+                             f"kept (re-export with --score-threshold {least:g})")
+        other = abs(iou - self.iou_threshold) > IOU_MATCH
+        if other.any() if hasattr(other, "any") else other:
+            value = float(iou[other].reshape(-1)[0]) if hasattr(other, "any") else float(iou)
+            raise ValueError(f"{IOU_THRESHOLD.name} {value:g} cannot be honoured: this repository's NMS runs inside "
+                             f"its TensorRT plan at IoU {self.iou_threshold:g} (re-export with --iou-threshold "
+                             f"{value:g})")
+
+    def summary(self) -> str:
+        """One line for people: the served defaults and what the model takes."""
+        plan = "" if self.plan_score_threshold is None else f" (the plan's NMS keeps > {self.plan_score_threshold:g})"
+        return (f"score > {self.score_threshold:g}{plan}, NMS IoU {self.iou_threshold:g}, at most {self.max_detections} "
+                f"boxes per image; input {self.input_size[0]}x{self.input_size[1]} ({self.resize}), {self.precision}, "
+                f"{self.decoder} decoding, {len(self.class_names)} classes")
+
+    def with_defaults(self, score_threshold: Optional[float] = None,
+                      iou_threshold: Optional[float] = None) -> "ServingConfig":
+        """The same model served with other default thresholds (those not given are kept)."""
+        score = self.score_threshold if score_threshold is None else score_threshold
+        iou = self.iou_threshold if iou_threshold is None else iou_threshold
+        self.check_thresholds(score, iou)
+        return replace(self, score_threshold=score, iou_threshold=iou)
+
+    def to_json(self) -> dict:
+        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
+
+    @classmethod
+    def from_json(cls, record: Mapping[str, Any]) -> "ServingConfig":
+        """From ``to_json``'s form; keys that are not settings are ignored, missing ones take their defaults."""
+        names = {f.name for f in fields(cls)}
+        missing = [n for n in ("input_size", "class_names") if n not in record]
+        if missing:
+            raise ValueError(f"the serving configuration lacks {', '.join(missing)}: re-export the model with "
+                             f"damo-export")
+        return cls(**{k: v for k, v in record.items() if k in names})
+
+    def to_parameters(self) -> dict[str, str]:
+        """config.pbtxt parameters: strings as they are, everything else as JSON."""
+        return {k: v if isinstance(v, str) else json.dumps(v) for k, v in self.to_json().items()}
+
+    @classmethod
+    def from_parameters(cls, params: Mapping[str, str]) -> "ServingConfig":
+        texts = {f.name for f in fields(cls) if f.type == "str"}
+        try:
+            return cls.from_json({k: v if k in texts else json.loads(v) for k, v in params.items()
+                                  if k in {f.name for f in fields(cls)}})
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"a serving parameter is not JSON ({exc.doc!r}): re-export the model") from None

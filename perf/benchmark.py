@@ -53,19 +53,19 @@ def _timed(fn, runs: int, warmup: int = 3) -> list[float]:
 
 
 def _pipeline(repo: Path):
+    """The served model's own pipeline, in process, with the repository's serving configuration."""
     from damo_yolo.serving.cpu_pipeline import CpuPipeline
-    record = json.loads((repo / "damo_yolo" / "export.json").read_text())
-    return CpuPipeline(repo / "damo_yolo" / "1" / "model.onnx", record["input_size"], record["resize"],
-                       record["pad_value"], record["score_threshold"], record["iou_threshold"],
-                       record["max_detections"]), record
+    from damo_yolo.serving.repository import repository_serving
+    serving = repository_serving(repo)
+    return CpuPipeline(repo / "damo_yolo" / "1" / serving.model_file, serving), serving
 
 
 def measure_stages(repo: Path, images: list[bytes], runs: int) -> dict:
     """Each stage alone, in process, at the served defaults."""
     from damo_yolo.data.preprocess import decode_image, preprocess
     from damo_yolo.postprocess import postprocess
-    pipe, record = _pipeline(repo)
-    size, mode, pad = tuple(record["input_size"]), record["resize"], record["pad_value"]
+    pipe, serving = _pipeline(repo)
+    size, mode, pad = serving.input_size, serving.resize, serving.pad_value
     decoded = [decode_image(d) for d in images]
     inputs = [preprocess(im, size, mode, pad)[0][None] for im in decoded]
     outputs = [pipe.session.run(None, {"images": x}) for x in inputs]
@@ -75,15 +75,15 @@ def measure_stages(repo: Path, images: list[bytes], runs: int) -> dict:
         "resize": _stats(_timed(lambda i: preprocess(decoded[i % n], size, mode, pad), runs)),
         "detector": _stats(_timed(lambda i: pipe.session.run(None, {"images": inputs[i % n]}), runs)),
         "nms": _stats(_timed(lambda i: postprocess(outputs[i % n][0][0], outputs[i % n][1][0],
-                                                   record["score_threshold"], record["iou_threshold"],
-                                                   record["max_detections"]), runs)),
+                                                   serving.score_threshold, serving.iou_threshold,
+                                                   serving.max_detections), runs)),
     }
     batch = np.concatenate([inputs[i % n] for i in range(8)])
     stages["detector_batch8_per_image"] = {k: v / 8 for k, v in _stats(
         _timed(lambda i: pipe.session.run(None, {"images": batch}), max(5, runs // 4))).items()}
     pipe.close()
     return {"input_size": list(size), "threads": os.cpu_count(), "stages": stages,
-            "defaults": {k: record[k] for k in ("score_threshold", "iou_threshold", "max_detections")}}
+            "defaults": {k: serving.to_json()[k] for k in ("score_threshold", "iou_threshold", "max_detections")}}
 
 
 def measure_latency(repo: Path, server, images: list[bytes], runs: int) -> dict:
@@ -167,13 +167,14 @@ def measure_worst_case(server, image: bytes, detector_ms: float, runs: int = 5) 
 
 def benchmark_model(label: str, checkpoint: Path, variant, images: list[bytes], args, tmp: Path,
                     worst_case: bool) -> dict:
+    from damo_yolo.serving.repository import repository_summary
     from damo_yolo.serving.tritonserver import LocalServer
     from damo_yolo.tools.export import export_repository
     folder = tmp / label.replace(" ", "_")
     repo = export_repository(checkpoint, folder / "batching", variant=variant)
     plain = export_repository(checkpoint, folder / "plain", variant=variant, dynamic_batching=False)
     print(f"[{label}] in-process stages ...", flush=True)
-    result = {"label": label, "variant": json.loads((repo / "damo_yolo" / "export.json").read_text())["variant"]}
+    result = {"label": label, "variant": repository_summary(repo)["variant"]}
     result.update(measure_stages(repo, images, args.runs))
     result["in_process_ceiling"] = measure_in_process_ceiling(repo, images)
     with LocalServer(repo) as server:

@@ -27,7 +27,8 @@ SHARED = ROOT.parent / "shared"
 def _pipeline(path: Path, meta):
     """The server's own CpuPipeline (same onnxruntime threads and options) around ``path``."""
     from damo_yolo.serving.cpu_pipeline import CpuPipeline
-    return CpuPipeline(path, tuple(meta.input_size), meta.resize, meta.pad_value, 0.5, meta.iou_threshold, 100)
+    from damo_yolo.tools.export import ExportOptions
+    return CpuPipeline(path, ExportOptions().serving_config(meta))
 
 
 def measure(label: str, checkpoint: Path, variant, calibration: Path, runs: int, tmp: Path) -> dict:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from damo_yolo import contract as C
 from damo_yolo.serving.tritonserver import LocalServer
 
 
@@ -92,7 +93,7 @@ def tree_rss_mb(pid: int) -> float:
 
 
 STAND_INS = Path(__file__).resolve().parent / "stand_ins"
-SERVED_DEFAULT = 0.5  # the GPU layout's served default score threshold, above the plan's NMS threshold
+SERVED_DEFAULT = C.SERVING_SCORE_THRESHOLD  # the GPU layout's served default, above the plan's NMS threshold
 
 
 def write_gpu_layout(repo: Path, name: str, model, meta, defect: str = "") -> None:
@@ -104,15 +105,16 @@ def write_gpu_layout(repo: Path, name: str, model, meta, defect: str = "") -> No
     from damo_yolo.serving.onnx_export import export_onnx
     from damo_yolo.serving.repository import (RepositorySpec, config_text, parse_config, step_names,
                                              write_repository)
+    from damo_yolo.tools.export import ExportOptions
     from tritonclient.grpc import model_config_pb2 as pb
     h, w = meta.input_size
     # served default 0.5 over a plan whose NMS keeps everything above the checkpoint's 0.03 (as damo-export does)
-    spec = RepositorySpec(input_size=(h, w), class_names=list(meta.class_names), score_threshold=SERVED_DEFAULT,
-                          nms_score_threshold=meta.score_threshold, iou_threshold=meta.iou_threshold,
-                          max_detections=meta.max_detections, target="gpu", name=name,
+    serving = ExportOptions(target="gpu", score_threshold=SERVED_DEFAULT,
+                            max_detections=meta.max_detections).serving_config(meta)
+    assert serving.plan_score_threshold == meta.score_threshold
+    spec = RepositorySpec(serving, target="gpu", name=name,
                           # as if its plan had been built with an older TensorRT:
-                          extra={"tensorrt": "10.7.0.23", "precision": "fp16",
-                                 "gpu": {"name": "NVIDIA L4", "compute_capability": "8.9"}})
+                          extra={"tensorrt": "10.7.0.23", "gpu": {"name": "NVIDIA L4", "compute_capability": "8.9"}})
     num_priors = sum((h // s) * (w // s) for s in model.cfg.strides)
     write_repository(spec, repo, num_priors)  # no plan, no model.dali: stand-ins
     names = step_names(name)

@@ -23,9 +23,9 @@ REPO = ROOT / "triton_models"
 def test_committed_repository_is_the_demo_checkpoint_exported(tmp_path):
     from damo_yolo.serving.repository import validate_repository
     from damo_yolo.tools.export import export_repository
+    from damo_yolo.serving.repository import repository_summary
     validate_repository(REPO)
-    record = json.loads((REPO / "damo_yolo" / "export.json").read_text())
-    assert record["checkpoint_sha256"] == hashlib.sha256(CHECKPOINT.read_bytes()).hexdigest()
+    assert repository_summary(REPO)["checkpoint_sha256"] == hashlib.sha256(CHECKPOINT.read_bytes()).hexdigest()
     fresh = export_repository(CHECKPOINT, tmp_path / "triton_models")
     for config in sorted(fresh.glob("*/config.pbtxt")) + sorted(fresh.glob("*/1/model.py")) + \
             [fresh / "damo_yolo" / "labels.txt"]:

@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..contract import ServingConfig
 from ..postprocess import box_iou, postprocess
 
 Detections = tuple[np.ndarray, np.ndarray, np.ndarray]  # boxes [n, 4] xyxy in original pixels, scores, classes
@@ -32,22 +33,6 @@ class Tolerance:
 
 FP16 = Tolerance()
 INT8 = Tolerance(min_iou=0.8, score_tol=0.1, min_found=0.9)  # INT8 plan against the same Q/DQ graph on the CPU
-
-
-@dataclass(frozen=True)
-class ServedSettings:
-    score_threshold: float
-    iou_threshold: float
-    max_detections: int
-
-    @classmethod
-    def from_export_info(cls, info: dict) -> "ServedSettings":
-        """The served defaults a repository states about itself (its ensemble's ``export`` parameter)."""
-        missing = [k for k in ("score_threshold", "iou_threshold", "max_detections") if k not in info]
-        if missing:
-            raise ValueError(f"the served model does not state its {', '.join(missing)} (export parameter): "
-                             f"re-export it with damo-export")
-        return cls(float(info["score_threshold"]), float(info["iou_threshold"]), int(info["max_detections"]))
 
 
 @dataclass(frozen=True)
@@ -86,7 +71,7 @@ def _matched(dets: Detections, floor: float, other: Detections, tol: Tolerance) 
     return compared, found
 
 
-def compare(served: Sequence[Detections], reference: Sequence[Detections], settings: ServedSettings,
+def compare(served: Sequence[Detections], reference: Sequence[Detections], settings: ServingConfig,
             tol: Tolerance) -> Agreement:
     if len(served) != len(reference):
         raise ValueError(f"{len(served)} served answers for {len(reference)} images")
@@ -100,31 +85,32 @@ def compare(served: Sequence[Detections], reference: Sequence[Detections], setti
     return Agreement(*(int(v) for v in totals))
 
 
-def reference_detections(onnx_path: Path, datas: Sequence[bytes], input_size: tuple[int, int],
-                         settings: ServedSettings, resize: str = "stretch", pad_value: float = 0.0) -> list[Detections]:
+def reference_detections(onnx_path: Path, datas: Sequence[bytes], serving: ServingConfig) -> list[Detections]:
     """onnxruntime on the CPU + the NumPy post-processing at the served settings: what a plan must reproduce."""
     import onnxruntime as ort
 
-    from damo_yolo import contract as C
-    from damo_yolo.data.preprocess import decode_image, preprocess
+    from .. import contract as C
+    from ..data.preprocess import decode_image, preprocess
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     out = []
     for data in datas:
-        chw, info = preprocess(decode_image(data), tuple(input_size), resize, pad_value)
+        chw, info = preprocess(decode_image(data), serving.input_size, serving.resize, serving.pad_value)
         scores, boxes = session.run([C.MODEL_SCORES.name, C.MODEL_BOXES.name], {C.MODEL_INPUT.name: chw[None]})
-        b, s, c = postprocess(scores[0], boxes[0], settings.score_threshold, settings.iou_threshold,
-                              settings.max_detections)
+        b, s, c = postprocess(scores[0], boxes[0], serving.score_threshold, serving.iou_threshold,
+                              serving.max_detections)
         out.append((info.to_original(b), s, c))
     return out
 
 
-def served_detections(url: str, model: str, datas: Sequence[bytes]) -> tuple[list[Detections], ServedSettings]:
-    """What the served model answers at its own defaults, and those defaults."""
+def served_detections(url: str, model: str, datas: Sequence[bytes]) -> tuple[list[Detections], ServingConfig]:
+    """What the served model answers at its own defaults, and its serving configuration."""
     from damo_client import DamoClient
     with DamoClient(url, model=model, timeout=300.0) as client:
-        settings = ServedSettings.from_export_info(client.connect().export_info)
+        serving = client.connect().serving
         answers = client.detect_batch(list(datas))
-    return as_arrays(answers), settings
+    if serving is None:
+        raise ValueError(f"model {model!r} states no serving configuration: re-export it with damo-export")
+    return as_arrays(answers), serving
 
 
 def as_arrays(per_image) -> list[Detections]:
@@ -133,11 +119,10 @@ def as_arrays(per_image) -> list[Detections]:
              np.array([d.class_id for d in dets])) for dets in per_image]
 
 
-def check_served(url: str, model: str, onnx_path: Path, datas: Sequence[bytes], input_size: tuple[int, int],
-                 tol: Tolerance = FP16, resize: str = "stretch", pad_value: float = 0.0,
-                 settings: Optional[ServedSettings] = None) -> Agreement:
-    """Serve ``datas`` through ``model`` at ``url`` and compare with onnxruntime on ``onnx_path``."""
+def check_served(url: str, model: str, onnx_path: Path, datas: Sequence[bytes], tol: Tolerance = FP16,
+                 serving: Optional[ServingConfig] = None) -> Agreement:
+    """Serve ``datas`` through ``model`` at ``url`` and compare with onnxruntime on ``onnx_path`` at the
+    model's own serving configuration (or ``serving``)."""
     served, stated = served_detections(url, model, datas)
-    settings = settings or stated
-    return compare(served, reference_detections(onnx_path, datas, input_size, settings, resize, pad_value),
-                   settings, tol)
+    serving = serving or stated
+    return compare(served, reference_detections(onnx_path, datas, serving), serving, tol)

@@ -19,12 +19,11 @@ from typing import Callable, Hashable, Optional, Sequence
 import numpy as np
 
 from damo_yolo import contract as C
+from damo_yolo.contract import ServingConfig
 from damo_yolo.data.preprocess import MAX_PIXELS, ImageDecodeError, check_image, decode_image, preprocess
-from damo_yolo.serving.detections import check_thresholds, pack
 from damo_yolo.postprocess import postprocess
+from damo_yolo.serving.detections import pack
 from damo_yolo.serving.resources import cpu_limit
-
-DECODERS = ("opencv", "dali")
 
 
 class Cancelled(Exception):
@@ -160,24 +159,19 @@ def _map(pool: ThreadPoolExecutor, fn, items: Sequence):
 class CpuPipeline:
     """Decode, detect and post-process batches of requests (see the module's docstring)."""
 
-    def __init__(self, onnx_path, input_size, resize: str = "stretch", pad_value: float = 0.0,
-                 score_threshold: float = C.SERVING_SCORE_THRESHOLD, iou_threshold: float = 0.65,
-                 max_detections: int = C.SERVING_MAX_DETECTIONS, decoder: str = "opencv", threads: int = 0,
-                 max_batch_size: int = 8, allow_spinning: bool = False, max_pixels: int = MAX_PIXELS):
+    def __init__(self, onnx_path, serving: ServingConfig, max_batch_size: int = 8):
         import onnxruntime as ort
-        if decoder not in DECODERS:
-            raise ValueError(f"unknown decoder {decoder!r}; choose {' or '.join(DECODERS)}")
-        threads = threads or cpu_limit()  # the container's CPU limit, not the node's count
-        self.score_threshold, self.iou_threshold = float(score_threshold), float(iou_threshold)
-        self.max_detections = int(max_detections)
+        self.serving = serving
+        threads = serving.threads or cpu_limit()  # the container's CPU limit, not the node's count
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="damo-yolo")
-        self.decoder = (OpenCVDecoder(input_size, resize, pad_value, self.pool, max_pixels) if decoder == "opencv"
-                        else DaliDecoder(input_size, resize, pad_value, max_batch_size, threads, max_pixels))
+        decode = (serving.input_size, serving.resize, serving.pad_value)
+        self.decoder = (OpenCVDecoder(*decode, self.pool, serving.max_pixels) if serving.decoder == "opencv"
+                        else DaliDecoder(*decode, max_batch_size, threads, serving.max_pixels))
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         # idle threads sleep instead of spinning: decoding and NMS share these cores
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if serving.allow_spinning else "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
 
@@ -186,9 +180,9 @@ class CpuPipeline:
 
     def thresholds(self, count: int, score: Optional[np.ndarray] = None, iou: Optional[np.ndarray] = None):
         """Per-image thresholds (the defaults where not given), checked: ValueError names a bad input."""
-        score = np.full(count, self.score_threshold, np.float32) if score is None else score
-        iou = np.full(count, self.iou_threshold, np.float32) if iou is None else iou
-        check_thresholds(score, iou)
+        score = np.full(count, self.serving.score_threshold, np.float32) if score is None else score
+        iou = np.full(count, self.serving.iou_threshold, np.float32) if iou is None else iou
+        self.serving.check_thresholds(score, iou)
         return score, iou
 
     def run(self, requests: dict, cancelled: Callable[[Hashable], bool] = lambda key: False) -> dict:
@@ -215,12 +209,13 @@ class CpuPipeline:
             for j in range(len(decoded[key][0])):
                 jobs.append((start + j, float(score_thr[j]), float(iou_thr[j])))
             start += len(decoded[key][0])
-        per_image = list(_map(self.pool, lambda job: postprocess(scores[job[0]], boxes[job[0]], job[1], job[2],
-                                                                 self.max_detections), jobs))
+        k = self.serving.max_detections
+        per_image = list(_map(self.pool, lambda job: postprocess(scores[job[0]], boxes[job[0]], job[1], job[2], k),
+                              jobs))
         start = 0
         for key in live:
             _, scales, sizes = decoded[key]
             n = len(scales)
-            results[key] = pack(per_image[start:start + n], scales, sizes, self.max_detections)
+            results[key] = pack(per_image[start:start + n], scales, sizes, k)
             start += n
         return results

@@ -4,19 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from damo_yolo.contract import ServingConfig
 from damo_yolo.data.preprocess import ResizeInfo
-
-IOU_MATCH = 1e-6  # an IoU threshold this close to the plan's is the plan's
-
-
-def check_thresholds(score_thr: np.ndarray, iou_thr: np.ndarray) -> None:
-    """Per-item thresholds: SCORE_THRESHOLD in [0, 1), IOU_THRESHOLD in (0, 1]; ValueError names the input."""
-    bad_score = ~((score_thr >= 0) & (score_thr < 1))  # NaN fails every comparison, so it is bad too
-    if bad_score.any():
-        raise ValueError(f"SCORE_THRESHOLD must be in [0, 1), got {score_thr[bad_score][0]}")
-    bad_iou = ~((iou_thr > 0) & (iou_thr <= 1))
-    if bad_iou.any():
-        raise ValueError(f"IOU_THRESHOLD must be in (0, 1], got {iou_thr[bad_iou][0]}")
 
 
 def pack(per_image: list, scales: np.ndarray, sizes: np.ndarray, k: int) -> tuple:
@@ -38,22 +27,15 @@ def pack(per_image: list, scales: np.ndarray, sizes: np.ndarray, k: int) -> tupl
 
 
 def map_back(num_dets, det_boxes, det_scores, det_classes, scales, sizes, score_thr, iou_thr,
-             plan_score_threshold: float, plan_iou_threshold: float, k: int) -> tuple:
+             serving: ServingConfig) -> tuple:
     """The GPU map-back step: the plan's detections (already NMS'd, top-K, input pixels) → the ensemble's
     outputs. A per-request score threshold at or above the plan's filters further (strictly greater, as the
-    CPU postprocess); one below it, or another IoU threshold, cannot be honoured and is refused."""
-    check_thresholds(score_thr, iou_thr)
-    if np.any(score_thr < plan_score_threshold):
-        raise ValueError(f"SCORE_THRESHOLD {float(score_thr.min()):g} is below {plan_score_threshold:g}, the "
-                         f"threshold of the NMS inside this repository's TensorRT plan: lower scores were never "
-                         f"kept (re-export with --score-threshold {float(score_thr.min()):g})")
-    if np.any(np.abs(iou_thr - plan_iou_threshold) > IOU_MATCH):
-        other = float(iou_thr[np.abs(iou_thr - plan_iou_threshold) > IOU_MATCH][0])
-        raise ValueError(f"IOU_THRESHOLD {other:g} cannot be honoured: this repository's NMS runs inside its "
-                         f"TensorRT plan at IoU {plan_iou_threshold:g} (re-export with --iou-threshold {other:g})")
+    CPU postprocess); one below it, or another IoU threshold, cannot be honoured and is refused
+    (``ServingConfig.check_thresholds``)."""
+    serving.check_thresholds(score_thr, iou_thr)
     per_image = []
     for i in range(len(num_dets)):
         n = int(num_dets[i].reshape(-1)[0])
         keep = det_scores[i, :n] > score_thr[i]
         per_image.append((det_boxes[i, :n][keep], det_scores[i, :n][keep], det_classes[i, :n][keep]))
-    return pack(per_image, scales, sizes, k)
+    return pack(per_image, scales, sizes, serving.max_detections)

@@ -26,17 +26,23 @@ PLUGIN_OP = "EfficientNMS_TRT"
 
 @dataclass(frozen=True)
 class NMSSettings:
+    """The plan's NMS: the evaluation thresholds of the reference by default; a repository's from its
+    ServingConfig (``of``). Ranges: damo_yolo.contract."""
     score_threshold: float = 0.05
-    iou_threshold: float = 0.65
+    iou_threshold: float = C.DEFAULT_IOU_THRESHOLD
     max_detections: int = MAX_DETECTIONS
 
     def __post_init__(self):
-        if not 0.0 <= self.score_threshold < 1.0:
-            raise ValueError(f"score_threshold must be in [0, 1), got {self.score_threshold}")
-        if not 0.0 < self.iou_threshold <= 1.0:
-            raise ValueError(f"iou_threshold must be in (0, 1], got {self.iou_threshold}")
-        if not 1 <= self.max_detections <= 4096:
-            raise ValueError(f"max_detections must be in 1..4096, got {self.max_detections}")
+        C.SCORE_RANGE.check("score_threshold", self.score_threshold)
+        C.IOU_RANGE.check("iou_threshold", self.iou_threshold)
+        C.MAX_DETECTIONS_RANGE.check("max_detections", self.max_detections)
+
+    @classmethod
+    def of(cls, serving: C.ServingConfig) -> "NMSSettings":
+        """The NMS inside a GPU repository's plan."""
+        if serving.plan_score_threshold is None:
+            raise ValueError("this serving configuration has no plan (plan_score_threshold is not set)")
+        return cls(serving.plan_score_threshold, serving.iou_threshold, serving.max_detections)
 
 
 def efficient_nms_attributes(nms: NMSSettings) -> dict:

@@ -96,7 +96,7 @@ def quantize_onnx(fp32_path: Union[str, Path], out_path: Union[str, Path], calib
 
 
 def quantization_record(calibration_images: Union[str, Path], max_images: int = CALIBRATION_IMAGES) -> dict:
-    """What export.json records of an INT8 export."""
+    """What the export's record (the repository's ``export`` parameter) says of an INT8 export."""
     import onnxruntime
     return {"method": "Q/DQ, symmetric INT8, per-channel weights, Conv inputs, MinMax calibration",
             "tool": f"onnxruntime {onnxruntime.__version__}",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
@@ -35,46 +35,32 @@ def step_names(name: str) -> dict[str, str]:
 
 @dataclass
 class RepositorySpec:
-    input_size: tuple[int, int]
-    class_names: list[str]
-    score_threshold: float  # served defaults, when a request sets no threshold
-    iou_threshold: float
+    """A repository to write: the served model's configuration and how Triton runs it."""
+    serving: C.ServingConfig
     name: str = "damo_yolo"
-    resize: str = "stretch"
-    pad_value: float = 0.0
-    max_detections: int = C.MAX_DETECTIONS
-    max_pixels: int = C.MAX_PIXELS  # CPU: larger images are refused from their header, before decoding (0: no limit)
-    nms_score_threshold: Optional[float] = None  # GPU: the plan's NMS keeps scores above this (default: score_threshold)
     target: str = "cpu"
-    preprocess: Optional[str] = None  # default: dali on the GPU target, opencv on the CPU target
     max_batch_size: int = 8
     dynamic_batching: bool = True
     preferred_batch_sizes: tuple[int, ...] = (4, 8)
     max_queue_delay_us: int = 0  # a batch is what queued while the model was busy; waiting costs latency
     detector_instances: int = 1  # GPU: plan instances
-    cpu_instances: int = 2  # CPU: instances of the one model (measured: 2 give +16 % images/s at concurrency 8)
+    cpu_instances: int = 2  # CPU: instances of the one model (measured: perf/results/benchmark.md)
     preprocess_instances: int = 1  # GPU: the DALI backend advises its default single instance (memory)
     postprocess_instances: int = 1
-    extra: dict = field(default_factory=dict)  # recorded in export.json (checkpoint hash, versions, ...)
+    extra: dict = field(default_factory=dict)  # the export's record (checkpoint hash, versions, ...)
 
     def __post_init__(self):
         if self.target not in TARGETS:
             raise ValueError(f"unknown target {self.target!r}; choose {' or '.join(TARGETS)}")
-        if self.preprocess is None:
-            self.preprocess = "dali" if self.target == "gpu" else "opencv"
-        if self.preprocess not in PREPROCESSORS:
-            raise ValueError(f"unknown preprocess {self.preprocess!r}; choose {' or '.join(PREPROCESSORS)}")
-        if self.target == "gpu" and self.preprocess != "dali":
-            raise ValueError("the GPU target decodes and resizes in Triton's DALI backend (--preprocess dali)")
+        if self.target == "gpu":
+            if self.serving.decoder != "dali":
+                raise ValueError("the GPU target decodes and resizes in Triton's DALI backend (--preprocess dali)")
+            if self.serving.plan_score_threshold is None:  # the plan's NMS keeps what the served default keeps
+                self.serving = replace(self.serving, plan_score_threshold=self.serving.score_threshold)
+        elif self.serving.plan_score_threshold is not None:
+            raise ValueError("the CPU target has no TensorRT plan (plan_score_threshold is for the GPU target)")
         if self.max_batch_size < 1 or any(b < 1 or b > self.max_batch_size for b in self.preferred_batch_sizes):
             raise ValueError("preferred batch sizes must lie in 1..max_batch_size")
-        if not self.class_names:
-            raise ValueError("class_names must not be empty")
-        if self.nms_score_threshold is None:
-            self.nms_score_threshold = self.score_threshold
-        if self.nms_score_threshold > self.score_threshold:
-            raise ValueError(f"the plan's NMS threshold {self.nms_score_threshold} is above the served default "
-                             f"{self.score_threshold}: requests at the default would lose boxes")
 
     @property
     def dali_backend(self) -> bool:
@@ -85,7 +71,6 @@ class RepositorySpec:
     @property
     def image_input(self) -> C.TensorSpec:
         return C.IMAGE_ENCODED if self.dali_backend else C.IMAGE
-
 
 
 def _pb():
@@ -120,42 +105,47 @@ def _batching(spec: RepositorySpec, config) -> None:
         _pb().ModelQueuePolicy(timeout_action=_pb().ModelQueuePolicy.REJECT, allow_timeout_override=True))
 
 
-SUMMARY_KEYS = ("variant", "precision", "tensorrt", "gpu", "container")  # from the export record, when present
-
-
 def export_summary(spec: RepositorySpec) -> dict:
-    """What a served repository says about itself (the ensemble's ``export`` parameter): damo_yolo release,
-    target, and for the GPU target the TensorRT version and the GPU the plan was built on."""
-    summary = {"damo_yolo": __version__, "target": spec.target, "score_threshold": spec.score_threshold,
-               "iou_threshold": spec.iou_threshold, "max_detections": spec.max_detections}
-    summary.update({k: spec.extra[k] for k in SUMMARY_KEYS if k in spec.extra})
-    return summary
+    """What a served repository says of how it was made (the client-facing model's ``export`` parameter):
+    damo_yolo release, target, and the export's record (checkpoint, variant, versions; for the GPU target the
+    TensorRT version and the GPU the plan was built on)."""
+    return {"damo_yolo": __version__, "target": spec.target, **spec.extra}
+
+
+def _client_facing_parameters(repo_dir, name: str) -> dict:
+    path = Path(repo_dir) / name / "config.pbtxt"
+    if not path.is_file():
+        raise ValueError(f"{repo_dir} holds no model {name!r} (no {name}/config.pbtxt)")
+    return {k: v.string_value for k, v in parse_config(path.read_text()).parameters.items()}
 
 
 def repository_summary(repo_dir, name: str = "damo_yolo") -> dict:
-    """The ``export`` account of a written repository's ensemble ({} for repositories without one)."""
-    path = Path(repo_dir) / name / "config.pbtxt"
-    config = parse_config(path.read_text()) if path.is_file() else None
-    if config is None or "export" not in config.parameters:
-        return {}
-    return json.loads(config.parameters["export"].string_value)
+    """The ``export`` record of a written repository's client-facing model ({} when it has none)."""
+    export = _client_facing_parameters(repo_dir, name).get("export")
+    return json.loads(export) if export else {}
+
+
+def repository_serving(repo_dir, name: str = "damo_yolo") -> C.ServingConfig:
+    """The serving configuration of a written repository's client-facing model."""
+    return C.ServingConfig.from_parameters(_client_facing_parameters(repo_dir, name))
 
 
 def model_configs(spec: RepositorySpec, num_priors: int) -> dict:
     """name → ModelConfig of every model of the repository."""
-    h, w = spec.input_size
-    sizes = dict(H=h, W=w, N=num_priors, C=len(spec.class_names), K=spec.max_detections)
+    h, w = spec.serving.input_size
+    sizes = dict(H=h, W=w, N=num_priors, C=len(spec.serving.class_names), K=spec.serving.max_detections)
     return _cpu_configs(spec, sizes) if spec.target == "cpu" else _gpu_configs(spec, sizes)
 
 
 def _client_facing(spec: RepositorySpec, config, sizes: dict) -> None:
-    """The contract's inputs and outputs, and what clients read: the class names and the export summary."""
+    """The contract's inputs and outputs, and what clients read: the serving configuration and the export's
+    record."""
     pb = _pb()
     config.input.extend(_tensor(pb.ModelInput, spec.image_input if t is C.IMAGE else t, sizes)
                         for t in C.ENSEMBLE_INPUTS)
     config.output.extend(_tensor(pb.ModelOutput, t, sizes, label_filename="labels.txt" if t is C.CLASSES else "")
                          for t in C.ENSEMBLE_OUTPUTS)
-    _params(config, {"class_names": json.dumps(spec.class_names), "export": json.dumps(export_summary(spec))})
+    _params(config, {**spec.serving.to_parameters(), "export": json.dumps(export_summary(spec))})
 
 
 def _cpu_configs(spec: RepositorySpec, sizes: dict) -> dict:
@@ -163,11 +153,7 @@ def _cpu_configs(spec: RepositorySpec, sizes: dict) -> dict:
     pb = _pb()
     config = pb.ModelConfig(name=spec.name, backend="python", max_batch_size=spec.max_batch_size)
     _client_facing(spec, config, sizes)
-    _params(config, {"input_height": sizes["H"], "input_width": sizes["W"], "resize": spec.resize,
-                     "pad_value": spec.pad_value, "preprocess": spec.preprocess, "onnx_file": "model.onnx",
-                     "score_threshold": spec.score_threshold, "iou_threshold": spec.iou_threshold,
-                     "max_detections": spec.max_detections, "max_pixels": spec.max_pixels,
-                     VERSION_PARAMETER: __version__})
+    _params(config, {VERSION_PARAMETER: __version__})
     config.instance_group.append(pb.ModelInstanceGroup(kind=pb.ModelInstanceGroup.KIND_CPU,
                                                        count=spec.cpu_instances))
     _batching(spec, config)
@@ -198,9 +184,7 @@ def _gpu_configs(spec: RepositorySpec, sizes: dict) -> dict:
     post.input.extend(_tensor(In, t, sizes) for t in C.MAPBACK_INPUTS)
     post.output.extend(_tensor(Out, t, sizes) for t in C.ENSEMBLE_OUTPUTS)
     post.instance_group.append(pb.ModelInstanceGroup(kind=cpu, count=spec.postprocess_instances))
-    _params(post, {"score_threshold": spec.score_threshold, "nms_score_threshold": spec.nms_score_threshold,
-                   "iou_threshold": spec.iou_threshold, "max_detections": spec.max_detections,
-                   VERSION_PARAMETER: __version__})
+    _params(post, {**spec.serving.to_parameters(), VERSION_PARAMETER: __version__})
     _batching(spec, post)
 
     ens = pb.ModelConfig(name=spec.name, platform="ensemble", max_batch_size=spec.max_batch_size)
@@ -259,7 +243,7 @@ def write_repository(spec: RepositorySpec, out_dir, num_priors: int, onnx_path: 
         (out / name / "config.pbtxt").write_text(config_text(config))
     if spec.target == "cpu":
         _write_model_py(out / spec.name, "pipeline")
-        shutil.copy2(onnx_path, out / spec.name / "1" / "model.onnx")
+        shutil.copy2(onnx_path, out / spec.name / "1" / spec.serving.model_file)
     else:
         if dali_path is not None:
             shutil.copy2(dali_path, out / names["preprocess"] / "1" / "model.dali")
@@ -268,13 +252,24 @@ def write_repository(spec: RepositorySpec, out_dir, num_priors: int, onnx_path: 
         _write_model_py(out / names["postprocess"], "mapback")
         # the ensemble's version folder holds nothing, and git keeps no empty folder
         (out / spec.name / "1" / ".keep").write_text("the ensemble's version 1 (Triton needs the folder)\n")
-    (out / spec.name / "labels.txt").write_text("\n".join(spec.class_names) + "\n")
-    record = {k: v for k, v in asdict(spec).items() if k != "extra"}
-    record.update(spec.extra, models=list(configs), num_priors=num_priors)
-    (out / spec.name / "export.json").write_text(json.dumps(record, indent=2) + "\n")
+    (out / spec.name / "labels.txt").write_text("\n".join(spec.serving.class_names) + "\n")
     validate_repository(out, spec.name, require_artifacts=spec.target == "cpu" or (
         plan_path is not None and dali_path is not None))
     return out
+
+
+def serving_of(config) -> C.ServingConfig:
+    """The serving configuration a parsed model config's parameters hold."""
+    return C.ServingConfig.from_parameters({k: v.string_value for k, v in config.parameters.items()})
+
+
+def _serving_problems(config) -> list:
+    """What is wrong with the serving configuration a model's parameters hold ([] when it is valid)."""
+    try:
+        serving_of(config)
+    except (ValueError, TypeError) as exc:
+        return [f"{config.name}: {exc}"]
+    return []
 
 
 def _missing_files(repo: Path, config) -> list:
@@ -282,11 +277,7 @@ def _missing_files(repo: Path, config) -> list:
     version = repo / config.name / "1"
     artifact = ("model.plan" if config.platform == "tensorrt_plan"
                 else "model.dali" if config.backend == "dali" else "model.py")
-    missing = [] if (version / artifact).is_file() else [f"{config.name}: missing 1/{artifact}"]
-    onnx_file = config.parameters["onnx_file"].string_value if "onnx_file" in config.parameters else ""
-    if onnx_file and not (version / onnx_file).is_file():
-        missing.append(f"{config.name}: missing 1/{onnx_file}")
-    return missing
+    return [] if (version / artifact).is_file() else [f"{config.name}: missing 1/{artifact}"]
 
 
 def _ensemble_steps(repo: Path, ens, load, problems: list, require_artifacts: bool) -> list:
@@ -321,6 +312,8 @@ def _ensemble_steps(repo: Path, ens, load, problems: list, require_artifacts: bo
             problems.append(f"{config.name}: max_batch_size {config.max_batch_size} < the ensemble's")
         if require_artifacts:
             problems.extend(_missing_files(repo, config))
+        if config.name == step_names(ens.name)["postprocess"]:
+            problems.extend(_serving_problems(config))
     for t in ens.output:
         if t.name not in known:
             problems.append(f"{ens.name}: output {t.name!r} is produced by no step")
@@ -333,7 +326,8 @@ def validate_repository(repo_dir, name: str = "damo_yolo", require_artifacts: bo
     """Check a repository the way Triton will at load time; returns the parsed configs of the models behind
     ``name`` (the ensemble's steps, or the one CPU model).
 
-    Every config parses; the model clients call has the contract's inputs and outputs; for an ensemble, each
+    Every config parses; the model clients call has the contract's inputs and outputs and, with every python
+    model, a valid serving configuration (damo_yolo.contract.ServingConfig); for an ensemble, each
     step's mapped inputs and outputs exist on its model, every required input is fed, each tensor passed
     between steps has the same type and shape on both sides; the model files each backend loads are present.
     Raises ValueError listing every problem found.
@@ -360,10 +354,14 @@ def validate_repository(repo_dir, name: str = "damo_yolo", require_artifacts: bo
                 problems.append(f"{name}: {kind} {t.name!r} is missing or not {t.config_type}")
     if ens.platform == "ensemble":
         steps = _ensemble_steps(repo, ens, load, problems, require_artifacts)
-    else:  # the CPU target's one model
+    else:  # the CPU target's one model, which also loads the detector's graph
         steps = [ens]
         if require_artifacts:
             problems.extend(_missing_files(repo, ens))
+            model_file = ens.parameters["model_file"].string_value if "model_file" in ens.parameters else ""
+            if model_file and not (repo / name / "1" / model_file).is_file():
+                problems.append(f"{name}: missing 1/{model_file}")
+    problems.extend(_serving_problems(ens))
     labels = [t.label_filename for t in ens.output if t.label_filename]
     if require_artifacts and labels and not (repo / name / labels[0]).is_file():
         problems.append(f"{name}: missing {labels[0]}")
@@ -375,34 +373,20 @@ def validate_repository(repo_dir, name: str = "damo_yolo", require_artifacts: bo
 def with_served_defaults(repo_dir, out_dir, name: str = "damo_yolo", score_threshold: Optional[float] = None,
                          iou_threshold: Optional[float] = None) -> Path:
     """A copy of a repository whose served default thresholds are changed (what the container entrypoint does
-    with SCORE_THRESHOLD / IOU_THRESHOLD). The CPU model applies any; the GPU ensemble's score default must stay
-    at or above its plan's NMS threshold and its IoU cannot change (the NMS runs inside the plan)."""
-    from .detections import check_thresholds
-    import numpy as np
+    with SCORE_THRESHOLD / IOU_THRESHOLD): every model holding the serving configuration gets the new one. The
+    CPU model applies any; the GPU ensemble's score default must stay at or above its plan's NMS threshold and
+    its IoU cannot change (the NMS runs inside the plan): ``ServingConfig.with_defaults`` refuses those."""
     repo, out = Path(repo_dir), Path(out_dir)
-    check_thresholds(np.array([0.5 if score_threshold is None else score_threshold], np.float32),
-                     np.array([0.5 if iou_threshold is None else iou_threshold], np.float32))
-    validate_repository(repo, name)
+    steps = validate_repository(repo, name)
+    holders = [name] + [s.name for s in steps if s.name == step_names(name)["postprocess"]]
+    changed = {}
+    for model in holders:
+        config = parse_config((repo / model / "config.pbtxt").read_text())
+        _params(config, serving_of(config).with_defaults(score_threshold, iou_threshold).to_parameters())
+        changed[model] = config
     shutil.copytree(repo, out, symlinks=True)
-    top = parse_config((out / name / "config.pbtxt").read_text())
-    holder = top if top.platform != "ensemble" else parse_config(
-        (out / step_names(name)["postprocess"] / "config.pbtxt").read_text())
-    params = holder.parameters
-    if top.platform == "ensemble":
-        if score_threshold is not None and score_threshold < float(params["nms_score_threshold"].string_value):
-            raise ValueError(f"score threshold {score_threshold:g} is below the plan's NMS threshold "
-                             f"{params['nms_score_threshold'].string_value}: re-export with --score-threshold")
-        if iou_threshold is not None and abs(iou_threshold - float(params["iou_threshold"].string_value)) > 1e-6:
-            raise ValueError("the GPU ensemble's NMS IoU is the plan's: re-export with --iou-threshold")
-    summary = json.loads(top.parameters["export"].string_value)
-    for key, value in (("score_threshold", score_threshold), ("iou_threshold", iou_threshold)):
-        if value is not None:
-            params[key].string_value = str(value)
-            summary[key] = value
-    top.parameters["export"].string_value = json.dumps(summary)
-    if holder is not top:
-        (out / holder.name / "config.pbtxt").write_text(config_text(holder))
-    (out / name / "config.pbtxt").write_text(config_text(top))
+    for model, config in changed.items():
+        (out / model / "config.pbtxt").write_text(config_text(config))
     return out
 
 
@@ -427,12 +411,12 @@ def main(argv: Optional[list] = None) -> int:
     except (ValueError, FileExistsError) as exc:
         print(f"invalid: {exc}", file=sys.stderr)
         return 1
-    summary = repository_summary(args.repo, args.name)
+    summary, serving = repository_summary(args.repo, args.name), repository_serving(args.repo, args.name)
     layout = " → ".join(s.name for s in steps) if steps[0].name != args.name else "one python model"
-    print(f"{args.repo}: {args.name} → {layout}; "
-          + ", ".join(f"{k} {v}" for k, v in summary.items() if not isinstance(v, dict))
-          + (f", GPU {summary['gpu']['name']} (compute {summary['gpu']['compute_capability']})" if "gpu" in summary
-             else ""))
+    made = [f"{k} {summary[k]}" for k in ("damo_yolo", "target", "variant", "tensorrt") if k in summary]
+    if "gpu" in summary:
+        made.append(f"GPU {summary['gpu']['name']} (compute {summary['gpu']['compute_capability']})")
+    print(f"{args.repo}: {args.name} → {layout}; {', '.join(made)}; serves {serving.summary()}")
     for warning in platform_warnings(summary):
         print(f"warning: {warning}", file=sys.stderr)
     return 0

@@ -111,7 +111,7 @@ def test_health_and_models(served_synthetic):
     result = runner.invoke(cli, ["models", "-u", served_synthetic.http_url])
     assert result.exit_code == 0 and "damo_yolo  1        READY" in result.output, result.output
     # the served defaults (this server was exported with the checkpoint's evaluation thresholds)
-    assert "served defaults: score > 0.03, NMS IoU 0.65, at most 500 boxes per image" in result.output
+    assert "score > 0.03, NMS IoU 0.65, at most 500 boxes per image" in result.output
     assert "exported: damo_yolo 0.1.0, target cpu" in result.output and "warning" not in result.output
     result = runner.invoke(cli, ["health", "-u", served_synthetic.http_url, "-m", "no_such_model"])
     assert result.exit_code == 1

@@ -70,10 +70,14 @@ def entrypoint_server(tmp_path_factory):
 def test_entrypoint_serves_with_the_environments_defaults(entrypoint_server, sample_images):
     from damo_client import DamoClient
     with DamoClient(f"127.0.0.1:{entrypoint_server['http']}") as client:
-        client.connect()
-        assert client.export_info["score_threshold"] == 0.8
+        assert client.connect().serving.score_threshold == 0.8
         detections = [d for p in sample_images for d in client.detect(p)]
     assert all(d.score > 0.8 for d in detections)
+    from click.testing import CliRunner
+
+    from damo_client.cli import cli
+    said = CliRunner().invoke(cli, ["models", "--url", f"127.0.0.1:{entrypoint_server['http']}"])
+    assert said.exit_code == 0 and "served defaults (a request's thresholds override them): score > 0.8" in said.output
     assert "damo_yolo → one python model" in entrypoint_server["log"].read_text()  # what the entrypoint said
 
 

@@ -94,8 +94,7 @@ def test_plans_serve_what_the_model_detects(tmp_path):
     failures = []
     with LocalServer(repo, tmp_path / "server.log", ready_timeout=600) as server:
         for name, onnx_path, tol in (("damo_yolo", fp32, agreement.FP16), ("damo_yolo_int8", qdq, agreement.INT8)):
-            result = agreement.check_served(server.http_url, name, onnx_path, datas, size, tol, meta.resize,
-                                            meta.pad_value)
+            result = agreement.check_served(server.http_url, name, onnx_path, datas, tol)
             problems = result.failures(tol)
             print(f"\n{name} on {gpu.name} (compute {gpu.compute_capability}): {result} — "
                   f"{'PASS' if not problems else 'FAIL: ' + '; '.join(problems)}")

@@ -130,8 +130,7 @@ def test_smoke_comparison_passes_on_the_served_plan(gpu_layout, smoke_inputs, ca
     from damo_yolo.serving import agreement
     *_, meta, server = gpu_layout
     onnx_path, datas = smoke_inputs
-    result = agreement.check_served(server.http_url, "damo_yolo", onnx_path, datas, tuple(meta.input_size),
-                                    agreement.FP16, meta.resize, meta.pad_value)
+    result = agreement.check_served(server.http_url, "damo_yolo", onnx_path, datas, agreement.FP16)
     with capsys.disabled():
         print(f"\nsmoke comparison, stand-in plan: {result}")
     assert result.failures(agreement.FP16) == [] and result.compared >= agreement.FP16.min_compared
@@ -142,8 +141,7 @@ def test_smoke_comparison_fails_on_a_wrong_plan(gpu_layout, smoke_inputs, capsys
     from damo_yolo.serving import agreement
     *_, meta, server = gpu_layout
     onnx_path, datas = smoke_inputs
-    result = agreement.check_served(server.http_url, "wrong", onnx_path, datas, tuple(meta.input_size),
-                                    agreement.FP16, meta.resize, meta.pad_value)
+    result = agreement.check_served(server.http_url, "wrong", onnx_path, datas, agreement.FP16)
     with capsys.disabled():
         print(f"\nsmoke comparison, plan fed BGR: {result}")
     problems = result.failures(agreement.FP16)
@@ -158,7 +156,6 @@ def test_smoke_comparison_fails_when_nothing_is_compared(gpu_layout, smoke_input
     *_, meta, server = gpu_layout
     onnx_path, _ = smoke_inputs
     grey = [cv2.imencode(".jpg", np.full((240 + 16 * i, 320, 3), 114, np.uint8))[1].tobytes() for i in range(6)]
-    result = agreement.check_served(server.http_url, "damo_yolo", onnx_path, grey, tuple(meta.input_size),
-                                    agreement.FP16, meta.resize, meta.pad_value)
+    result = agreement.check_served(server.http_url, "damo_yolo", onnx_path, grey, agreement.FP16)
     assert result.compared == 0
     assert any(p.startswith("only 0 reference detections were compared") for p in result.failures(agreement.FP16))

@@ -60,8 +60,9 @@ def test_the_int8_graph_is_quantized_as_tensorrt_expects(int8_export):
         assert values[weight.input[1]].shape == (out_channels,), f"{conv.name}: weight scales not per channel"
         if len(conv.input) > 2:
             assert conv.input[2] in values and values[conv.input[2]].dtype == np.float32  # bias stays float
-    record = json.loads((int8_export / "damo_yolo" / "export.json").read_text())
-    assert record["precision"] == "int8" and record["quantization"]["calibration_images"] == 128
+    from damo_yolo.serving.repository import repository_serving, repository_summary
+    assert repository_serving(int8_export).precision == "int8"
+    assert repository_summary(int8_export)["quantization"]["calibration_images"] == 128
 
 
 @pytest.mark.slow

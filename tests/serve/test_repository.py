@@ -3,20 +3,27 @@ CPU target's one model and the GPU target's ensemble both show clients the contr
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
+from damo_yolo.contract import ServingConfig
 from damo_yolo.serving.repository import (RepositorySpec, config_text, model_configs, parse_config,
                                          validate_repository, write_repository)
 
-SPEC = dict(input_size=(256, 320), class_names=["disc", "square", "star"], score_threshold=0.03,
-            iou_threshold=0.65, max_detections=50)
+SERVING = ServingConfig(input_size=(256, 320), class_names=("disc", "square", "star"), score_threshold=0.03,
+                        iou_threshold=0.65, max_detections=50)
+
+
+def _spec(target: str = "cpu", serving: ServingConfig = SERVING, **kwargs) -> RepositorySpec:
+    """A repository of SERVING; the GPU target decodes with DALI."""
+    return RepositorySpec(replace(serving, decoder="dali") if target == "gpu" else serving, target=target, **kwargs)
 
 
 def test_cpu_repository_is_one_model_with_the_contract(tmp_path):
     onnx = tmp_path / "model.onnx"
     onnx.write_bytes(b"graph")
-    repo = write_repository(RepositorySpec(**SPEC), tmp_path / "repo", num_priors=1680, onnx_path=onnx)
+    repo = write_repository(_spec(), tmp_path / "repo", num_priors=1680, onnx_path=onnx)
     assert sorted(p.name for p in repo.iterdir()) == ["damo_yolo"]
     config = parse_config((repo / "damo_yolo" / "config.pbtxt").read_text())
     from tritonclient.grpc import model_config_pb2 as pb
@@ -30,17 +37,17 @@ def test_cpu_repository_is_one_model_with_the_contract(tmp_path):
     assert outputs == {"num_detections": (pb.TYPE_INT32, [1]), "boxes": (pb.TYPE_FP32, [50, 4]),
                        "scores": (pb.TYPE_FP32, [50]), "classes": (pb.TYPE_INT32, [50])}
     assert [o.label_filename for o in config.output if o.name == "classes"] == ["labels.txt"]
-    assert (repo / "damo_yolo" / "labels.txt").read_text().split() == SPEC["class_names"]
+    assert (repo / "damo_yolo" / "labels.txt").read_text().split() == list(SERVING.class_names)
     params = {k: v.string_value for k, v in config.parameters.items()}
     assert (params["score_threshold"], params["iou_threshold"], params["max_detections"]) == ("0.03", "0.65", "50")
-    assert json.loads(params["export"])["score_threshold"] == 0.03 and params["preprocess"] == "opencv"
+    assert ServingConfig.from_parameters(params) == SERVING and params["decoder"] == "opencv"
+    assert json.loads(params["export"])["target"] == "cpu"
     # a batch is what queued while the model was busy (no added wait); a request's own timeout is honoured
     assert (config.instance_group[0].kind, config.instance_group[0].count) == (pb.ModelInstanceGroup.KIND_CPU, 2)
     assert config.dynamic_batching.max_queue_delay_microseconds == 0
     policy = config.dynamic_batching.default_queue_policy
     assert policy.allow_timeout_override and policy.timeout_action == pb.ModelQueuePolicy.REJECT
-    record = json.loads((repo / "damo_yolo" / "export.json").read_text())
-    assert record["target"] == "cpu" and record["input_size"] == [256, 320] and record["num_priors"] == 1680
+    assert not (repo / "damo_yolo" / "export.json").exists()  # the parameters are the one record
     assert [s.name for s in validate_repository(repo)] == ["damo_yolo"]
 
 
@@ -53,7 +60,7 @@ def test_cpu_export_replaces_the_former_three_step_layout(tmp_path):
 
 
 def test_gpu_ensemble_contract():
-    configs = model_configs(RepositorySpec(**SPEC, target="gpu"), num_priors=1680)
+    configs = model_configs(_spec("gpu"), num_priors=1680)
     ens = configs["damo_yolo"]
     assert ens.platform == "ensemble"
     steps = [s.model_name for s in ens.ensemble_scheduling.step]
@@ -68,7 +75,7 @@ def test_gpu_ensemble_contract():
 
 
 def test_gpu_repository_uses_a_tensorrt_plan(tmp_path):
-    spec = RepositorySpec(**SPEC, target="gpu")
+    spec = _spec("gpu")
     repo = write_repository(spec, tmp_path / "repo", num_priors=1680)
     det = parse_config((repo / "damo_yolo_detector" / "config.pbtxt").read_text())
     from tritonclient.grpc import model_config_pb2 as pb
@@ -99,14 +106,13 @@ def test_gpu_repository_uses_a_tensorrt_plan(tmp_path):
 def _cpu_repo(tmp_path, **kwargs):
     onnx = tmp_path / "model.onnx"
     onnx.write_bytes(b"graph")
-    return write_repository(RepositorySpec(**SPEC, **kwargs), tmp_path / "repo", num_priors=1680, onnx_path=onnx)
+    return write_repository(_spec(**kwargs), tmp_path / "repo", num_priors=1680, onnx_path=onnx)
 
 
 def test_cpu_target_with_dali_preprocessing(tmp_path):
-    repo = _cpu_repo(tmp_path, preprocess="dali")
+    repo = _cpu_repo(tmp_path, serving=replace(SERVING, decoder="dali"))
     config = parse_config((repo / "damo_yolo" / "config.pbtxt").read_text())
-    assert config.parameters["preprocess"].string_value == "dali"
-    assert json.loads((repo / "damo_yolo" / "export.json").read_text())["preprocess"] == "dali"
+    assert config.parameters["decoder"].string_value == "dali"
 
 
 def _rewrite(path, edit):
@@ -116,7 +122,7 @@ def _rewrite(path, edit):
 
 
 def test_validation_finds_broken_wiring(tmp_path):
-    repo = write_repository(RepositorySpec(**SPEC, target="gpu"), tmp_path / "repo", num_priors=1680)
+    repo = write_repository(_spec("gpu"), tmp_path / "repo", num_priors=1680)
     validate_repository(repo, require_artifacts=False)
     _rewrite(repo / "damo_yolo_detector" / "config.pbtxt", lambda c: c.input[0].dims.__setitem__(1, 320))
     with pytest.raises(ValueError, match="damo_yolo_detector: input 'images' is"):
@@ -124,7 +130,7 @@ def test_validation_finds_broken_wiring(tmp_path):
 
 
 def test_validation_finds_unfed_inputs_and_missing_files(tmp_path):
-    repo = write_repository(RepositorySpec(**SPEC, target="gpu"), tmp_path / "repo", num_priors=1680)
+    repo = write_repository(_spec("gpu"), tmp_path / "repo", num_priors=1680)
     _rewrite(repo / "damo_yolo" / "config.pbtxt",
              lambda c: c.ensemble_scheduling.step[2].input_map.pop("SCALE"))
     with pytest.raises(ValueError) as info:
@@ -145,24 +151,29 @@ def test_parse_rejects_unknown_fields():
 
 @pytest.mark.parametrize("kwargs,match", [(dict(target="tpu"), "unknown target"),
                                           (dict(preferred_batch_sizes=(16,)), "preferred batch sizes"),
-                                          (dict(class_names=[]), "class_names"),
-                                          (dict(preprocess="pillow"), "unknown preprocess"),
-                                          (dict(target="gpu", preprocess="opencv"), "DALI backend"),
-                                          (dict(target="gpu", nms_score_threshold=0.1), "above the served")])
+                                          (dict(target="gpu"), "DALI backend"),
+                                          (dict(serving=replace(SERVING, plan_score_threshold=0.01)),
+                                           "CPU target has no TensorRT plan")])
 def test_bad_specs(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        RepositorySpec(**{**SPEC, **kwargs})
+        RepositorySpec(**{"serving": SERVING, **kwargs})
+
+
+def test_the_gpu_plan_keeps_at_least_the_served_default():
+    assert _spec("gpu").serving.plan_score_threshold == SERVING.score_threshold
+    with pytest.raises(ValueError, match="below 0.1, the threshold of the NMS inside the TensorRT plan"):
+        _spec("gpu", serving=replace(SERVING, plan_score_threshold=0.1))
 
 
 def test_both_targets_show_clients_the_contract():
     from damo_yolo import __version__
     from damo_yolo import contract as C
-    cpu, gpu = (model_configs(RepositorySpec(**SPEC, target=t), num_priors=1680) for t in ("cpu", "gpu"))
+    cpu, gpu = (model_configs(_spec(t), num_priors=1680) for t in ("cpu", "gpu"))
     for kind, specs in (("input", C.ENSEMBLE_INPUTS), ("output", C.ENSEMBLE_OUTPUTS)):
         assert [t.name for t in getattr(cpu["damo_yolo"], kind)] == [t.name for t in specs]
         assert [t.name for t in getattr(gpu["damo_yolo"], kind)] == [t.name for t in specs]
     for configs in (cpu, gpu):
-        assert json.loads(configs["damo_yolo"].parameters["export"].string_value)["max_detections"] == 50
+        assert configs["damo_yolo"].parameters["max_detections"].string_value == "50"
     det, post = gpu["damo_yolo_detector"], gpu["damo_yolo_postprocess"]
     assert [t.name for t in det.input] == [C.MODEL_INPUT.name]
     assert [t.name for t in det.output] == [t.name for t in C.END2END_OUTPUTS]
@@ -184,12 +195,12 @@ def test_repository_says_what_built_it_and_warns_of_another_tensorrt(tmp_path):
     from damo_yolo.serving import platform
     from damo_yolo.serving.platform import platform_warnings
     from damo_yolo.serving.repository import repository_summary
-    repo = write_repository(RepositorySpec(**SPEC, target="gpu", extra={
-        "tensorrt": platform.TENSORRT, "precision": "fp16", "gpu": {"name": "NVIDIA L4", "compute_capability": "8.9"},
-        "checkpoint_sha256": "not part of the summary"}), tmp_path / "repo", num_priors=1680)
+    repo = write_repository(_spec("gpu", extra={
+        "tensorrt": platform.TENSORRT, "gpu": {"name": "NVIDIA L4", "compute_capability": "8.9"},
+        "checkpoint_sha256": "0123"}), tmp_path / "repo", num_priors=1680)
     summary = repository_summary(repo)
     assert summary["target"] == "gpu" and summary["tensorrt"] == platform.TENSORRT and summary["gpu"]["name"] == "NVIDIA L4"
-    assert "checkpoint_sha256" not in summary and platform_warnings(summary) == []
+    assert summary["checkpoint_sha256"] == "0123" and platform_warnings(summary) == []
     older = dict(summary, tensorrt="10.7.0.23")
     (warning,) = platform_warnings(older)
     assert "built with TensorRT 10.7.0.23" in warning and platform.CONTAINER in warning
@@ -199,8 +210,8 @@ def test_repository_says_what_built_it_and_warns_of_another_tensorrt(tmp_path):
 def test_validator_command_reports_and_warns(tmp_path):
     import subprocess
     import sys
-    repo = write_repository(RepositorySpec(**SPEC, target="gpu", extra={
-        "tensorrt": "10.7.0.23", "precision": "fp16", "gpu": {"name": "NVIDIA L4", "compute_capability": "8.9"}}),
+    repo = write_repository(_spec("gpu", extra={
+        "tensorrt": "10.7.0.23", "gpu": {"name": "NVIDIA L4", "compute_capability": "8.9"}}),
         tmp_path / "repo", num_priors=1680)
     (repo / "damo_yolo_detector" / "1" / "model.plan").write_bytes(b"engine")
     (repo / "damo_yolo_preprocess" / "1" / "model.dali").write_bytes(b"pipeline")

@@ -2,6 +2,7 @@
 ``triton_python_backend_utils`` exists)."""
 import json
 
+from damo_yolo.contract import ServingConfig
 from damo_yolo.serving.release import VERSION_PARAMETER, check_version
 
 
@@ -58,9 +59,10 @@ def optional_input(pb_utils, request, name: str, default: float, count: int):
     return values
 
 
-def model_parameters(args) -> dict:
-    """The model's config parameters as strings, once the repository's damo_yolo release is checked."""
+def serving_config(args) -> ServingConfig:
+    """The model's serving configuration from its config parameters, once the repository's damo_yolo release is
+    checked."""
     config = json.loads(args["model_config"])
     params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
     check_version(params.get(VERSION_PARAMETER, ""))
-    return params
+    return ServingConfig.from_parameters(params)

@@ -12,27 +12,22 @@ NMS dropped).
 import triton_python_backend_utils as pb_utils
 
 from damo_yolo import contract as C
-from damo_yolo.serving.triton.common import ErrorCounter, model_parameters, optional_input, respond_each
 from damo_yolo.serving.detections import map_back
+from damo_yolo.serving.triton.common import ErrorCounter, optional_input, respond_each, serving_config
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        params = model_parameters(args)
-        self.score_threshold = float(params["score_threshold"])  # the served default
-        self.nms_score_threshold = float(params.get("nms_score_threshold", params["score_threshold"]))  # the plan's
-        self.iou_threshold = float(params["iou_threshold"])  # the plan's (EfficientNMS_TRT)
-        self.max_detections = int(params["max_detections"])
+        self.serving = serving_config(args)  # the served defaults, the plan's NMS thresholds and K
         self.errors = ErrorCounter(pb_utils, args)
 
     def _one_request(self, request):
         inputs = [pb_utils.get_input_tensor_by_name(request, t.name).as_numpy()
                   for t in C.END2END_OUTPUTS + (C.SCALE, C.ORIG_SIZE)]
         count = inputs[0].shape[0]
-        score_thr = optional_input(pb_utils, request, C.SCORE_THRESHOLD.name, self.score_threshold, count)
-        iou_thr = optional_input(pb_utils, request, C.IOU_THRESHOLD.name, self.iou_threshold, count)
-        outputs = map_back(*inputs, score_thr, iou_thr, self.nms_score_threshold, self.iou_threshold,
-                           self.max_detections)
+        score_thr = optional_input(pb_utils, request, C.SCORE_THRESHOLD.name, self.serving.score_threshold, count)
+        iou_thr = optional_input(pb_utils, request, C.IOU_THRESHOLD.name, self.serving.iou_threshold, count)
+        outputs = map_back(*inputs, score_thr, iou_thr, self.serving)
         return [pb_utils.Tensor(t.name, value) for t, value in zip(C.ENSEMBLE_OUTPUTS, outputs)]
 
     def execute(self, requests):

@@ -14,28 +14,19 @@ from pathlib import Path
 import triton_python_backend_utils as pb_utils
 
 from damo_yolo import contract as C
-from damo_yolo.data.preprocess import MAX_PIXELS
 from damo_yolo.serving.cpu_pipeline import Cancelled, CpuPipeline
-from damo_yolo.serving.resources import cpu_limit
-from damo_yolo.serving.triton.common import ErrorCounter, client_error, model_parameters, optional_input
+from damo_yolo.serving.triton.common import ErrorCounter, client_error, optional_input, serving_config
 
 
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
-        params = model_parameters(args)
-        # every instance's detector may use every core the pod is given (its CPU limit, not the node's count): at
-        # low load one request gets them all; under load the instances overlap one batch's decode and NMS with
-        # another's detector (idle threads sleep, not spin)
-        threads = int(params.get("threads", "0")) or cpu_limit()
-        self.pipeline = CpuPipeline(
-            Path(args["model_repository"]) / args["model_version"] / params.get("onnx_file", "model.onnx"),
-            (int(params["input_height"]), int(params["input_width"])), params.get("resize", "stretch"),
-            float(params.get("pad_value", "0")), float(params["score_threshold"]), float(params["iou_threshold"]),
-            int(params["max_detections"]), params.get("preprocess", "opencv"), threads,
-            max(1, int(config.get("max_batch_size", 1))), params.get("allow_spinning", "0") == "1",
-            int(params.get("max_pixels", MAX_PIXELS)))
-
+        # every instance's detector may use every core the pod is given (threads 0: its CPU limit, not the node's
+        # count): at low load one request gets them all; under load the instances overlap one batch's decode and
+        # NMS with another's detector (idle threads sleep, not spin)
+        serving = serving_config(args)
+        self.pipeline = CpuPipeline(Path(args["model_repository"]) / args["model_version"] / serving.model_file,
+                                    serving, max(1, int(config.get("max_batch_size", 1))))
         self.errors = ErrorCounter(pb_utils, args)
 
     def finalize(self):
@@ -45,8 +36,9 @@ class TritonPythonModel:
         images = pb_utils.get_input_tensor_by_name(request, C.IMAGE.name).as_numpy().reshape(-1)
         if images.size == 0:
             raise ValueError("the request holds no image")
-        score = optional_input(pb_utils, request, C.SCORE_THRESHOLD.name, self.pipeline.score_threshold, images.size)
-        iou = optional_input(pb_utils, request, C.IOU_THRESHOLD.name, self.pipeline.iou_threshold, images.size)
+        score = optional_input(pb_utils, request, C.SCORE_THRESHOLD.name, self.pipeline.serving.score_threshold,
+                               images.size)
+        iou = optional_input(pb_utils, request, C.IOU_THRESHOLD.name, self.pipeline.serving.iou_threshold, images.size)
         return (images, *self.pipeline.thresholds(images.size, score, iou))
 
     def execute(self, requests):
