@@ -2,8 +2,8 @@
 
 `pip install .` installs the client alone (no torch); extras add the rest:
 `.[train]` training + evaluation, `.[export]` ONNX export, `.[server]` the bundled tritonserver and the
-CPU serving backend, `.[dali]` NVIDIA DALI preprocessing, `.[test]` the test tools, `.[all]` everything that runs on a CPU host,
-`.[gpu]` TensorRT + DALI for GPU hosts.
+CPU serving backend, `.[dali]` NVIDIA DALI preprocessing, `.[test]` the test tools, `.[all]` everything that
+runs on a CPU host, `.[gpu]` TensorRT + DALI for GPU hosts.
 """
 from pathlib import Path
 
@@ -34,8 +34,9 @@ EXTRAS = {
     # cuda-python: the GPU detection runs for real in the tests (and says there is no GPU)
     # kubernetes-validate: deploy/'s manifests against the API schemas offline; promql-parser: its PromQL;
     # prometheus-client: reading the server's /metrics; polygraphy: NVIDIA's model inspector reads the end2end graphs
+    # ruff (lint + import order) and mypy: the house's checks, run by scripts/test.sh and .pre-commit-config.yaml
     "test": ["pytest==9.2.0", "cuda-python==12.8.0", "kubernetes-validate==1.37.0", "promql-parser==0.11.0",
-             "prometheus-client==0.26.0", "pyyaml>=6.0.3,<7", "polygraphy==0.53.6"],
+             "prometheus-client==0.26.0", "pyyaml>=6.0.3,<7", "polygraphy==0.53.6", "ruff==0.17.6", "mypy==2.4.1"],
     # NVIDIA DALI: the GPU target's preprocessing; its CPU operators run (and are tested) anywhere
     "dali": ["nvidia-dali-cuda120==2.4.0"],
     # GPU hosts: exactly the TensorRT and DALI of the serving container (damo_yolo/serving/platform.py:

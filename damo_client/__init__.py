@@ -1,7 +1,13 @@
 """damo_client: a thin client for the DAMO-YOLO Triton ensemble (tritonclient, numpy, OpenCV, click; no torch)."""
 from damo_client.client import AsyncDamoClient, DamoClient
-from damo_client.errors import (ContractError, DamoClientError, ImageError, InferenceError, ServerUnavailable,
-                                 WrongProtocol)
+from damo_client.errors import (
+    ContractError,
+    DamoClientError,
+    ImageError,
+    InferenceError,
+    ServerUnavailable,
+    WrongProtocol,
+)
 from damo_client.results import Detection
 
 __version__ = "0.1.0"

@@ -5,19 +5,20 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Callable, NoReturn, Optional, TypeVar
 
 import click
 
 from damo_client.client import DamoClient, default_url
-from damo_yolo import contract as C
 from damo_client.errors import DamoClientError, ImageError
 from damo_client.images import expand_paths, to_bytes
+from damo_yolo import contract as C
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+CommandFunction = TypeVar("CommandFunction", bound=Callable[..., None])
 
 
-def _connection_options(fn):
+def _connection_options(fn: CommandFunction) -> CommandFunction:
     fn = click.option("--model", "-m", default="damo_yolo", show_default=True, envvar="DAMO_MODEL",
                       help="Model name on the server.")(fn)
     fn = click.option("--timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
@@ -29,11 +30,11 @@ def _connection_options(fn):
     return fn
 
 
-def _client(url, protocol, model, timeout, **kwargs) -> DamoClient:
+def _client(url: Optional[str], protocol: str, model: str, timeout: float, **kwargs: int) -> DamoClient:
     return DamoClient(url or default_url(protocol), protocol, model, timeout=timeout, **kwargs)
 
 
-def _fail(exc: Exception):
+def _fail(exc: Exception) -> NoReturn:
     raise click.ClickException(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
 
@@ -60,7 +61,7 @@ def _describe_export(client: DamoClient) -> None:
 
 @click.group(context_settings=CONTEXT)
 @click.version_option(package_name="damo-yolo", prog_name="damo-client")
-def cli():
+def cli() -> None:
     """Call a DAMO-YOLO detector served by Triton Inference Server.
 
     \b
@@ -98,7 +99,9 @@ def _image_id(path: Path, index: int) -> int:
 @click.option("--save-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write copies of the images with labelled boxes here.")
 @click.option("--quiet", "-q", is_flag=True, help="No per-image tables.")
-def detect(paths, url, protocol, model, timeout, score_thr, iou_thr, json_path, save_dir, quiet):
+def detect(paths: tuple[Path, ...], url: Optional[str], protocol: str, model: str, timeout: float,
+           score_thr: Optional[float], iou_thr: Optional[float], json_path: Optional[Path], save_dir: Optional[Path],
+           quiet: bool) -> None:
     """Detect objects in images (files or folders of .jpg/.jpeg/.png).
 
     \b
@@ -108,7 +111,8 @@ def detect(paths, url, protocol, model, timeout, score_thr, iou_thr, json_path, 
     files = expand_paths(paths)
     if not files:
         raise click.ClickException(f"no .jpg/.jpeg/.png images in {', '.join(map(str, paths))}")
-    results, failures = [], 0
+    results: list[dict] = []
+    failures = 0
     with _client(url, protocol, model, timeout) as client:
         try:
             client.connect()
@@ -150,7 +154,7 @@ def detect(paths, url, protocol, model, timeout, score_thr, iou_thr, json_path, 
 
 @cli.command(context_settings=CONTEXT)
 @_connection_options
-def health(url, protocol, model, timeout):
+def health(url: Optional[str], protocol: str, model: str, timeout: float) -> None:
     """Is the server live and the ensemble ready? Exit code 0 only if both."""
     with _client(url, protocol, model, timeout, retries=0) as client:
         try:
@@ -170,7 +174,7 @@ def health(url, protocol, model, timeout):
 
 @cli.command(context_settings=CONTEXT)
 @_connection_options
-def models(url, protocol, model, timeout):
+def models(url: Optional[str], protocol: str, model: str, timeout: float) -> None:
     """The models of the server's repository with their versions and states."""
     with _client(url, protocol, model, timeout, retries=0) as client:
         try:
@@ -190,7 +194,7 @@ def models(url, protocol, model, timeout):
         click.echo(f"{m['name']:<{width}}  {m['version'] or '-':<7}  {m['state'] or '-'}{reason}")
 
 
-def _concurrency_range(ctx, param, value: str) -> str:
+def _concurrency_range(ctx: click.Context, param: click.Parameter, value: str) -> str:
     parts = value.split(":")
     if not 1 <= len(parts) <= 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
         raise click.BadParameter(f"{value!r}: expected START[:END[:STEP]] of positive integers, e.g. 1:16:2")
@@ -214,8 +218,9 @@ def _concurrency_range(ctx, param, value: str) -> str:
               help="Save the table as CSV (ms; a stable column marks levels perf_analyzer could not stabilise).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Save a throughput/latency plot (PNG).")
-def perf(url, protocol, model, timeout, images, concurrency, batch_size, measurement_interval, max_trials,
-         stability, csv_path, plot_path):
+def perf(url: Optional[str], protocol: str, model: str, timeout: float, images: tuple[Path, ...], concurrency: str,
+         batch_size: int, measurement_interval: int, max_trials: int, stability: float, csv_path: Optional[Path],
+         plot_path: Optional[Path]) -> None:
     """Latency percentiles and throughput per concurrency with perf_analyzer, using real images."""
     from damo_client.perf import format_rows, plot_rows, run_perf_analyzer
     files = expand_paths(images)

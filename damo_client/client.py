@@ -15,16 +15,34 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Iterable, Optional
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Iterator, Optional, Union
 
 import numpy as np
 
-from damo_yolo import contract as C
-
-from damo_client.errors import (ContractError, DamoClientError, ImageError, InferenceError, ServerUnavailable,
-                                 WrongProtocol)
+from damo_client.errors import (
+    ContractError,
+    DamoClientError,
+    ImageError,
+    InferenceError,
+    ServerUnavailable,
+    WrongProtocol,
+)
 from damo_client.images import ImageInput, to_bytes
 from damo_client.results import Detection
+from damo_yolo import contract as C
+
+if TYPE_CHECKING:  # tritonclient ships no type information: these names document what flows where
+    import tritonclient.grpc
+    import tritonclient.grpc.aio
+    import tritonclient.http
+    import tritonclient.http.aio
+
+    SyncTriton = Union[tritonclient.http.InferenceServerClient, tritonclient.grpc.InferenceServerClient]
+    AsyncTriton = Union[tritonclient.http.aio.InferenceServerClient, tritonclient.grpc.aio.InferenceServerClient]
+    InferInput = Union[tritonclient.http.InferInput, tritonclient.grpc.InferInput]
+    InferRequestedOutput = Union[tritonclient.http.InferRequestedOutput, tritonclient.grpc.InferRequestedOutput]
+    InferResult = Union[tritonclient.http.InferResult, tritonclient.grpc.InferResult]
 
 PROTOCOLS = ("http", "grpc")
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001}
@@ -76,8 +94,9 @@ def _garbled_answer(exc: BaseException) -> bool:
 
 
 def _server_message(exc: BaseException) -> str:
-    message = exc.message() if callable(getattr(exc, "message", None)) else str(exc)
-    return str(message or exc).strip()
+    message = getattr(exc, "message", None)  # tritonclient's InferenceServerException.message(): the server's text
+    text = message() if callable(message) else str(exc)
+    return str(text or exc).strip()
 
 
 class _ClientBase:
@@ -101,11 +120,11 @@ class _ClientBase:
         self.serving: Optional[C.ServingConfig] = None  # what the model serves with (input size, defaults, K, ...)
         self.export_info: dict = {}  # how the repository was made (damo_yolo release, target, checkpoint, TensorRT)
         self.image_datatype = C.IMAGE.datatype  # UINT8 where Triton's DALI backend preprocesses
-        self._mod = None
-        self._client = None  # the tritonclient client, made on first use
+        self._mod: Optional[ModuleType] = None
+        self._client: Optional[Union[SyncTriton, AsyncTriton]] = None  # the tritonclient client, made on first use
 
     @property
-    def module(self):
+    def module(self) -> ModuleType:
         """The tritonclient module of the protocol (for InferInput)."""
         if self._mod is None:
             if self.protocol == "http":
@@ -178,7 +197,8 @@ class _ClientBase:
         self.class_names = list(self.serving.class_names)
         self.export_info = json.loads(params["export"]) if params.get("export") else {}
 
-    def _inputs(self, datas: list[bytes], score_threshold: Optional[float], iou_threshold: Optional[float]):
+    def _inputs(self, datas: list[bytes], score_threshold: Optional[float],
+                iou_threshold: Optional[float]) -> list[InferInput]:
         mod, n = self.module, len(datas)
         if self.image_datatype == C.IMAGE_ENCODED.datatype:  # the files' bytes, zero-padded to the longest
             rows = np.zeros((n, max(len(d) for d in datas)), np.uint8)
@@ -199,10 +219,10 @@ class _ClientBase:
                 inputs.append(tensor)
         return inputs
 
-    def _outputs(self):
+    def _outputs(self) -> list[InferRequestedOutput]:
         return [self.module.InferRequestedOutput(name) for name in OUTPUTS]
 
-    def _parse(self, result) -> list[list[Detection]]:
+    def _parse(self, result: InferResult) -> list[list[Detection]]:
         num = result.as_numpy(C.NUM_DETECTIONS.name).reshape(-1)
         boxes, scores, classes = (result.as_numpy(t.name) for t in (C.BOXES, C.SCORES, C.CLASSES))
         out = []
@@ -216,12 +236,13 @@ class _ClientBase:
         return self.class_names[class_id] if 0 <= class_id < len(self.class_names) else f"class_{class_id}"
 
     @property
-    def _as_json(self) -> dict:
+    def _as_json(self) -> dict[str, bool]:
         """gRPC answers metadata as protobuf unless asked for JSON; HTTP always answers JSON."""
         return {"as_json": True} if self.protocol == "grpc" else {}
 
     @staticmethod
-    def _encode(images: list[ImageInput], score_threshold, iou_threshold) -> list[bytes]:
+    def _encode(images: list[ImageInput], score_threshold: Optional[float],
+                iou_threshold: Optional[float]) -> list[bytes]:
         """Check the thresholds and turn every image into the encoded bytes to send (before any request)."""
         if score_threshold is not None:
             C.SCORE_RANGE.check("score_threshold", score_threshold)
@@ -241,7 +262,8 @@ class _ClientBase:
             except ImageDecodeError as exc:
                 raise ImageError(f"image {i}: {exc} (not sent)") from None
 
-    def _requests(self, datas: list[bytes], score_threshold, iou_threshold) -> Iterable[list]:
+    def _requests(self, datas: list[bytes], score_threshold: Optional[float],
+                  iou_threshold: Optional[float]) -> Iterator[list[InferInput]]:
         """The inputs of each request: the images in groups of the model's batch limit."""
         step = self.max_batch_size or 1
         for i in range(0, len(datas), step):
@@ -251,8 +273,10 @@ class _ClientBase:
 class DamoClient(_ClientBase):
     """A synchronous client; safe to use from one thread (make one per thread)."""
 
+    _client: Optional[SyncTriton]
+
     @property
-    def triton(self):
+    def triton(self) -> SyncTriton:
         """The underlying tritonclient InferenceServerClient."""
         if self._client is None:
             if self.protocol == "http":
@@ -262,7 +286,7 @@ class DamoClient(_ClientBase):
                 self._client = self.module.InferenceServerClient(self.url)
         return self._client
 
-    def _call(self, what: str, method: str, *args, **kwargs):
+    def _call(self, what: str, method: str, *args: object, **kwargs: object) -> Any:
         """``self.triton.<method>(...)``, retried with backoff on connection errors only."""
         if self.protocol == "grpc":
             kwargs.setdefault("client_timeout", self.timeout)
@@ -326,18 +350,20 @@ class DamoClient(_ClientBase):
             finally:
                 self._client = None
 
-    def __enter__(self):
+    def __enter__(self) -> DamoClient:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
 class AsyncDamoClient(_ClientBase):
     """The asyncio client (tritonclient.http.aio / grpc.aio): the same methods, awaited."""
 
+    _client: Optional[AsyncTriton]
+
     @property
-    def triton(self):
+    def triton(self) -> AsyncTriton:
         if self._client is None:
             if self.protocol == "http":
                 import tritonclient.http.aio as aio
@@ -347,7 +373,7 @@ class AsyncDamoClient(_ClientBase):
                 self._client = aio.InferenceServerClient(self.url)
         return self._client
 
-    async def _call(self, what: str, name: str, *args, **kwargs):
+    async def _call(self, what: str, name: str, *args: object, **kwargs: object) -> Any:
         for attempt in range(self.retries + 1):
             try:
                 return await asyncio.wait_for(getattr(self.triton, name)(*args, **kwargs), self.timeout)
@@ -394,8 +420,8 @@ class AsyncDamoClient(_ClientBase):
             finally:
                 self._client = None
 
-    async def __aenter__(self):
+    async def __aenter__(self) -> AsyncDamoClient:
         return self
 
-    async def __aexit__(self, *exc):
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()

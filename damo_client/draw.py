@@ -11,8 +11,9 @@ from damo_client.results import Detection
 def _colour(class_id: int) -> tuple[int, int, int]:
     hue = (class_id * 47) % 180  # well-spread hues, the same colour for a class in every image
     import cv2
-    bgr = cv2.cvtColor(np.uint8([[[hue, 200, 230]]]), cv2.COLOR_HSV2BGR)[0, 0]
-    return tuple(int(v) for v in bgr)
+    bgr = cv2.cvtColor(np.array([[[hue, 200, 230]]], dtype=np.uint8), cv2.COLOR_HSV2BGR)[0, 0]
+    blue, green, red = (int(v) for v in bgr)
+    return blue, green, red
 
 
 def annotate(image: np.ndarray, detections: list[Detection], scores: bool = True) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import BinaryIO, Union
+from typing import BinaryIO, Iterable, Union
 
 import numpy as np
 
@@ -51,7 +51,7 @@ def encode_array(array: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def expand_paths(paths) -> list[Path]:
+def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     """Files as given, folders expanded to their JPEG/PNG files (sorted)."""
     out = []
     for p in map(Path, paths):

@@ -22,9 +22,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
-from damo_yolo import contract as C
-
 from damo_client.errors import DamoClientError
+from damo_yolo import contract as C
 
 LIBRARIES = {"libb64.so.0d": "libb64-*.so.0d", "libcudart.so.12": "libcudart-*.so.12*"}
 SETUP_HINT = ("install the server extra (`pip install damo-yolo[server]`, or `bash scripts/setup.sh`), or provide "

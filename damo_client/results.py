@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Iterable, SupportsFloat
 
 
-def coco_row(image_id: int, category_id: int, box, score: float) -> dict:
+def coco_row(image_id: int, category_id: int, box: Iterable[SupportsFloat], score: float) -> dict:
     """One COCO results entry from an (x1, y1, x2, y2) box: ``bbox`` is (x, y, width, height). The one
     rounding policy of every results file the project writes: boxes to 0.01 px, scores to 5 decimals
     (far below what changes a COCO metric, and half the file of full floats)."""

@@ -151,7 +151,7 @@ class ServingConfig:
     max_pixels: int = MAX_PIXELS  # larger images are refused from their header (0: no limit)
     model_file: str = MODEL_FILE
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise the types once, here
         set_(self, "input_size", tuple(int(v) for v in self.input_size))
         set_(self, "class_names", tuple(str(v) for v in self.class_names))
@@ -204,9 +204,9 @@ class ServingConfig:
     def summary(self) -> str:
         """One line for people: the served defaults and what the model takes."""
         plan = "" if self.plan_score_threshold is None else f" (the plan's NMS keeps > {self.plan_score_threshold:g})"
-        return (f"score > {self.score_threshold:g}{plan}, NMS IoU {self.iou_threshold:g}, at most {self.max_detections} "
-                f"boxes per image; input {self.input_size[0]}x{self.input_size[1]} ({self.resize}), {self.precision}, "
-                f"{self.decoder} decoding, {len(self.class_names)} classes")
+        return (f"score > {self.score_threshold:g}{plan}, NMS IoU {self.iou_threshold:g}, "
+                f"at most {self.max_detections} boxes per image; input {self.input_size[0]}x{self.input_size[1]} "
+                f"({self.resize}), {self.precision}, {self.decoder} decoding, {len(self.class_names)} classes")
 
     def with_defaults(self, score_threshold: Optional[float] = None,
                       iou_threshold: Optional[float] = None) -> "ServingConfig":

@@ -110,7 +110,8 @@ def measure_latency(repo: Path, server, images: list[bytes], runs: int) -> dict:
     out = {"in_process": [], "tritonclient": [], "sdk": []}
     with DamoClient(server.http_url) as client:
         client.connect()
-        calls = (("in_process", in_process), ("tritonclient", bare_call), ("sdk", lambda i: client.detect(images[i % n])))
+        calls = (("in_process", in_process), ("tritonclient", bare_call),
+                 ("sdk", lambda i: client.detect(images[i % n])))
         for i in range(runs + 3):
             for key, fn in calls:
                 start = time.perf_counter()
@@ -251,12 +252,14 @@ def _report(results: dict) -> str:
                           ("nms", "score filter + NMS + top-K")):
             lines.append(f"| {name} | {st[key]['p50']:.2f} | {st[key]['p90']:.2f} |")
         for key, name in (("in_process", "**in-process pipeline** (CpuPipeline, one process)"),
-                          ("tritonclient", "**served**, bare tritonclient (HTTP)"), ("sdk", "served, DamoClient.detect")):
+                          ("tritonclient", "**served**, bare tritonclient (HTTP)"),
+                          ("sdk", "served, DamoClient.detect")):
             lines.append(f"| {name} | {lat[key]['p50']:.2f} | {lat[key]['p90']:.2f} |")
         if m.get("worst_case"):
             w = m["worst_case"]
             lines.append(f"| worst request, score 0 (served) | {w['p50']:.1f} | {w['p90']:.1f} |")
-        lines += ["", "| concurrency | batching: images/s | p50 ms | p99 ms | no batching: images/s | p50 ms | p99 ms |",
+        lines += ["",
+                  "| concurrency | batching: images/s | p50 ms | p99 ms | no batching: images/s | p50 ms | p99 ms |",
                   "|---|---|---|---|---|---|---|"]
         for on, off in zip(m["load"]["dynamic_batching"], m["load"]["no_batching"]):
             mark = "" if on.get("stable", True) and off.get("stable", True) else " (unstable)"
@@ -310,7 +313,8 @@ def main(argv=None) -> int:
     if not images:
         raise SystemExit(f"no .jpg images in {args.images}")
     results = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-               "machine": f"{platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores".replace(" ,", ","),
+               "machine": (f"{platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores"
+                           .replace(" ,", ",")),
                "images": len(images), "runs": args.runs, "models": []}
     with tempfile.TemporaryDirectory(prefix="damo-bench-") as tmp:
         results["models"].append(benchmark_model("Ns 256", args.checkpoint, None, images, args, Path(tmp), False))

@@ -88,7 +88,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "perf" / "results")
     args = parser.parse_args(argv)
     results = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-               "machine": f"{platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores".replace(" ,", ","),
+               "machine": (f"{platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores"
+                           .replace(" ,", ",")),
                "runs": args.runs, "calibration": str(args.calibration_images), "models": []}
     with tempfile.TemporaryDirectory(prefix="damo-int8-") as tmp:
         results["models"].append(measure("Ns", args.checkpoint, None, args.calibration_images, args.runs, Path(tmp)))

@@ -12,7 +12,6 @@ import argparse
 import json
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parents[1]
 THRESHOLDS = (0.03, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8)
 
@@ -21,9 +20,9 @@ def detections(checkpoint: Path, ann_file: Path, img_dir: Path, max_detections: 
     """COCO results of the checkpoint on every val image (score > 0.01, the postprocess the server runs)."""
     import torch
 
+    from damo_client.results import coco_row
     from damo_yolo.data.preprocess import decode_image, preprocess
     from damo_yolo.models import load_model
-    from damo_client.results import coco_row
     from damo_yolo.postprocess import postprocess
     model, meta = load_model(checkpoint)
     model.eval()
@@ -36,7 +35,8 @@ def detections(checkpoint: Path, ann_file: Path, img_dir: Path, max_detections: 
         with torch.inference_mode():
             scores, boxes = model(torch.from_numpy(chw)[None])
         b, s, c = postprocess(scores[0].numpy(), boxes[0].numpy(), 0.01, meta.iou_threshold, max_detections)
-        results += [coco_row(im["id"], cat_ids[int(cls)], box, score) for box, score, cls in zip(info.to_original(b), s, c)]
+        results += [coco_row(im["id"], cat_ids[int(cls)], box, score)
+                    for box, score, cls in zip(info.to_original(b), s, c)]
     return results
 
 
@@ -56,8 +56,8 @@ def main() -> None:
     (args.out / "thresholds.json").write_text(json.dumps({"rows": rows, "best_f1": best}, indent=1) + "\n")
     lines = ["# Served default score threshold", "",
              f"`{args.checkpoint.relative_to(ROOT) if args.checkpoint.is_relative_to(ROOT) else args.checkpoint}` "
-             f"on the {len(json.loads(ann.read_text())['images'])} images of the synthetic val split (seed 0), IoU 0.5, "
-             f"at most {args.max_detections} boxes per image, pycocotools matching. Made by "
+             f"on the {len(json.loads(ann.read_text())['images'])} images of the synthetic val split (seed 0), "
+             f"IoU 0.5, at most {args.max_detections} boxes per image, pycocotools matching. Made by "
              f"`perf/serving_thresholds.py`.", "",
              "| score > | precision | recall | F1 | boxes / image |", "|---|---|---|---|---|"]
     lines += [f"| {r['threshold']:.2f} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | "

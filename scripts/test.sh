@@ -4,6 +4,11 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
+# the house's checks first (seconds): lint + import order, then types (configuration: pyproject.toml)
+echo "[test] ruff check ."
+.venv/bin/ruff check . || { echo "[test] ruff found problems (ruff check --fix . mends import order)"; exit 1; }
+echo "[test] mypy"
+.venv/bin/mypy || { echo "[test] mypy found type errors"; exit 1; }
 .venv/bin/python -m pytest "$@"
 rc=$?
 if [ $rc -eq 5 ]; then  # pytest: no test collected (an empty selection is not a failure)

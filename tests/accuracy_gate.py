@@ -37,7 +37,8 @@ def gate_report(pytorch: dict, served: dict) -> str:
     names = list(pytorch["per_class"])
     width = max(len(n) for n in names + ["class"])
     lines = [f"accuracy gate: PyTorch mAP {pytorch['mAP']:.4f}, served mAP {served['mAP']:.4f} "
-             f"(difference {served['mAP'] - pytorch['mAP']:+.4f}; gate: >= {MIN_MAP}, |diff| <= {MAX_SERVED_DIFFERENCE})",
+             f"(difference {served['mAP'] - pytorch['mAP']:+.4f}; gate: >= {MIN_MAP}, "
+             f"|diff| <= {MAX_SERVED_DIFFERENCE})",
              f"{'class':<{width}}  PyTorch AP  served AP"]
     lines += [f"{n:<{width}}  {pytorch['per_class'][n]:>10.4f}  {served['per_class'].get(n, 0.0):>9.4f}" for n in names]
     lines.append(f"{'mAP_50':<{width}}  {pytorch['mAP_50']:>10.4f}  {served['mAP_50']:>9.4f}")

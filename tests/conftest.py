@@ -40,7 +40,8 @@ def trained_synthetic(tmp_path_factory, shared_dir) -> dict:
     cache = os.environ.get("DAMO_TEST_CACHE")  # developers: keep the trained model between pytest runs
     if cache and (Path(cache) / "train_small" / "run" / "best.pth").is_file():
         work, data = Path(cache) / "train_small", Path(cache) / "synthetic_small"
-        return {"data": data, "config": work / "small.py", "work_dir": work / "run", "checkpoint": work / "run" / "best.pth"}
+        return {"data": data, "config": work / "small.py", "work_dir": work / "run",
+                "checkpoint": work / "run" / "best.pth"}
     root = Path(cache) if cache else None
     data = make_synthetic(root / "synthetic_small" if root else tmp_path_factory.mktemp("synthetic_small"), 400, 100,
                           256, shared_dir / "data" / "images")
@@ -57,8 +58,9 @@ def trained_synthetic(tmp_path_factory, shared_dir) -> dict:
 def served_synthetic(trained_synthetic, tmp_path_factory):
     """The trained synthetic model exported (CPU target) with the checkpoint's evaluation thresholds, so served
     answers compare with the PyTorch model's evaluation, and served by the real tritonserver on free ports."""
-    from damo_yolo.tools.export import export_repository
     from serving import running_server
+
+    from damo_yolo.tools.export import export_repository
     repo = export_repository(trained_synthetic["checkpoint"], tmp_path_factory.mktemp("served") / "triton_models",
                              thresholds="evaluation")
     with running_server(repo, repo.parent / "server.log") as server:

@@ -23,7 +23,9 @@ FLOAT32_SCORE_TOL, FLOAT32_BOX_TOL = 3e-4, 0.06  # float32 on any x86 CPU agains
 
 def max_abs_diff(got, want) -> float:
     """Largest absolute difference, computed in float64 (numpy arrays or torch tensors)."""
-    as64 = lambda t: t.detach().double().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t, np.float64)
+    def as64(t):
+        return t.detach().double().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t, np.float64)
+
     a, b = as64(got), as64(want)
     assert a.shape == b.shape, f"shapes differ: {a.shape} vs {b.shape}"
     return float(np.abs(a - b).max()) if a.size else 0.0

@@ -101,12 +101,12 @@ def write_gpu_layout(repo: Path, name: str, model, meta, defect: str = "") -> No
     for (``defect``: a deliberately wrong plan, see tests/stand_ins/end2end_plan.py)."""
     import shutil
 
+    from tritonclient.grpc import model_config_pb2 as pb
+
     from damo_yolo.serving.dali_preprocess import serialize_pipeline
     from damo_yolo.serving.onnx_export import export_onnx
-    from damo_yolo.serving.repository import (RepositorySpec, config_text, parse_config, step_names,
-                                             write_repository)
+    from damo_yolo.serving.repository import RepositorySpec, config_text, parse_config, step_names, write_repository
     from damo_yolo.tools.export import ExportOptions
-    from tritonclient.grpc import model_config_pb2 as pb
     h, w = meta.input_size
     # served default 0.5 over a plan whose NMS keeps everything above the checkpoint's 0.03 (as damo-export does)
     serving = ExportOptions(target="gpu", score_threshold=SERVED_DEFAULT,

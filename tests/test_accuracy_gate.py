@@ -8,7 +8,6 @@ from __future__ import annotations
 import shutil
 
 import pytest
-
 from accuracy_gate import MIN_MAP, gate_failures, gate_report
 from serving import running_server
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from numerics import assert_float32_close
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,9 +20,8 @@ REPO = ROOT / "triton_models"
 
 
 def test_committed_repository_is_the_demo_checkpoint_exported(tmp_path):
-    from damo_yolo.serving.repository import validate_repository
+    from damo_yolo.serving.repository import repository_summary, validate_repository
     from damo_yolo.tools.export import export_repository
-    from damo_yolo.serving.repository import repository_summary
     validate_repository(REPO)
     assert repository_summary(REPO)["checkpoint_sha256"] == hashlib.sha256(CHECKPOINT.read_bytes()).hexdigest()
     fresh = export_repository(CHECKPOINT, tmp_path / "triton_models")
@@ -113,7 +111,8 @@ def test_the_shipped_synthetic_config_has_the_demo_models_settings():
     moved = {  # the record's train data set arguments → today's transforms
         "input_size": f"{pipeline}.Resize.scale", "keep_ratio": f"{pipeline}.Resize.keep_ratio",
         "mosaic_size": f"{pipeline}.Mosaic.img_scale", "mosaic_prob": f"{pipeline}.Mosaic.prob",
-        "degrees": f"{pipeline}.RandomAffine.max_rotate_degree", "translate": f"{pipeline}.RandomAffine.max_translate_ratio",
+        "degrees": f"{pipeline}.RandomAffine.max_rotate_degree",
+        "translate": f"{pipeline}.RandomAffine.max_translate_ratio",
         "scale": f"{pipeline}.RandomAffine.scaling_ratio_range", "shear": f"{pipeline}.RandomAffine.max_shear_degree",
         "mixup_prob": f"{pipeline}.MixUp.prob", "hsv_gains": f"{pipeline}.RandomHSV.gains",
     }

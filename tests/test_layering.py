@@ -29,7 +29,8 @@ def test_nothing_outside_the_triton_adapters_imports_them():
     for path in sorted((ROOT / "damo_yolo").rglob("*.py")) + sorted((ROOT / "damo_client").rglob("*.py")):
         if TRITON in path.parents:
             continue
-        hits = [name for name in _imports(path) if name == "damo_yolo.serving.triton" or name.startswith("damo_yolo.serving.triton.")]
+        hits = [name for name in _imports(path)
+                if name == "damo_yolo.serving.triton" or name.startswith("damo_yolo.serving.triton.")]
         offenders += [f"{path.relative_to(ROOT)}: {name}" for name in hits]
     assert not offenders, offenders
 

@@ -49,3 +49,14 @@ def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
     assert "bash scripts/test.sh" in readme and "scripts/test.sh" in ci
+
+
+def test_the_checks_contributors_run_are_the_ones_ci_runs():
+    """scripts/test.sh runs ruff and mypy before pytest; the pre-commit hooks run the same pinned versions."""
+    import re
+    script = (ROOT / "scripts" / "test.sh").read_text()
+    assert script.index(".venv/bin/ruff check .") < script.index(".venv/bin/mypy") < script.index("-m pytest")
+    pins = dict(re.findall(r'"(ruff|mypy)==([\d.]+)"', (ROOT / "setup.py").read_text()))
+    hooks = (ROOT / ".pre-commit-config.yaml").read_text()
+    assert f"rev: v{pins['ruff']}" in hooks and "entry: .venv/bin/mypy" in hooks
+    assert metadata.version("ruff") == pins["ruff"] and metadata.version("mypy") == pins["mypy"]

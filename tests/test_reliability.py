@@ -10,13 +10,12 @@ import sys
 import threading
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
+from serving import start_server, tree_rss_mb
 
 from damo_client import DamoClient, ServerUnavailable
 from damo_yolo.serving.tritonserver import LocalServer
-from serving import start_server, tree_rss_mb
 
 pytestmark = pytest.mark.slow
 LOAD_SECONDS = 60

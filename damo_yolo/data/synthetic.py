@@ -2,8 +2,8 @@
 
 Each class has its own shape, colour family and texture, so the classes are learnable but not trivial;
 objects range from ~12 px to half the image, overlap partially (at most 35% of an object is hidden, and
-its box and polygon outline are those of its visible part), and sit on crops of real photographs (``--backgrounds``: a folder
-of images; default ../shared/data/images when present) or on procedural textures.
+its box and polygon outline are those of its visible part), and sit on crops of real photographs
+(``--backgrounds``: a folder of images; default ../shared/data/images when present) or on procedural textures.
 
     python -m damo_yolo.data.synthetic --out data/synthetic --train 800 --val 200 --size 320 --seed 0
 
@@ -161,7 +161,8 @@ def render_image(rng: np.random.Generator, h: int, w: int, photos: Sequence[np.n
     """One RGB image and its objects: dicts with ``label``, ``bbox`` (x, y, w, h), ``area`` and
     ``segmentation`` (the visible part's outline)."""
     use_photo = photos and rng.random() < 0.8
-    image = (_photo_background(photos, h, w, rng) if use_photo else _procedural_background(h, w, rng)).astype(np.float32)
+    image = (_photo_background(photos, h, w, rng) if use_photo
+             else _procedural_background(h, w, rng)).astype(np.float32)
     owner = np.full((h, w), -1, np.int32)  # which object each pixel shows
     placed: list[tuple[int, int]] = []  # (label, full mask pixel count)
     min_size, max_size = 12, max(13, min(h, w) // 2)
@@ -170,7 +171,8 @@ def render_image(rng: np.random.Generator, h: int, w: int, photos: Sequence[np.n
         size = int(round(math.exp(rng.uniform(math.log(min_size), math.log(max_size)))))
         mask = _shape_mask(CLASSES[label].name, size, rng).astype(bool)
         for _attempt in range(10):
-            x0, y0 = int(rng.integers(-size // 4, w - size + size // 4 + 1)), int(rng.integers(-size // 4, h - size + size // 4 + 1))
+            x0, y0 = (int(rng.integers(-size // 4, w - size + size // 4 + 1)),
+                      int(rng.integers(-size // 4, h - size + size // 4 + 1)))
             ys, xs = np.nonzero(mask)
             ys, xs = ys + y0, xs + x0
             inside = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)

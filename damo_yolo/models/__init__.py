@@ -2,8 +2,17 @@
 from __future__ import annotations
 
 from .builder import build_model
-from .checkpoint import (CheckpointError, CheckpointMeta, detector_weights, infer_variant, load_checkpoint, load_model,
-                         load_state_dict_strict, read_checkpoint, save_checkpoint)
+from .checkpoint import (
+    CheckpointError,
+    CheckpointMeta,
+    detector_weights,
+    infer_variant,
+    load_checkpoint,
+    load_model,
+    load_state_dict_strict,
+    read_checkpoint,
+    save_checkpoint,
+)
 from .detector import DAMOYOLO
 from .layers import RepConv, reparameterize_model
 from .zoo import COCO_CLASSES, MODEL_CFGS, ModelCfg, get_model_cfg, list_models

@@ -13,8 +13,9 @@ costs nothing more.
 """
 from __future__ import annotations
 
+import functools
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Hashable, Optional, Sequence
+from typing import Callable, Hashable, Optional, Sequence, Union
 
 import numpy as np
 
@@ -24,6 +25,9 @@ from damo_yolo.data.preprocess import MAX_PIXELS, ImageDecodeError, check_image,
 from damo_yolo.postprocess import postprocess
 from damo_yolo.serving.detections import pack
 from damo_yolo.serving.resources import cpu_limit
+
+Decoded = tuple[np.ndarray, np.ndarray, np.ndarray]  # images [n, 3, H, W] float32, scales [n, 2], sizes [n, 2]
+Detections = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # the contract's four outputs
 
 
 class Cancelled(Exception):
@@ -42,11 +46,12 @@ class OpenCVDecoder:
     def _one(self, data):
         return preprocess(decode_image(data, self.max_pixels), self.size, self.resize, self.pad_value)
 
-    def decode(self, per_request: dict) -> dict:
+    def decode(self, per_request: dict) -> dict[Hashable, Union[Decoded, Exception]]:
         """key → its images' tensors, or the ImageDecodeError naming the first bad image."""
         flat = [(key, i, data) for key, images in per_request.items() for i, data in enumerate(images)]
         outcomes = list(_map(self.pool, lambda item: _attempt(_named, item[1], self._one, item[2]), flat))
-        results, by_key = {}, {}
+        results: dict[Hashable, Union[Decoded, Exception]] = {}
+        by_key: dict[Hashable, list] = {}
         for (key, _, _), outcome in zip(flat, outcomes):
             by_key.setdefault(key, []).append(outcome)
         for key, items in by_key.items():
@@ -68,11 +73,10 @@ class DaliDecoder:
     def __init__(self, input_size, resize: str, pad_value: float, max_batch_size: int, threads: int,
                  max_pixels: int = MAX_PIXELS):
         self.max_batch_size, self.max_pixels = max(1, int(max_batch_size)), max_pixels
-        self.options = dict(input_size=tuple(input_size), resize=resize, pad_value=pad_value,
-                            max_batch_size=self.max_batch_size, device="cpu", num_threads=threads)
         from damo_yolo.serving.dali_preprocess import build_pipeline
-        self._build = build_pipeline
-        self.pipe = build_pipeline(**self.options)
+        self._build = functools.partial(build_pipeline, tuple(input_size), resize, pad_value, self.max_batch_size,
+                                        device="cpu", num_threads=threads)
+        self.pipe = self._build()
 
     def _run(self, arrays):
         from damo_yolo.serving.dali_preprocess import INPUT_NAME
@@ -80,12 +84,13 @@ class DaliDecoder:
             self.pipe.feed_input(INPUT_NAME, arrays)
             return [np.array(tl.as_tensor()) for tl in self.pipe.run()]  # copies: the next run reuses DALI's buffers
         except RuntimeError:
-            self.pipe = self._build(**self.options)  # a failed run may leave the pipeline unusable
+            self.pipe = self._build()  # a failed run may leave the pipeline unusable
             raise
 
     def _groups(self, per_request: dict):
         """Keys in runs of at most max_batch_size images, no request split across two runs."""
-        group, count = [], 0
+        group: list[Hashable] = []
+        count = 0
         for key, arrays in per_request.items():
             if group and count + len(arrays) > self.max_batch_size:
                 yield group
@@ -95,8 +100,8 @@ class DaliDecoder:
         if group:
             yield group
 
-    def _decode_checked(self, per_request: dict) -> dict:
-        results = {}
+    def _decode_checked(self, per_request: dict) -> dict[Hashable, Union[Decoded, Exception]]:
+        results: dict[Hashable, Union[Decoded, Exception]] = {}
         for group in self._groups(per_request):
             try:
                 images, scales, sizes = self._run([a for key in group for a in per_request[key]])
@@ -118,7 +123,8 @@ class DaliDecoder:
         return check_image(data, self.max_pixels)
 
     def decode(self, per_request: dict) -> dict:
-        results, checked = {}, {}
+        results: dict[Hashable, Union[Decoded, Exception]] = {}
+        checked: dict[Hashable, list] = {}
         for key, images in per_request.items():
             try:
                 checked[key] = [_named(i, self._check, data)[0] for i, data in enumerate(images)]
@@ -185,22 +191,40 @@ class CpuPipeline:
         self.serving.check_thresholds(score, iou)
         return score, iou
 
-    def run(self, requests: dict, cancelled: Callable[[Hashable], bool] = lambda key: False) -> dict:
+    def run(self, requests: dict, cancelled: Callable[[Hashable], bool] = lambda key: False
+            ) -> dict[Hashable, Union[Detections, Exception]]:
         """``requests``: key → (encoded images, score thresholds, IoU thresholds), one threshold per image.
         Returns key → (num_detections, boxes, scores, classes) as the contract's outputs, or the exception
         that ended the request (ImageDecodeError, ValueError, Cancelled)."""
-        results = {}
+        results: dict[Hashable, Union[Detections, Exception]] = {}
         decoded = self.decoder.decode({key: images for key, (images, _, _) in requests.items()})
-        live = []
+        live: dict[Hashable, Decoded] = {}
         for key, value in decoded.items():
             if isinstance(value, Exception):
                 results[key] = value
             elif cancelled(key):
                 results[key] = Cancelled("cancelled before the detector ran")
             else:
-                live.append(key)
+                live[key] = value
         if not live:
             return results
+        batch = np.concatenate([images for images, _, _ in live.values()])
+        scores, boxes = self.session.run([C.MODEL_SCORES.name, C.MODEL_BOXES.name], {C.MODEL_INPUT.name: batch})
+        jobs, start = [], 0
+        for key, (images, _, _) in live.items():
+            _, score_thr, iou_thr = requests[key]
+            for j in range(len(images)):
+                jobs.append((start + j, float(score_thr[j]), float(iou_thr[j])))
+            start += len(images)
+        k = self.serving.max_detections
+        per_image = list(_map(self.pool, lambda job: postprocess(scores[job[0]], boxes[job[0]], job[1], job[2], k),
+                              jobs))
+        start = 0
+        for key, (_, scales, sizes) in live.items():
+            n = len(scales)
+            results[key] = pack(per_image[start:start + n], scales, sizes, k)
+            start += n
+        return results
         batch = np.concatenate([decoded[key][0] for key in live])
         scores, boxes = self.session.run([C.MODEL_SCORES.name, C.MODEL_BOXES.name], {C.MODEL_INPUT.name: batch})
         jobs, start = [], 0

@@ -33,7 +33,8 @@ def _orientation_aware(fn):
     ``decoders.image`` from DALI 2.2; before that their ``fn.experimental`` (nvImageCodec) twins — the main
     ones of DALI 1.x ignore the orientation."""
     from nvidia.dali import backend
-    if all(backend.GetSchema(op).HasArgument("adjust_orientation") for op in ("PeekImageShape", "decoders__Image")):
+    schema = backend.GetSchema  # type: ignore[attr-defined]  # the compiled backend's stub omits it
+    if all(schema(op).HasArgument("adjust_orientation") for op in ("PeekImageShape", "decoders__Image")):
         return fn.peek_image_shape, fn.decoders.image
     return fn.experimental.peek_image_shape, fn.experimental.decoders.image
 

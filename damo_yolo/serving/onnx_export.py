@@ -28,7 +28,8 @@ logger = logging.getLogger(__name__)
 
 def deploy_copy(model: DAMOYOLO) -> DAMOYOLO:
     """An eval-mode, fused, contiguous-memory copy of ``model`` (the original is left as it is)."""
-    model = copy.deepcopy(model).float().eval().to(memory_format=torch.contiguous_format)
+    # Module.to(memory_format=...) is documented and works; torch's type stubs omit the keyword
+    model = copy.deepcopy(model).float().eval().to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     return model.switch_to_deploy()
 
 
@@ -55,7 +56,7 @@ def export_onnx(model: DAMOYOLO, path: Union[str, Path], input_size: Optional[tu
             for name in OUTPUT_NAMES:
                 axes[name][1] = "num_priors"
     with torch.no_grad():
-        torch.onnx.export(net, dummy, str(path), input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+        torch.onnx.export(net, (dummy,), str(path), input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
                           dynamic_axes=axes or None, opset_version=opset, do_constant_folding=True, dynamo=False)
     graph = onnx.load(str(path))
     if simplify:

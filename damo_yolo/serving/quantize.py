@@ -68,8 +68,13 @@ def quantize_onnx(fp32_path: Union[str, Path], out_path: Union[str, Path], calib
                   input_size: tuple[int, int], resize: str = "stretch", pad_value: float = 0.0,
                   max_images: int = CALIBRATION_IMAGES) -> Path:
     """Write the Q/DQ INT8 version of the FP32 detector ONNX ``fp32_path`` to ``out_path``."""
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     images = CalibrationImages(calibration_images, input_size, resize, pad_value, max_images)

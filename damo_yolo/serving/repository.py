@@ -221,8 +221,8 @@ def _write_model_py(model_dir: Path, module: str) -> None:
     if not (TEMPLATES / f"{module}.py").is_file():
         raise FileNotFoundError(TEMPLATES / f"{module}.py")
     (model_dir / "1" / "model.py").write_text(
-        f'"""Written by damo-export: the {module.replace("_", " ")} model of this DAMO-YOLO repository; the code is the '
-        f'installed damo_yolo package\'s."""\n'
+        f'"""Written by damo-export: the {module.replace("_", " ")} model of this DAMO-YOLO repository;\n'
+        f'the code is the installed damo_yolo package\'s."""\n'
         f"from damo_yolo.serving.triton.{module} import TritonPythonModel  # noqa: F401\n")
 
 
@@ -233,8 +233,6 @@ def write_repository(spec: RepositorySpec, out_dir, num_priors: int, onnx_path: 
     out = Path(out_dir)
     names = step_names(spec.name)
     configs = model_configs(spec, num_priors)
-    if spec.target == "cpu" and onnx_path is None:
-        raise ValueError("the CPU target needs the detector's ONNX graph")
     for name in {spec.name, *names.values()}:
         if (out / name).exists():
             shutil.rmtree(out / name)
@@ -242,6 +240,8 @@ def write_repository(spec: RepositorySpec, out_dir, num_priors: int, onnx_path: 
         (out / name / "1").mkdir(parents=True)
         (out / name / "config.pbtxt").write_text(config_text(config))
     if spec.target == "cpu":
+        if onnx_path is None:
+            raise ValueError("the CPU target needs the detector's ONNX graph")
         _write_model_py(out / spec.name, "pipeline")
         shutil.copy2(onnx_path, out / spec.name / "1" / spec.serving.model_file)
     else:
@@ -318,7 +318,8 @@ def _ensemble_steps(repo: Path, ens, load, problems: list, require_artifacts: bo
         if t.name not in known:
             problems.append(f"{ens.name}: output {t.name!r} is produced by no step")
         elif known[t.name] != (t.data_type, list(t.dims)):
-            problems.append(f"{ens.name}: output {t.name!r} is {(t.data_type, list(t.dims))}, steps give {known[t.name]}")
+            problems.append(f"{ens.name}: output {t.name!r} is {(t.data_type, list(t.dims))}, "
+                            f"steps give {known[t.name]}")
     return steps
 
 

@@ -160,6 +160,6 @@ def build_engine(onnx_path: Union[str, Path], plan_path: Union[str, Path], optio
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise RuntimeError(f"TensorRT could not build an engine from {onnx_path} (see the log above)")
-    if cache is not None:
+    if cache is not None and options.timing_cache is not None:
         atomic_write_bytes(options.timing_cache, bytes(cache.serialize()))
     return atomic_write_bytes(plan_path, bytes(plan))

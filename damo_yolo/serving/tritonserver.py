@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import sysconfig
 from pathlib import Path
@@ -113,7 +114,7 @@ class LocalServer:
         self.log_path = Path(log_path) if log_path else self.repo.parent / "tritonserver.log"
         self.extra_args = list(extra_args)
         self.http_port, self.grpc_port, self.metrics_port = free_ports(3)
-        self.proc = None
+        self.proc: Optional[subprocess.Popen] = None
 
     @property
     def http_url(self) -> str:
@@ -128,7 +129,6 @@ class LocalServer:
 
     def start(self) -> "LocalServer":
         """Start the server and wait until the model is ready; RuntimeError (with the log's tail) otherwise."""
-        import subprocess
         import time
         import urllib.request
         args = ["--model-repository", str(self.repo), f"--http-port={self.http_port}",
@@ -139,7 +139,7 @@ class LocalServer:
         command = ([binary, *(f"{option}=127.0.0.1" for option in LOCAL_ONLY), *args] if binary
                    else [sys.executable, "-m", "damo_yolo.serving.tritonserver", *args])
         with open(self.log_path, "w") as log:
-            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+            proc = self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=self.env)
         url = f"http://{self.http_url}/v2/models/{self.model}/ready"
         deadline = time.time() + self.ready_timeout
         while True:
@@ -149,14 +149,13 @@ class LocalServer:
                         return self
             except OSError:
                 pass
-            if self.proc.poll() is not None or time.time() > deadline:
+            if proc.poll() is not None or time.time() > deadline:
                 self.stop()
                 raise RuntimeError(f"tritonserver did not get {self.model} ready within {self.ready_timeout:g} s "
                                    f"(log {self.log_path}):\n{self.log_tail()}")
             time.sleep(0.3)
 
     def stop(self, timeout: float = 30.0) -> None:
-        import subprocess
         if self.proc is None or self.proc.poll() is not None:
             return
         self.proc.terminate()

@@ -199,9 +199,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                         help="cpu: python backends + onnxruntime; gpu: TensorRT plan (needs a GPU)")
     parser.add_argument("--name", default=default.name, help="model name clients call")
     parser.add_argument("--thresholds", choices=THRESHOLD_SETS, default=default.thresholds,
-                        help=f"served defaults when a request sets none: serving = score > {C.SERVING_SCORE_THRESHOLD:g}, "
-                             f"{C.SERVING_MAX_DETECTIONS} boxes (best F1 on the synthetic set, "
-                             f"perf/results/thresholds.md); evaluation = the checkpoint's own (for mAP)")
+                        help=f"served defaults when a request sets none: serving = score > "
+                             f"{C.SERVING_SCORE_THRESHOLD:g}, {C.SERVING_MAX_DETECTIONS} boxes (best F1 on the "
+                             f"synthetic set, perf/results/thresholds.md); evaluation = the checkpoint's own (for mAP)")
     parser.add_argument("--score-threshold", type=float, help="served default score threshold (overrides --thresholds)")
     parser.add_argument("--iou-threshold", type=float, help="served default NMS IoU (default: the checkpoint's)")
     parser.add_argument("--max-detections", type=int, help="boxes per image, K (overrides --thresholds)")
@@ -226,8 +226,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                              "the decoded image takes 3 bytes a pixel per concurrent decode")
     parser.add_argument("--trusted", action="store_true", help="allow pickled Python objects in the checkpoint")
     args = parser.parse_args(argv)
-    from damo_yolo.serving.tensorrt_builder import TensorRTUnavailable
     from damo_yolo.models import CheckpointError
+    from damo_yolo.serving.tensorrt_builder import TensorRTUnavailable
     try:
         options = {f.name: getattr(args, f.name) for f in fields(ExportOptions) if hasattr(args, f.name)}
         out = export_repository(args.checkpoint, args.out,

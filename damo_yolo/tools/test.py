@@ -6,8 +6,8 @@
 The checkpoint may be the project's own (``best.pth``/``latest.pth``), an mmengine one from
 ``damo-train`` or an official DAMO-YOLO ``.pth``. Detections are post-processed by the reference's
 evaluation protocol (every candidate into NMS, boxes as predicted); ``--served-postprocess`` applies the
-serving backend's guards instead (what the accuracy gate compares the served model with). Prints COCO mAP (and per-class AP); exits 1 with a
-one-line reason when the config, checkpoint or data cannot be used.
+serving backend's guards instead (what the accuracy gate compares the served model with). Prints COCO mAP
+(and per-class AP); exits 1 with a one-line reason when the config, checkpoint or data cannot be used.
 """
 from __future__ import annotations
 
@@ -25,10 +25,8 @@ def evaluate(cfg, checkpoint: str, batch_size: int = 8, num_workers: int = 2, js
     import torch
     from mmengine.registry import DATASETS, MODELS
 
-    from damo_yolo.models import CheckpointError
-
     from damo_yolo.evaluation import evaluate_coco_results
-    from damo_yolo.models import load_model
+    from damo_yolo.models import CheckpointError, load_model
     from damo_yolo.training.data import collate_detections
     from damo_yolo.training.metric import detections_to_coco, format_per_class
 
@@ -48,7 +46,8 @@ def evaluate(cfg, checkpoint: str, batch_size: int = 8, num_workers: int = 2, js
                 results.extend(detections_to_coco(det, dataset.coco.cat_ids))
     if json_out:
         Path(json_out).write_text(json.dumps(results))
-    metrics = evaluate_coco_results(dataset.coco.ann_file, results, image_ids=[r["img_id"] for r in dataset.coco.records])
+    metrics = evaluate_coco_results(dataset.coco.ann_file, results,
+                                    image_ids=[r["img_id"] for r in dataset.coco.records])
     print(metrics["summary"])
     print(format_per_class(metrics["per_class"]))
     return metrics
@@ -69,7 +68,6 @@ def main(argv: Optional[list[str]] = None) -> int:
                              "to the image) instead of the reference's evaluation protocol")
     args = parser.parse_args(argv)
     import damo_yolo.training  # noqa: F401
-
     from damo_yolo.data.coco import DataError
     from damo_yolo.models import CheckpointError
     from damo_yolo.training.config import ConfigError, load_config

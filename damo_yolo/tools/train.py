@@ -101,8 +101,9 @@ def check_data(cfg) -> None:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
-    import damo_yolo.training  # noqa: F401  registers the DAMO-YOLO modules with mmengine
     from mmengine.runner import Runner
+
+    import damo_yolo.training  # noqa: F401  registers the DAMO-YOLO modules with mmengine
     from damo_yolo.models import CheckpointError
     try:
         cfg = build_config(args)

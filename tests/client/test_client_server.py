@@ -10,10 +10,10 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from serving import assert_same_detections, local_detections
 
 from damo_client import AsyncDamoClient, DamoClient, InferenceError
 from damo_client.cli import cli
-from serving import assert_same_detections, local_detections
 
 pytestmark = pytest.mark.slow
 

@@ -104,8 +104,10 @@ def test_training_pass_survives_an_undecodable_image(tmp_path):
         img[10:40, 20:60] = (0, 0, 255)
         cv2.imwrite(str(tmp_path / name), img)
     (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff" + b"\x00" * 50)  # a truncated JPEG
-    images = [{"id": i, "file_name": f, "height": 64, "width": 80} for i, f in enumerate(["a.jpg", "bad.jpg", "b.jpg"], 1)]
-    annotations = [{"id": i, "image_id": i, "category_id": 7, "bbox": [20, 10, 40, 30], "iscrowd": 0} for i in (1, 2, 3)]
+    images = [{"id": i, "file_name": f, "height": 64, "width": 80}
+              for i, f in enumerate(["a.jpg", "bad.jpg", "b.jpg"], 1)]
+    annotations = [{"id": i, "image_id": i, "category_id": 7, "bbox": [20, 10, 40, 30], "iscrowd": 0}
+                   for i in (1, 2, 3)]
     pipeline = [dict(type="Mosaic", img_scale=(64, 64)), dict(type="RandomAffine", img_scale=(64, 64)),
                 dict(type="MixUp", prob=1.0), dict(type="Resize", scale=(64, 64)), dict(type="PackDetInputs")]
     dataset = DetectionTrainDataset(_write(tmp_path, images, annotations), tmp_path, pipeline)

@@ -7,8 +7,8 @@ import struct
 import cv2
 import numpy as np
 import pytest
-
 from bad_inputs import CORPUS
+
 from damo_yolo.data.preprocess import ImageDecodeError, check_encoded, decode_image
 
 

@@ -24,8 +24,17 @@ import numpy as np
 import pytest
 
 from damo_yolo.data import sada
-from damo_yolo.data.sada import (COLOR_OPS, GEOMETRIC_OPS, SADA_POLICY, ScaleAwareBoxAugment, apply_color_op,
-                                 apply_geometric_op, box_sample_probs, decode_policy, sa_aug_progress)
+from damo_yolo.data.sada import (
+    COLOR_OPS,
+    GEOMETRIC_OPS,
+    SADA_POLICY,
+    ScaleAwareBoxAugment,
+    apply_color_op,
+    apply_geometric_op,
+    box_sample_probs,
+    decode_policy,
+    sa_aug_progress,
+)
 
 MIRROR = Path(os.environ.get("DAMO_YOLO_MIRROR", "/work/.mirror/tinyvision+DAMO-YOLO/repo"))
 OFFICIAL_FILES = ("damo/augmentations/__init__.py", "damo/augmentations/scale_aware_aug.py",

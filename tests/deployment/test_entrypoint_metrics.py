@@ -14,7 +14,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from test_manifests import DEPLOY, GPU_ONLY_SERIES, ROOT, promql_expressions
 
 pytestmark = pytest.mark.slow

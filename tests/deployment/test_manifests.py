@@ -147,7 +147,8 @@ def promql_expressions() -> dict[str, str]:
     adapter = yaml.safe_load((DEPLOY / "monitoring" / "prometheus-adapter.yaml").read_text())
     for i, rule in enumerate(adapter["rules"]["custom"]):
         exprs[f"adapter {i} series"] = rule["seriesQuery"].strip("'")
-        exprs[f"adapter {i} query"] = (rule["metricsQuery"].replace("<<.LabelMatchers>>", f'namespace="{NAMESPACE}",pod="y"')
+        exprs[f"adapter {i} query"] = (rule["metricsQuery"]
+                                       .replace("<<.LabelMatchers>>", f'namespace="{NAMESPACE}",pod="y"')
                                        .replace("<<.GroupBy>>", "pod"))
     return exprs
 
@@ -180,7 +181,8 @@ def test_rollouts_and_pod_security(rendered):
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     (spread,) = pod["topologySpreadConstraints"]
     assert spread["topologyKey"] == "kubernetes.io/hostname"
-    assert spread["labelSelector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert (spread["labelSelector"]["matchLabels"].items()
+            <= deployment["spec"]["template"]["metadata"]["labels"].items())
     if overlay == "gpu":
         product = pod["nodeSelector"]["nvidia.com/gpu.product"]
         assert product and " " not in product  # GPU Feature Discovery's form of the name damo-export records

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from serving import running_server, write_gpu_layout
 from test_manifests import DEPLOY, GPU_ONLY_SERIES, NAMESPACE, RULES, alert_rules, promql_expressions
 

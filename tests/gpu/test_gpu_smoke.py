@@ -116,7 +116,8 @@ def test_smoke_command_names_the_pinned_container_and_its_usage():
     script = (ROOT / "scripts" / "gpu_smoke.sh").read_text()
     run = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_smoke.sh")], capture_output=True, text=True)
     assert run.returncode == 2 and "usage: bash scripts/gpu_smoke.sh CHECKPOINT [IMAGES]" in run.stderr
-    image = subprocess.run(["sed", "-n", 's/^CONTAINER = "\\(.*\\)"/\\1/p', str(ROOT / "damo_yolo/serving/platform.py")],
+    image = subprocess.run(["sed", "-n", 's/^CONTAINER = "\\(.*\\)"/\\1/p',
+                            str(ROOT / "damo_yolo/serving/platform.py")],
                            capture_output=True, text=True).stdout.strip()
     assert image == platform.CONTAINER
     assert "DAMO_TRITONSERVER=/opt/tritonserver/bin/tritonserver" in script and "DAMO_GPU_SMOKE=1" in script

@@ -1,6 +1,6 @@
 """Random but realistic weights: random BN affine parameters, then BN running statistics calibrated on
-an input in eval mode (and slightly perturbed), in the spirit of the official fixtures. Activations keep a trained network's
-scale, so fused-vs-unfused and round-trip checks compare non-trivial, well-conditioned outputs."""
+an input in eval mode (and slightly perturbed), in the spirit of the official fixtures. Activations keep a
+trained network's scale, so fused-vs-unfused and round-trip checks compare non-trivial, well-conditioned outputs."""
 from __future__ import annotations
 
 import torch

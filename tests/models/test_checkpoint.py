@@ -3,11 +3,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from damo_yolo.models import (CheckpointError, CheckpointMeta, build_model, infer_variant, load_checkpoint, load_model,
-                              save_checkpoint)
-
 from helpers import random_images, randomize_model
+
+from damo_yolo.models import (
+    CheckpointError,
+    CheckpointMeta,
+    build_model,
+    infer_variant,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+)
 
 X = random_images((1, 3, 320, 416), seed=0)
 

@@ -5,11 +5,10 @@ import copy
 
 import pytest
 import torch
-
-from damo_yolo.models import RepConv, build_model
-
 from helpers import random_images, randomize_model
 from numerics import max_abs_diff
+
+from damo_yolo.models import RepConv, build_model
 
 # float32 rounding of the random-weight models depends on the CPU: fused against unfused measured 4.7e-4 /
 # 0.18 px for M on an AMD EPYC and 1.5e-3 / 0.29 px for L on an Intel CPU. So fusion is checked against the float64

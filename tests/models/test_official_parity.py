@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from numerics import FLOAT64_BOX_TOL, FLOAT64_SCORE_TOL, assert_float32_close, max_abs_diff
 
 from damo_yolo.models import build_model, load_checkpoint
-from numerics import FLOAT64_BOX_TOL, FLOAT64_SCORE_TOL, assert_float32_close, max_abs_diff
 
 STAGES = ("unfused", "fused")  # as loaded, then after switch_to_deploy (the official converter's form)
 

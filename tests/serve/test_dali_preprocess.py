@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from bad_inputs import corpus
-from damo_yolo.data.preprocess import ResizeInfo, decode_image, preprocess
 from serving import assert_same_detections, infer_raw, local_detections, running_server
+
+from damo_yolo.data.preprocess import ResizeInfo, decode_image, preprocess
 
 dali = pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed (pip install -e .[dali])")
 from damo_yolo.serving.dali_preprocess import build_pipeline  # noqa: E402

@@ -5,8 +5,8 @@ import onnx
 import pytest
 from onnx import helper
 
-from damo_yolo.serving.end2end import END2END_OUTPUTS, NMSSettings, export_end2end_onnx
 from damo_yolo.models import build_model
+from damo_yolo.serving.end2end import END2END_OUTPUTS, NMSSettings, export_end2end_onnx
 
 
 def test_graph_ends_in_the_efficient_nms_plugin(tmp_path):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from serving import SERVED_DEFAULT, assert_same_detections, running_server, write_gpu_layout
 
 pytestmark = pytest.mark.slow
@@ -42,12 +41,13 @@ def _images(trained_synthetic, sample_images):
 def test_gpu_ensemble_answers_as_the_model_does(gpu_layout, trained_synthetic, sample_images):
     """Served through the SDK (UINT8 images), equal to the PyTorch model with the reference NMS on the same DALI
     tensors — the NMS inside the plan and the map-back step change nothing."""
+    from serving import local_detections
+
     from damo_client import DamoClient
     from damo_yolo.data.preprocess import ResizeInfo
+    from damo_yolo.models import load_model
     from damo_yolo.serving.agreement import as_arrays
     from damo_yolo.serving.dali_preprocess import build_pipeline
-    from damo_yolo.models import load_model
-    from serving import local_detections
     *_, meta, server = gpu_layout
     model, _ = load_model(trained_synthetic["checkpoint"])
     datas = _images(trained_synthetic, sample_images)

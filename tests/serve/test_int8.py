@@ -5,14 +5,13 @@ of the FP32 model's (measured here, served both). NVIDIA's polygraphy reads the 
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
-
 from serving import running_server
 
 MAX_MAP_DROP = 0.01  # INT8 against FP32, mAP@[.5:.95] absolute
@@ -34,7 +33,6 @@ def _initializers(model):
 def test_the_int8_graph_is_quantized_as_tensorrt_expects(int8_export):
     """Symmetric INT8 (zero points 0), per-channel weight scales, Q/DQ on the inputs of every Conv and nowhere
     else, float biases; the ONNX checker accepts it."""
-    import json
     model = onnx.load(str(int8_export / "damo_yolo" / "1" / "model.onnx"))
     onnx.checker.check_model(model, full_check=True)
     values, producer = _initializers(model), {o: n for n in model.graph.node for o in n.output}
@@ -96,8 +94,8 @@ def test_the_end2end_graphs_pass_nvidias_tooling(int8_export, trained_synthetic,
                 else export_onnx(model, tmp_path / "fp32.onnx", input_size=tuple(meta.input_size)))
     nms = NMSSettings(0.03, 0.65, 100)
     path = append_nms(detector, tmp_path / "end2end.onnx", nms)
-    run = subprocess.run([str(Path(sys.executable).parent / "polygraphy"), "inspect", "model", str(path), "--show", "layers",
-                          "attrs"], capture_output=True, text=True, timeout=300)
+    run = subprocess.run([str(Path(sys.executable).parent / "polygraphy"), "inspect", "model", str(path),
+                          "--show", "layers", "attrs"], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "EfficientNMS_TRT" in run.stdout and "max_output_boxes = 100" in run.stdout, run.stdout[-3000:]
     assert ("QuantizeLinear" in run.stdout) == (precision == "int8")

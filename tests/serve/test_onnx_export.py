@@ -9,10 +9,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-
-from damo_yolo.serving.onnx_export import INPUT_NAME, OUTPUT_NAMES, export_onnx
-from damo_yolo.models import build_model, load_checkpoint
 from numerics import assert_float32_close
+
+from damo_yolo.models import build_model, load_checkpoint
+from damo_yolo.serving.onnx_export import INPUT_NAME, OUTPUT_NAMES, export_onnx
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from serving import infer_raw, running_server, tree_rss_mb
 
 from damo_yolo.contract import MAX_PIXELS
-from serving import infer_raw, running_server, tree_rss_mb
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,8 +94,8 @@ def test_the_largest_accepted_images_at_once_stay_within_the_budget(server, caps
     memory = limit["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
     limit_mb = int(memory.rstrip("Gi")) * 1024
     with capsys.disabled():
-        print(f"\n{INSTANCES * THREADS} images of {side}x{side} ({side * side / 1e6:.0f} MP, {len(data) / 1e6:.1f} MB) at "
-              f"once, twice: server RSS {before:.0f} MB before, peak {max(peak):.0f} MB (+{growth:.0f} MB; budget "
+        print(f"\n{INSTANCES * THREADS} images of {side}x{side} ({side * side / 1e6:.0f} MP, {len(data) / 1e6:.1f} MB) "
+              f"at once, twice: server RSS {before:.0f} MB before, peak {max(peak):.0f} MB (+{growth:.0f} MB; budget "
               f"{budget_mb():.0f} MB); the pod's memory limit {limit_mb} MB")
     assert not errors, errors[:2]
     assert growth <= budget_mb(), f"+{growth:.0f} MB over the budget of {budget_mb():.0f} MB"

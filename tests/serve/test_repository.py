@@ -8,8 +8,14 @@ from dataclasses import replace
 import pytest
 
 from damo_yolo.contract import ServingConfig
-from damo_yolo.serving.repository import (RepositorySpec, config_text, model_configs, parse_config,
-                                         validate_repository, write_repository)
+from damo_yolo.serving.repository import (
+    RepositorySpec,
+    config_text,
+    model_configs,
+    parse_config,
+    validate_repository,
+    write_repository,
+)
 
 SERVING = ServingConfig(input_size=(256, 320), class_names=("disc", "square", "star"), score_threshold=0.03,
                         iou_threshold=0.65, max_detections=50)
@@ -199,7 +205,8 @@ def test_repository_says_what_built_it_and_warns_of_another_tensorrt(tmp_path):
         "tensorrt": platform.TENSORRT, "gpu": {"name": "NVIDIA L4", "compute_capability": "8.9"},
         "checkpoint_sha256": "0123"}), tmp_path / "repo", num_priors=1680)
     summary = repository_summary(repo)
-    assert summary["target"] == "gpu" and summary["tensorrt"] == platform.TENSORRT and summary["gpu"]["name"] == "NVIDIA L4"
+    assert (summary["target"] == "gpu" and summary["tensorrt"] == platform.TENSORRT
+            and summary["gpu"]["name"] == "NVIDIA L4")
     assert summary["checkpoint_sha256"] == "0123" and platform_warnings(summary) == []
     older = dict(summary, tensorrt="10.7.0.23")
     (warning,) = platform_warnings(older)

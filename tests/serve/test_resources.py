@@ -46,9 +46,10 @@ def test_the_pipeline_sizes_its_threads_from_the_limit(monkeypatch, tmp_path):
 
     from damo_yolo.models import load_model
     from damo_yolo.serving.cpu_pipeline import CpuPipeline
-    from damo_yolo.tools.export import ExportOptions
     from damo_yolo.serving.onnx_export import export_onnx
-    model, meta = load_model(Path(__file__).resolve().parents[2] / "demo" / "model" / "damoyolo_tinynasL18_Ns_synthetic.pth")
+    from damo_yolo.tools.export import ExportOptions
+    model, meta = load_model(Path(__file__).resolve().parents[2] / "demo" / "model"
+                             / "damoyolo_tinynasL18_Ns_synthetic.pth")
     onnx_path = export_onnx(model, tmp_path / "model.onnx", input_size=tuple(meta.input_size))
     monkeypatch.setenv(CPU_LIMIT_ENV, "1")
     pipe = CpuPipeline(onnx_path, ExportOptions().serving_config(meta))

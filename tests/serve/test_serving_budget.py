@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from serving import infer_raw, running_server
 
 pytestmark = pytest.mark.slow

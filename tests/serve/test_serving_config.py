@@ -97,8 +97,13 @@ def test_a_copy_with_other_defaults_reads_back_the_same_everywhere(tmp_path):
     """The entrypoint's SCORE_THRESHOLD / IOU_THRESHOLD path (with_served_defaults) on the committed repository:
     the served model, the validator, the benchmark's in-process pipeline and the repository's readers all see
     the new defaults (the client's view through a real server: tests/deployment/test_entrypoint_metrics.py)."""
-    from damo_yolo.serving.repository import (parse_config, repository_serving, serving_of, validate_repository,
-                                             with_served_defaults)
+    from damo_yolo.serving.repository import (
+        parse_config,
+        repository_serving,
+        serving_of,
+        validate_repository,
+        with_served_defaults,
+    )
     from damo_yolo.serving.triton.common import serving_config
     original = repository_serving(COMMITTED)
     copy = with_served_defaults(COMMITTED, tmp_path / "copy", score_threshold=0.3, iou_threshold=0.5)
@@ -121,8 +126,14 @@ def test_a_copy_with_other_defaults_reads_back_the_same_everywhere(tmp_path):
 
 
 def test_the_gpu_ensemble_and_its_map_back_read_back_the_same(tmp_path):
-    from damo_yolo.serving.repository import (RepositorySpec, parse_config, repository_serving, serving_of,
-                                             with_served_defaults, write_repository)
+    from damo_yolo.serving.repository import (
+        RepositorySpec,
+        parse_config,
+        repository_serving,
+        serving_of,
+        with_served_defaults,
+        write_repository,
+    )
     serving = replace(SERVING, decoder="dali", score_threshold=0.5, plan_score_threshold=0.03)
     repo = write_repository(RepositorySpec(serving, target="gpu"), tmp_path / "repo", num_priors=1680)
     (repo / "damo_yolo_preprocess" / "1" / "model.dali").write_bytes(b"pipeline")
@@ -140,8 +151,9 @@ def test_the_gpu_ensemble_and_its_map_back_read_back_the_same(tmp_path):
 
 
 def test_a_repository_without_a_serving_configuration_is_refused(tmp_path):
-    from damo_yolo.serving.repository import config_text, parse_config, validate_repository
     import shutil
+
+    from damo_yolo.serving.repository import config_text, parse_config, validate_repository
     shutil.copytree(COMMITTED, tmp_path / "repo")
     path = tmp_path / "repo" / "damo_yolo" / "config.pbtxt"
     config = parse_config(path.read_text())

@@ -4,8 +4,6 @@ TensorRT. That these calls exist in the pinned TensorRT is checked against its r
 test_tensorrt_api.py; the build itself needs a GPU."""
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 

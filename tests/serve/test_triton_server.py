@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from bad_inputs import corpus
 from serving import assert_same_detections, infer_raw, local_detections
+
 from damo_yolo.data.preprocess import decode_image
 from damo_yolo.models import build_model, load_checkpoint
 
@@ -66,7 +66,8 @@ def test_per_request_score_threshold(server, local_model, trained_synthetic):
     (everything,) = infer_raw(server["grpc"], server["grpc_mod"], [data])
     (got,) = infer_raw(server["grpc"], server["grpc_mod"], [data], score_threshold=0.4)
     assert (got[1] > 0.4).all() and 0 < len(got[1]) < len(everything[1])
-    assert assert_same_detections(got, local_detections(model, meta, data, score_threshold=0.4), meta.max_detections) > 0
+    assert assert_same_detections(got, local_detections(model, meta, data, score_threshold=0.4),
+                                  meta.max_detections) > 0
 
 
 @pytest.mark.parametrize("name,value", [("SCORE_THRESHOLD", float("nan")), ("SCORE_THRESHOLD", -0.1),

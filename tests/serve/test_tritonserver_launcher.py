@@ -69,11 +69,13 @@ def test_launcher_wraps_the_wheels_binary_once(tmp_path):
     assert launcher == bindir / "perf_analyzer" and (bindir / "perf_analyzer.bin").read_bytes()[:4] == b"\x7fELF"
     assert "Perf Analyzer Version 2.51" in _version(launcher)
     assert install_launcher(bindir) == launcher and "Perf Analyzer Version 2.51" in _version(launcher)
-    assert sorted(p.name for p in (tmp_path / "lib" / "damo-perf-libs").iterdir()) == ["libb64.so.0d", "libcudart.so.12"]
+    assert (sorted(p.name for p in (tmp_path / "lib" / "damo-perf-libs").iterdir())
+            == ["libb64.so.0d", "libcudart.so.12"])
 
 
 def test_cpu_hosts_are_told_the_gpu_messages_are_expected(tmp_path):
     import subprocess
+
     from damo_yolo.serving.tritonserver import CPU_HOST_NOTE, has_nvidia_gpu
     if has_nvidia_gpu():
         import pytest

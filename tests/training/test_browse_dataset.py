@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import cv2
-
 from training_utils import ROOT, SYNTHETIC_CONFIG
 
 

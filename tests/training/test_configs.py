@@ -124,7 +124,8 @@ def test_shipped_configs_are_complete_as_mmengine_reads_them(path):
 def test_bad_setting_values_are_refused_in_one_line():
     with pytest.raises(ConfigError, match=r"input_size must be \(height, width\).*got 128"):
         load_config(SYNTHETIC, {"input_size": 128})
-    with pytest.raises(ConfigError, match=r"no epoch of the cosine phase in max_epochs=2.*warmup_epochs=1 no_aug_epochs=0"):
+    with pytest.raises(ConfigError,
+                       match=r"no epoch of the cosine phase in max_epochs=2.*warmup_epochs=1 no_aug_epochs=0"):
         load_config(SYNTHETIC, {"max_epochs": 2})
     with pytest.raises(ConfigError, match=r"batch_size must be a whole number"):
         load_config(SYNTHETIC, {"batch_size": 0})

@@ -2,14 +2,14 @@
 (the reference's load_pretrain_detector); mmengine's load_from reads both checkpoint formats."""
 from __future__ import annotations
 
-import torch
 import pytest
+import torch
+from test_launch import ONE_EPOCH
+from training_utils import ROOT, run_train, write_config
 
 from damo_yolo.models import CheckpointError, build_model, save_checkpoint
 from damo_yolo.models.checkpoint import CheckpointMeta
 from damo_yolo.training.model import DAMOYOLODetector
-from training_utils import ROOT, run_train, write_config
-from test_launch import ONE_EPOCH
 
 DEMO = ROOT / "demo" / "model" / "damoyolo_tinynasL18_Ns_synthetic.pth"
 
@@ -63,7 +63,8 @@ def test_finetune_and_load_from_from_the_command_line(tmp_path, tiny_synthetic):
             assert "backbone and neck loaded" in log and "head kept fresh" in log, log[-3000:]
         assert torch.load(tmp_path / name / "latest.pth", weights_only=True)["meta"]["num_classes"] == 8
     missing = run_train(config, tmp_path / "missing", "--finetune", str(tmp_path / "nope.pth"))
-    assert missing.returncode == 1 and missing.stderr.strip() == f"damo-train: finetune checkpoint not found: {tmp_path / 'nope.pth'}"
+    assert (missing.returncode == 1
+            and missing.stderr.strip() == f"damo-train: finetune checkpoint not found: {tmp_path / 'nope.pth'}")
 
 
 @pytest.mark.parametrize("layout", ["official", "bare", "project"])

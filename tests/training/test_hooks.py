@@ -13,7 +13,8 @@ from damo_yolo.training.hooks import DAMOModelEMA
 def reference_lr(it: int, base: float, iters_per_epoch: int, max_epochs: int, warmup_epochs: float,
                  no_aug_epochs: int, min_lr_ratio: float) -> float:
     """The reference's cosine_scheduler.get_lr (damo/apis/detector_trainer.py), written as it is there."""
-    warmup, total, no_aug = warmup_epochs * iters_per_epoch, max_epochs * iters_per_epoch, no_aug_epochs * iters_per_epoch
+    warmup, total, no_aug = (warmup_epochs * iters_per_epoch, max_epochs * iters_per_epoch,
+                             no_aug_epochs * iters_per_epoch)
     final = base * min_lr_ratio
     if it < warmup:
         return base * pow(it / float(warmup), 2)
@@ -23,8 +24,9 @@ def reference_lr(it: int, base: float, iters_per_epoch: int, max_epochs: int, wa
 
 
 def _schedulers(optimizer, iters_per_epoch, max_epochs, warmup_epochs, no_aug_epochs, min_lr_ratio):
-    import damo_yolo.training  # noqa: F401  registers the schedulers
     from mmengine.registry import PARAM_SCHEDULERS
+
+    import damo_yolo.training  # noqa: F401  registers the schedulers
     entries = [dict(type="QuadraticWarmupFromZeroLR", begin=0, end=warmup_epochs),
                dict(type="CosineToMinLR", begin=warmup_epochs, end=max_epochs - no_aug_epochs, min_ratio=min_lr_ratio),
                dict(type="FlatTailLR", begin=max_epochs - no_aug_epochs, end=max_epochs, factor=min_lr_ratio)]
@@ -90,9 +92,9 @@ def test_a_run_sets_the_reference_rate_and_ema_at_every_iteration(tmp_path, tiny
     decay(n) · previous + (1 − decay(n)) · weights, decay(n) = 0.9998 · (1 − exp(−n / ramp))."""
     from mmengine.hooks import EMAHook, Hook
     from mmengine.runner import Runner
+    from training_utils import SYNTHETIC_CONFIG
 
     from damo_yolo.training.config import load_config
-    from training_utils import SYNTHETIC_CONFIG
 
     cfg = load_config(SYNTHETIC_CONFIG, {"data_root": f"{tiny_synthetic}/", "input_size": (64, 64), "batch_size": 4,
                                          "num_workers": 0, "max_epochs": 4, "warmup_epochs": 1, "no_aug_epochs": 1,
@@ -132,9 +134,9 @@ def test_a_param_scheduler_of_the_users_takes_effect(tmp_path, tiny_synthetic):
     """param_scheduler is plain mmengine: replacing it with any registered scheduler changes the rate."""
     from mmengine.hooks import Hook
     from mmengine.runner import Runner
+    from training_utils import SYNTHETIC_CONFIG
 
     from damo_yolo.training.config import load_config
-    from training_utils import SYNTHETIC_CONFIG
 
     cfg = load_config(SYNTHETIC_CONFIG, {"data_root": f"{tiny_synthetic}/", "input_size": (64, 64), "batch_size": 8,
                                          "num_workers": 0, "max_epochs": 2, "warmup_epochs": 0, "no_aug_epochs": 0})

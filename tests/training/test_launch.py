@@ -6,17 +6,18 @@ import subprocess
 import sys
 
 import torch
+from test_resume import TINY
+from training_utils import ROOT, run_train, write_config
 
 from damo_yolo.serving.tritonserver import free_ports
-from training_utils import ROOT, run_train, write_config
-from test_resume import TINY
 
 ONE_EPOCH = dict(TINY, max_epochs="1", val_interval="1", warmup_epochs="0", no_aug_epochs="0")
 
 
 def test_torchrun_two_processes(tmp_path, tiny_synthetic):
     config = write_config(tmp_path / "ddp.py", tiny_synthetic, **ONE_EPOCH)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_ports(1)[0]),
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", str(free_ports(1)[0]),
            "-m", "damo_yolo.tools.train", str(config), "--launcher", "pytorch", "--work-dir", str(tmp_path / "run")]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     run = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)

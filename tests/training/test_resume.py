@@ -6,7 +6,6 @@ import signal
 import time
 
 import torch
-
 from training_utils import run_train, write_config
 
 TINY = dict(

@@ -22,12 +22,14 @@ class TritonPythonModel:
         self.errors = ErrorCounter(pb_utils, args)
 
     def _one_request(self, request):
-        inputs = [pb_utils.get_input_tensor_by_name(request, t.name).as_numpy()
-                  for t in C.END2END_OUTPUTS + (C.SCALE, C.ORIG_SIZE)]
-        count = inputs[0].shape[0]
+        num_dets, det_boxes, det_scores, det_classes, scales, sizes = (
+            pb_utils.get_input_tensor_by_name(request, t.name).as_numpy() for t in C.END2END_OUTPUTS + (C.SCALE,
+                                                                                                      C.ORIG_SIZE))
+        count = num_dets.shape[0]
         score_thr = optional_input(pb_utils, request, C.SCORE_THRESHOLD.name, self.serving.score_threshold, count)
         iou_thr = optional_input(pb_utils, request, C.IOU_THRESHOLD.name, self.serving.iou_threshold, count)
-        outputs = map_back(*inputs, score_thr, iou_thr, self.serving)
+        outputs = map_back(num_dets, det_boxes, det_scores, det_classes, scales, sizes, score_thr, iou_thr,
+                           self.serving)
         return [pb_utils.Tensor(t.name, value) for t, value in zip(C.ENSEMBLE_OUTPUTS, outputs)]
 
     def execute(self, requests):

@@ -10,6 +10,7 @@ cancel) before the detector ran is answered CANCELLED without running it.
 """
 import json
 from pathlib import Path
+from typing import Hashable, Union
 
 import triton_python_backend_utils as pb_utils
 
@@ -42,7 +43,8 @@ class TritonPythonModel:
         return (images, *self.pipeline.thresholds(images.size, score, iou))
 
     def execute(self, requests):
-        results, items = {}, {}
+        results: dict[Hashable, Union[tuple, Exception]] = {}
+        items: dict[Hashable, tuple] = {}
         for r, request in enumerate(requests):  # (Triton itself drops requests cancelled while queued)
             try:
                 items[r] = self._parse(request)
@@ -59,6 +61,8 @@ class TritonPythonModel:
             elif isinstance(result, ValueError):
                 error = client_error(pb_utils, str(result))
                 self.errors.count("invalid_input")
+            elif isinstance(result, Exception):  # not the request's fault: an internal error
+                error = pb_utils.TritonError(str(result))
             else:
                 responses.append(pb_utils.InferenceResponse(output_tensors=[
                     pb_utils.Tensor(t.name, value) for t, value in zip(C.ENSEMBLE_OUTPUTS, result)]))

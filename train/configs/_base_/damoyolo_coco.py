@@ -22,6 +22,7 @@ finetune = None                    # a checkpoint to fine-tune from: its backbon
 
 # ======================= possibly modified =========================
 from damo_yolo.models.zoo import COCO_CLASSES as coco_classes  # noqa: E402  the 80 names, contiguous order
+
 mosaic_size = (640, 640)           # canvas of the mosaic, 640 for the Nano models too; None: the input size
 mixup_prob = 0.15
 affine_scale = (0.1, 2.0)          # Ns: (0.75, 1.25)
