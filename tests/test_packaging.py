@@ -60,3 +60,24 @@ def test_the_checks_contributors_run_are_the_ones_ci_runs():
     hooks = (ROOT / ".pre-commit-config.yaml").read_text()
     assert f"rev: v{pins['ruff']}" in hooks and "entry: .venv/bin/mypy" in hooks
     assert metadata.version("ruff") == pins["ruff"] and metadata.version("mypy") == pins["mypy"]
+
+
+def test_the_readmes_layout_names_what_the_tree_holds():
+    """Every top-level folder, every damo_yolo package and module, every script and every tool is in the
+    README's Layout block, and every name the block gives a folder exists."""
+    import re
+    text = (ROOT / "README.md").read_text()
+    block = text.split("## Layout", 1)[1].split("```", 2)[1]
+    words = set(re.findall(r"\w+", block))
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    folders = {path.split("/")[0] for path in tracked if "/" in path and not path.startswith(".")}
+    assert {f for f in folders if f"{f}/" not in block} == set()
+    library = ROOT / "damo_yolo"
+    names = {p.name for p in library.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
+    names |= {p.stem for p in library.glob("*.py")} | {p.stem for p in (library / "serving").glob("*.py")}
+    for package in ("models", "data", "training", "evaluation"):
+        names |= {p.stem for p in (library / package).glob("*.py")}
+    names |= {p.stem for p in (ROOT / "scripts").iterdir()} | {p.stem for p in (ROOT / "damo_client").glob("*.py")}
+    assert {n for n in names - {"__init__", "__pycache__"} if n not in words} == set()
+    for folder in re.findall(r"^(\S+)/\s", block, re.M):
+        assert (ROOT / folder).is_dir(), folder

@@ -3,7 +3,7 @@ graph in onnxruntime → score filter, NMS, top-K → boxes in original pixels.
 
 The served CPU model (``triton/pipeline.py``) is this class behind Triton's python backend: one model
 instead of three python-backend steps, so no tensor crosses a process boundary between decode, detector
-and NMS (three hops cost ~1.9 ms of queueing and ~1 ms of copies per request on 2 cores). Everything
+and NMS (each hop would add a queue and a copy: README, "Export and serving"). Everything
 here is Triton-free, so the benchmark runs the very same code in-process.
 
 Requests are batched as Triton's dynamic batcher delivers them: all their images are decoded in a thread

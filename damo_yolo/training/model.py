@@ -64,7 +64,7 @@ class DAMOYOLODetector(BaseModel):
             teacher_model = load_teacher(teacher["config"], teacher["checkpoint"])
             object.__setattr__(self, "_teacher", teacher_model)
             self.distiller = FeatureDistiller(detector.cfg.neck_out_channels, teacher_model.cfg.neck_out_channels)
-        # NHWC activations: ~1.4x faster training on CPUs (and with AMP on GPUs); same weights and results
+        # NHWC activations: the layout oneDNN's CPU convolutions (and AMP's on GPUs) run fastest in; same results
         self.channels_last = channels_last
         if channels_last:
             self.to(memory_format=torch.channels_last)
