@@ -1,4 +1,4 @@
-"""damo_client: a thin client for the DAMO-YOLO Triton ensemble (tritonclient, numpy, OpenCV, click; no torch)."""
+"""damo_client: a thin client for DAMO-YOLO served by Triton (tritonclient, numpy, OpenCV, click; no torch)."""
 from damo_client.client import AsyncDamoClient, DamoClient
 from damo_client.errors import (
     ContractError,

@@ -10,7 +10,7 @@ from typing import Callable, NoReturn, Optional, TypeVar
 import click
 
 from damo_client.client import DamoClient, default_url
-from damo_client.errors import DamoClientError, ImageError
+from damo_client.errors import DamoClientError, ImageError, InferenceError
 from damo_client.images import expand_paths, to_bytes
 from damo_yolo import contract as C
 
@@ -98,7 +98,8 @@ def _image_id(path: Path, index: int) -> int:
               help="Write COCO-results-style JSON (image_id, category_id = class id, bbox xywh, score).")
 @click.option("--save-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write copies of the images with labelled boxes here.")
-@click.option("--quiet", "-q", is_flag=True, help="No per-image tables.")
+@click.option("--quiet", "-q", is_flag=True,
+              help="No per-image tables (without --json or --save-dir: one summary line instead).")
 def detect(paths: tuple[Path, ...], url: Optional[str], protocol: str, model: str, timeout: float,
            score_thr: Optional[float], iou_thr: Optional[float], json_path: Optional[Path], save_dir: Optional[Path],
            quiet: bool) -> None:
@@ -112,7 +113,7 @@ def detect(paths: tuple[Path, ...], url: Optional[str], protocol: str, model: st
     if not files:
         raise click.ClickException(f"no .jpg/.jpeg/.png images in {', '.join(map(str, paths))}")
     results: list[dict] = []
-    failures = 0
+    failures = answered = 0
     with _client(url, protocol, model, timeout) as client:
         try:
             client.connect()
@@ -132,6 +133,7 @@ def detect(paths: tuple[Path, ...], url: Optional[str], protocol: str, model: st
                 if "cannot reach the server" in str(exc):
                     break
                 continue
+            answered += 1
             if not quiet:
                 click.echo(f"{path}: {len(detections)} detection(s)")
                 from damo_client.results import format_table
@@ -148,6 +150,9 @@ def detect(paths: tuple[Path, ...], url: Optional[str], protocol: str, model: st
         click.echo(f"{len(results)} detections written to {json_path}")
     if save_dir is not None:
         click.echo(f"annotated images in {save_dir}")
+    if quiet and json_path is None and save_dir is None:  # say what came back, since it went nowhere else
+        click.echo(f"{answered} of {len(files)} image(s) answered, {len(results)} detection(s) "
+                   f"(-q hides the tables; --json or --save-dir keep the detections)")
     if failures:
         raise click.ClickException(f"{failures} of {len(files)} image(s) failed")
 
@@ -155,7 +160,7 @@ def detect(paths: tuple[Path, ...], url: Optional[str], protocol: str, model: st
 @cli.command(context_settings=CONTEXT)
 @_connection_options
 def health(url: Optional[str], protocol: str, model: str, timeout: float) -> None:
-    """Is the server live and the ensemble ready? Exit code 0 only if both."""
+    """Is the server live and the model ready? Exit code 0 only if both."""
     with _client(url, protocol, model, timeout, retries=0) as client:
         try:
             live, ready = client.is_live(), client.is_ready()
@@ -215,30 +220,65 @@ def _concurrency_range(ctx: click.Context, param: click.Parameter, value: str) -
 @click.option("--stability", type=click.FloatRange(min=1), default=20.0, show_default=True,
               help="Accepted spread (%) of throughput and latency across the last 3 windows.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Save the table as CSV (ms; a stable column marks levels perf_analyzer could not stabilise).")
+              help="Save the table as CSV, a row per level as it is measured (ms; stable and error columns "
+                   "mark levels perf_analyzer could not stabilise or measure).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Save a throughput/latency plot (PNG).")
 def perf(url: Optional[str], protocol: str, model: str, timeout: float, images: tuple[Path, ...], concurrency: str,
          batch_size: int, measurement_interval: int, max_trials: int, stability: float, csv_path: Optional[Path],
          plot_path: Optional[Path]) -> None:
-    """Latency percentiles and throughput per concurrency with perf_analyzer, using real images."""
-    from damo_client.perf import format_rows, plot_rows, run_perf_analyzer
+    """Latency percentiles and throughput per concurrency with perf_analyzer, using real images.
+
+    \b
+    One request with the first image goes first: if the server refuses it, nothing is measured.
+    Each level is then measured by a perf_analyzer run of its own and printed (and appended to
+    --csv) as soon as it is done. A level perf_analyzer could not stabilise is marked unstable; a
+    level where it measured nothing is marked failed, with the reason, and the next levels are
+    still measured. --timeout bounds the first request and how long a level may run past its
+    measurement windows. Exit code 0 when every level was measured, 1 otherwise (the table, CSV
+    and plot still hold every level that was).
+    """
+    from damo_client.perf import HEADER, RowWriter, format_row, plot_rows, summary_lines, sweep
     files = expand_paths(images)
+    if not files:
+        raise click.ClickException(f"no .jpg/.jpeg/.png images in {', '.join(map(str, images))}")
+    address = url or default_url(protocol)
+    rows = []
     try:
         datas = [to_bytes(f) for f in files]
-        rows = run_perf_analyzer(datas, url or default_url(protocol), protocol, model, concurrency, batch_size,
-                                 measurement_interval, max_trials, stability, csv_path)
-        click.echo(f"{model} at {url or default_url(protocol)} ({protocol}), batch {batch_size}, "
-                   f"{len(datas)} image(s)")
-        click.echo(format_rows(rows))
+        with _client(url, protocol, model, timeout) as client:
+            try:  # one request first: an image or a setting the server refuses fails every request of the load
+                client.detect(datas[0])
+            except (InferenceError, ImageError) as exc:
+                raise DamoClientError(f"every request would fail: {exc} — the answer to {files[0]}, sent alone "
+                                      f"first") from None
+            limit = client.max_batch_size or 1
+            datatype = client.image_datatype
+        if batch_size > limit:
+            raise click.BadParameter(f"{batch_size} is above model {model}'s max batch size {limit}",
+                                     param_hint="--batch-size")
+        click.echo(f"{model} at {address} ({protocol}), batch {batch_size}, {len(datas)} image(s)")
+        click.echo(HEADER)
+        with RowWriter(csv_path) as writer:  # each level on screen and on disk as soon as it is measured
+            for row in sweep(datas, address, protocol, model, concurrency, batch_size, measurement_interval,
+                             max_trials, stability, timeout, datatype):
+                click.echo(format_row(row))
+                writer.write(row)
+                rows.append(row)
+        for line in summary_lines(rows):
+            click.echo(line)
         if csv_path:
             click.echo(f"CSV written to {csv_path}")
-        if not all(r.stable for r in rows):
-            click.echo("warning: some levels are unstable (see above): their figures are one trial's", err=True)
         if plot_path:
             click.echo(f"plot written to {plot_rows(rows, plot_path)}")
     except DamoClientError as exc:
         _fail(exc)
+    if any(not r.stable and not r.failed for r in rows):
+        click.echo("warning: some levels are unstable (see above): their figures are one trial's", err=True)
+    failed = [str(r.concurrency) for r in rows if r.failed]
+    if failed:
+        raise click.ClickException(f"perf_analyzer measured nothing at concurrency {', '.join(failed)} of "
+                                   f"{concurrency} (reasons above)")
 
 
 def main(argv: Optional[list[str]] = None) -> int:

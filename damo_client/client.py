@@ -1,19 +1,20 @@
-"""DamoClient / AsyncDamoClient: detections from the DAMO-YOLO Triton ensemble over HTTP or gRPC.
+"""DamoClient / AsyncDamoClient: detections from a DAMO-YOLO model served by Triton, over HTTP or gRPC.
 
     from damo_client import DamoClient
     with DamoClient("127.0.0.1:8000") as client:
         for det in client.detect("bus.jpg"):
             print(det.class_name, det.score, det.box)
 
-On first use the client reads the ensemble's metadata and config and checks the contract it relies on
+On first use the client reads the model's metadata and config and checks the contract it relies on
 (input IMAGE BYTES; outputs num_detections, boxes, scores, classes), the batch limit and the class names.
-Connection failures are retried with exponential backoff; errors the server answers with are not
-retried and keep the server's message.
+Connection failures are retried with exponential backoff (a host name that does not resolve is not);
+errors the server answers with are not retried and keep the server's message.
 """
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Iterator, Optional, Union
@@ -45,6 +46,8 @@ if TYPE_CHECKING:  # tritonclient ships no type information: these names documen
     InferResult = Union[tritonclient.http.InferResult, tritonclient.grpc.InferResult]
 
 PROTOCOLS = ("http", "grpc")
+# getaddrinfo's answers for a name that does not exist (EAI_NODATA: it exists without an address); not EAI_AGAIN
+PERMANENT_RESOLVER_ERRORS = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001}
 OUTPUTS = tuple(t.name for t in C.ENSEMBLE_OUTPUTS)
 
@@ -72,7 +75,6 @@ def _connection_error(exc: BaseException) -> bool:
 def spoken_protocol(url: str, timeout: float = 2.0) -> Optional[str]:
     """Which protocol the server at ``url`` (host:port) speaks: "http" (HTTP/1.x answers a plain request),
     "grpc" (HTTP/2 frames, as Triton's gRPC port answers), or None (no answer, or something else)."""
-    import socket
     host, _, port = url.rpartition(":")
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as sock:
@@ -164,7 +166,24 @@ class _ClientBase:
                 return wrong
         if not _connection_error(exc):
             return self._error(exc, what)
+        unknown = self._unknown_host()  # a name no retry will resolve
+        if unknown is not None:
+            return unknown
         return self._unavailable(exc, what) if last_attempt else None
+
+    def _unknown_host(self) -> Optional[ServerUnavailable]:
+        """The error to raise when the address's host name does not resolve (checked after a failure only). A
+        resolver that is down for now (EAI_AGAIN) is not this: that is retried like a refused connection."""
+        host, colon, port = self.url.rpartition(":")
+        host, port = (host.strip("[]"), port) if colon else (self.url, "")
+        try:
+            socket.getaddrinfo(host, int(port) if port.isdigit() else None)
+        except socket.gaierror as exc:
+            if exc.errno in PERMANENT_RESOLVER_ERRORS:
+                return ServerUnavailable(f"cannot resolve host {host} ({exc.strerror}): check the address {self.url}")
+        except (OSError, UnicodeError):
+            pass
+        return None
 
     def _unavailable(self, exc: BaseException, what: str) -> ServerUnavailable:
         return ServerUnavailable(f"cannot reach the server at {self.url} ({self.protocol}) for {what} after "
@@ -184,7 +203,7 @@ class _ClientBase:
         outputs = {t["name"] for t in metadata.get("outputs", [])}
         image_types = (C.IMAGE.datatype, C.IMAGE_ENCODED.datatype)
         if inputs.get(C.IMAGE.name) not in image_types or not set(OUTPUTS) <= outputs:
-            raise ContractError(f"model {self.model!r} at {self.url} is not the DAMO-YOLO ensemble: expected input "
+            raise ContractError(f"model {self.model!r} at {self.url} is not a DAMO-YOLO detector: expected input "
                                 f"{C.IMAGE.name} ({' or '.join(image_types)}) and outputs {', '.join(OUTPUTS)}; "
                                 f"got inputs {inputs} and outputs {sorted(outputs)}")
         self.image_datatype = inputs[C.IMAGE.name]
@@ -302,7 +321,7 @@ class DamoClient(_ClientBase):
                 time.sleep(self._delay(attempt))
 
     def connect(self) -> "DamoClient":
-        """Read and check the ensemble's contract (done automatically on first use)."""
+        """Read and check the model's contract (done automatically on first use)."""
         if self.max_batch_size is None:
             config = self._call("model config", "get_model_config", self.model, **self._as_json)
             self._accept_contract(self.metadata(), config)
@@ -329,7 +348,7 @@ class DamoClient(_ClientBase):
         return bool(self._call("liveness", "is_server_live"))
 
     def is_ready(self) -> bool:
-        """Server ready and the ensemble loaded."""
+        """Server ready and the model loaded."""
         return bool(self._call("readiness", "is_server_ready")) and \
             bool(self._call("model readiness", "is_model_ready", self.model))
 

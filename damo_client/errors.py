@@ -14,7 +14,7 @@ class InferenceError(DamoClientError):
 
 
 class ContractError(DamoClientError):
-    """The model on the server is not the DAMO-YOLO ensemble this client speaks to (expected vs got)."""
+    """The model on the server is not a DAMO-YOLO detector as this client speaks to it (expected vs got)."""
 
 
 class ImageError(DamoClientError):

@@ -1,4 +1,4 @@
-"""Turning what a caller has into the encoded bytes the ensemble takes. Files and bytes are sent as they
+"""Turning what a caller has into the encoded bytes the served model takes. Files and bytes are sent as they
 are (never decoded and re-encoded); only a numpy array has to be encoded, losslessly as PNG."""
 from __future__ import annotations
 

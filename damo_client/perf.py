@@ -1,4 +1,4 @@
-"""Latency and throughput of the served ensemble with Triton's perf_analyzer, fed with real encoded images.
+"""Latency and throughput of the served model with Triton's perf_analyzer, fed with real encoded images.
 
 perf_analyzer (installed by the tritonclient wheel) links libb64.so.0d and libcudart.so.12; on a bare
 host they come from the nvidia-pytriton wheel (``pip install damo-yolo[server]``). ``install_launcher``
@@ -18,9 +18,9 @@ import struct
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional, TextIO
 
 from damo_client.errors import DamoClientError
 from damo_yolo import contract as C
@@ -46,11 +46,19 @@ class PerfRow:
     server_compute_ms: float  # mean time in the models (input + infer + output)
     stable: bool = True  # False: perf_analyzer found no stable window; the figures are its last trial's
     mean_ms: float = float("nan")  # mean latency (the only latency of an unstable level)
+    error: str = ""  # why perf_analyzer measured nothing at this level (no figures then); "" when it did
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.error)
 
 
 NAN = float("nan")
 _PASS = re.compile(r"Pass \[\d+\] throughput: ([\d.]+) infer/sec\. Avg latency: (\d+) usec")
 UNSTABLE = "Failed to obtain stable measurement"
+_THREAD_ERROR = re.compile(r"Thread \[\d+\] had error: (.+)")
+# what perf_analyzer 2.51 says when a window closed with no answer in it, or with no request reaching the model
+_EMPTY_WINDOW = ("No valid requests recorded within time interval", "failed to find the requested model version")
 
 
 def concurrency_levels(spec: str) -> list[int]:
@@ -67,6 +75,31 @@ def unstable_row(concurrency: int, output: str) -> PerfRow:
     passes = _PASS.findall(output)
     throughput, mean_us = (float(passes[-1][0]), float(passes[-1][1])) if passes else (NAN, NAN)
     return PerfRow(concurrency, throughput, NAN, NAN, NAN, NAN, NAN, NAN, stable=False, mean_ms=mean_us / 1000)
+
+
+def failed_row(concurrency: int, error: str) -> PerfRow:
+    return PerfRow(concurrency, NAN, NAN, NAN, NAN, NAN, NAN, NAN, stable=False, error=error)
+
+
+def failure_reason(output: str, returncode: int, measurement_interval_ms: int) -> str:
+    """Why a perf_analyzer run (its -v output) measured nothing, in one line naming the option to change."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    refused = next((m.group(1) for m in map(_THREAD_ERROR.search, lines) if m), None)
+    if refused is not None:
+        return f"the server answered with an error: {refused}"
+    if any(pattern in output for pattern in _EMPTY_WINDOW):
+        return (f"no answer within a {measurement_interval_ms} ms measurement window (answers come further apart "
+                f"at this concurrency): raise --measurement-interval")
+    reason = next((line for line in lines if ("error" in line.lower() or "failed" in line.lower())
+                   and UNSTABLE not in line), lines[-1] if lines else "")
+    return f"perf_analyzer: {reason} (exit code {returncode})" if reason else f"perf_analyzer exit code {returncode}"
+
+
+def level_time_limit(measurement_interval_ms: int, max_trials: int, timeout: float) -> float:
+    """Seconds a level's perf_analyzer may run: its longest measurement (``max_trials`` windows, each of which
+    perf_analyzer sleeps 1.2 × the interval) plus ``timeout`` for start-up and the answers still in flight
+    when it stops (at a concurrency the server cannot keep up with, about one request's latency)."""
+    return max_trials * 1.2 * measurement_interval_ms / 1000 + timeout
 
 
 def find_perf_analyzer() -> Path:
@@ -166,19 +199,22 @@ def parse_csv(path: Path) -> list[PerfRow]:
     return sorted(rows, key=lambda r: r.concurrency)
 
 
-def run_perf_analyzer(images: list[bytes], url: str, protocol: str = "http", model: str = "damo_yolo",
-                      concurrency: str = "1:4:1", batch_size: int = 1, measurement_interval_ms: int = 2000,
-                      max_trials: int = 5, stability_percentage: float = 20.0, csv_path: Optional[Path] = None,
-                      timeout: Optional[float] = None, datatype: Optional[str] = None) -> list[PerfRow]:
-    """Run perf_analyzer at every level of a concurrency range; one row per requested level.
+def sweep(images: list[bytes], url: str, protocol: str = "http", model: str = "damo_yolo",
+          concurrency: str = "1:4:1", batch_size: int = 1, measurement_interval_ms: int = 2000, max_trials: int = 5,
+          stability_percentage: float = 20.0, timeout: Optional[float] = None,
+          datatype: Optional[str] = None) -> Iterator[PerfRow]:
+    """perf_analyzer at each level of a concurrency range, one run per level; yields each level's row as soon
+    as it is measured.
 
-    Each level is measured by a run of its own, so a level perf_analyzer cannot stabilise (it then stops
-    its sweep) is reported as such (``stable=False``, with its last trial's throughput and mean latency)
-    and the levels after it are still measured."""
+    A level perf_analyzer cannot stabilise (it would then end its own sweep) is still reported
+    (``stable=False``, with its last trial's throughput and mean latency), and so is a level where it measured
+    nothing (``error`` says why and which option to change); the levels after either are still measured. A
+    level's run is stopped ``timeout`` seconds after its measurement windows would have ended (no limit when
+    None). Raises DamoClientError only when nothing can be measured at all (no images, no perf_analyzer)."""
     if not images:
         raise DamoClientError("perf needs at least one image")
     levels = concurrency_levels(concurrency)
-    if datatype is None:  # what the ensemble's IMAGE takes (UINT8 before Triton's DALI backend)
+    if datatype is None:  # what the model's IMAGE takes (UINT8 before Triton's DALI backend)
         from damo_client.client import DamoClient
         with DamoClient(url, protocol, model, retries=1) as client:
             datatype = client.connect().image_datatype
@@ -188,7 +224,7 @@ def run_perf_analyzer(images: list[bytes], url: str, protocol: str = "http", mod
     libs = library_dir(binary)
     if libs is not None:
         env["LD_LIBRARY_PATH"] = f"{libs}:{env['LD_LIBRARY_PATH']}" if env.get("LD_LIBRARY_PATH") else str(libs)
-    rows = []
+    limit = None if timeout is None else level_time_limit(measurement_interval_ms, max_trials, timeout)
     with tempfile.TemporaryDirectory(prefix="damo-perf-") as tmp:
         data = write_input_data(images, Path(tmp) / "input.json", datatype)
         for level in levels:
@@ -198,53 +234,106 @@ def run_perf_analyzer(images: list[bytes], url: str, protocol: str = "http", mod
                    "--measurement-interval", str(measurement_interval_ms), "--max-trials", str(max_trials),
                    "--stability-percentage", f"{stability_percentage:g}", "-v", "-f", str(out_csv)]
             try:
-                run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-            except subprocess.TimeoutExpired as exc:
-                raise DamoClientError(f"perf_analyzer did not finish within {timeout:g} s") from exc
+                run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=limit)
+            except subprocess.TimeoutExpired:
+                yield failed_row(level, f"answers still outstanding {timeout:g} s after the measurement windows "
+                                        f"(slower than that at this concurrency, or a stalled server): raise --timeout")
+                continue
             output = run.stdout + run.stderr
             if run.returncode == 0 and out_csv.is_file():
                 passes = _PASS.findall(output)
-                rows += [replace(row, mean_ms=float(passes[-1][1]) / 1000) if passes else row
-                         for row in parse_csv(out_csv)]
-            elif UNSTABLE in output:
-                rows.append(unstable_row(level, output))
+                for row in parse_csv(out_csv):
+                    yield replace(row, mean_ms=float(passes[-1][1]) / 1000) if passes else row
+            elif UNSTABLE in output and not _THREAD_ERROR.search(output):
+                yield unstable_row(level, output)
             else:
-                lines = [line for line in output.splitlines() if line.strip()]
-                reason = next((line for line in lines if "error" in line.lower() or "failed" in line.lower()),
-                              lines[-1] if lines else f"exit code {run.returncode}")
-                raise DamoClientError(f"perf_analyzer failed at concurrency {level}: {reason.strip()}")
-    if csv_path is not None:
-        write_csv(rows, csv_path)
+                yield failed_row(level, failure_reason(output, run.returncode, measurement_interval_ms))
+
+
+def run_perf_analyzer(images: list[bytes], url: str, protocol: str = "http", model: str = "damo_yolo",
+                      concurrency: str = "1:4:1", batch_size: int = 1, measurement_interval_ms: int = 2000,
+                      max_trials: int = 5, stability_percentage: float = 20.0, csv_path: Optional[Path] = None,
+                      timeout: Optional[float] = None, datatype: Optional[str] = None) -> list[PerfRow]:
+    """``sweep`` for callers that need every level measured: the rows (unstable ones included), or
+    DamoClientError at the first level perf_analyzer measured nothing at. ``csv_path`` receives each row as
+    it is measured."""
+    rows = []
+    with RowWriter(csv_path) as writer:
+        for row in sweep(images, url, protocol, model, concurrency, batch_size, measurement_interval_ms,
+                         max_trials, stability_percentage, timeout, datatype):
+            if row.failed:
+                raise DamoClientError(f"perf_analyzer failed at concurrency {row.concurrency}: {row.error}")
+            writer.write(row)
+            rows.append(row)
     return rows
 
 
+class RowWriter:
+    """Rows appended to a CSV file as they come (milliseconds; an unstable level has stable=False and empty
+    percentiles, a failed one its reason in ``error``), each flushed to disk at once, so an interrupted or
+    failing sweep keeps every level it measured. A None path writes nothing."""
+
+    def __init__(self, path: Optional[Path]):
+        self.path = None if path is None else Path(path)
+        self._file: Optional[TextIO] = None
+        self._writer: Optional[csv.DictWriter] = None
+
+    def __enter__(self) -> RowWriter:
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "w", newline="")
+            self._writer = csv.DictWriter(self._file, fieldnames=[field.name for field in fields(PerfRow)])
+            self._writer.writeheader()
+            self._file.flush()
+        return self
+
+    def write(self, row: PerfRow) -> None:
+        if self._writer is not None and self._file is not None:
+            self._writer.writerow({k: ("" if isinstance(v, float) and v != v else v) for k, v in asdict(row).items()})
+            self._file.flush()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
 def write_csv(rows: list[PerfRow], path: Path) -> Path:
-    """The rows as CSV (milliseconds; an unstable level has stable=False and empty percentiles)."""
-    from dataclasses import asdict, fields
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=[field.name for field in fields(PerfRow)])
-        writer.writeheader()
+    """The rows as CSV (see RowWriter)."""
+    with RowWriter(path) as writer:
         for row in rows:
-            writer.writerow({k: ("" if isinstance(v, float) and v != v else v) for k, v in asdict(row).items()})
-    return path
+            writer.write(row)
+    return Path(path)
 
 
-def format_rows(rows: list[PerfRow]) -> str:
-    lines = ["concurrency  infer/s   p50 ms   p90 ms   p99 ms  queue ms  compute ms"]
-    for r in rows:
-        if r.stable:
-            lines.append(f"{r.concurrency:>11}  {r.throughput:>7.1f}  {r.p50_ms:>7.1f}  {r.p90_ms:>7.1f}"
-                         f"  {r.p99_ms:>7.1f}  {r.server_queue_ms:>8.2f}  {r.server_compute_ms:>10.1f}")
-        else:
-            lines.append(f"{r.concurrency:>11}  {r.throughput:>7.1f}  unstable: last trial's mean latency "
-                         f"{r.mean_ms:.1f} ms")
-    unstable = [str(r.concurrency) for r in rows if not r.stable]
+HEADER = "concurrency  infer/s   p50 ms   p90 ms   p99 ms  queue ms  compute ms"
+
+
+def format_row(r: PerfRow) -> str:
+    """One line of the table under HEADER."""
+    if r.failed:
+        return f"{r.concurrency:>11}  failed: {r.error}"
+    if not r.stable:
+        return f"{r.concurrency:>11}  {r.throughput:>7.1f}  unstable: last trial's mean latency {r.mean_ms:.1f} ms"
+    return (f"{r.concurrency:>11}  {r.throughput:>7.1f}  {r.p50_ms:>7.1f}  {r.p90_ms:>7.1f}  {r.p99_ms:>7.1f}"
+            f"  {r.server_queue_ms:>8.2f}  {r.server_compute_ms:>10.1f}")
+
+
+def summary_lines(rows: list[PerfRow]) -> list[str]:
+    """What the table's marks mean and what to change: unstable and failed levels, one line each."""
+    lines = []
+    unstable = [str(r.concurrency) for r in rows if not r.stable and not r.failed]
     if unstable:
         lines.append(f"perf_analyzer found no stable measurement at concurrency {', '.join(unstable)}: "
                      "raise --measurement-interval or --max-trials, or accept a wider --stability")
-    return "\n".join(lines)
+    failed = [str(r.concurrency) for r in rows if r.failed]
+    if failed:
+        lines.append(f"perf_analyzer measured nothing at concurrency {', '.join(failed)} (the reasons are in the "
+                     "table); the other levels are kept")
+    return lines
+
+
+def format_rows(rows: list[PerfRow]) -> str:
+    return "\n".join([HEADER, *map(format_row, rows), *summary_lines(rows)])
 
 
 def plot_rows(rows: list[PerfRow], path: Path, title: str = "damo_yolo served on Triton") -> Path:

@@ -166,6 +166,65 @@ def test_cli_perf_reports_levels_it_cannot_stabilise(served_synthetic, sample_im
     assert all(float(r["mean_ms"]) > 0 and r["p50_ms"] == "" for r in recorded)
 
 
+def test_cli_perf_keeps_every_measured_level_when_one_fails(served_synthetic, sample_images, tmp_path):
+    """Level 769 cannot finish within --timeout: perf_analyzer waits for its 769 requests in flight before it
+    ends, and answering them takes several seconds on any CPU (about 12 s here, where level 1 overruns its
+    windows by less than 0.1 s). It is reported failed, naming --timeout; level 1 before it stays in the
+    table, CSV and plot, and level 1537 after it is still run. (gRPC, so the server drops the requests of
+    the stopped perf_analyzer instead of computing them for nobody.)"""
+    import csv
+    import time
+    start = time.monotonic()
+    result = CliRunner().invoke(cli, [
+        "perf", "-u", served_synthetic.grpc_url, "-p", "grpc", "--images", str(sample_images[0].parent),
+        "--concurrency", "1:1537:768", "--measurement-interval", "300", "--max-trials", "3", "--stability", "1000",
+        "--timeout", "1.5", "--csv", str(tmp_path / "perf.csv"), "--plot", str(tmp_path / "perf.png")])
+    elapsed = time.monotonic() - start
+    assert result.exit_code == 1, result.output
+    recorded = list(csv.DictReader(open(tmp_path / "perf.csv")))
+    assert [r["concurrency"] for r in recorded] == ["1", "769", "1537"], result.output
+    measured, failed, after = recorded
+    assert measured["error"] == "" and float(measured["throughput"]) > 0 and float(measured["p50_ms"]) > 0, \
+        result.output
+    for row in (failed, after):
+        assert row["throughput"] == "" and row["stable"] == "False"
+        assert row["error"].startswith("answers still outstanding 1.5 s after the measurement windows"), row
+        assert row["error"].endswith("raise --timeout")
+    lines = result.output.splitlines()
+    assert f"        769  failed: {failed['error']}" in lines
+    assert lines[-1] == "Error: perf_analyzer measured nothing at concurrency 769, 1537 of 1:1537:768 (reasons above)"
+    assert (tmp_path / "perf.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    print(f"\nperf with a failing level: {elapsed:.1f} s")
+
+
+def test_cli_perf_stops_at_once_when_every_request_would_fail(served_synthetic, sample_images, tmp_path):
+    import time
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "notes.jpg").write_text("a text file, not a photograph\n")
+    start = time.monotonic()
+    result = CliRunner().invoke(cli, ["perf", "-u", served_synthetic.http_url, "--images", str(tmp_path / "images"),
+                                      "--csv", str(tmp_path / "perf.csv")])
+    elapsed = time.monotonic() - start
+    assert result.exit_code == 1 and len(result.output.splitlines()) == 1, result.output
+    assert result.output.startswith("Error: every request would fail: inference: image 0 of the request: not a JPEG "
+                                    "or PNG image (starts with b'a text f'")
+    assert not (tmp_path / "perf.csv").exists() and elapsed < 10  # no perf_analyzer run, no load
+    print(f"\none-request check: {elapsed:.2f} s")
+    result = CliRunner().invoke(cli, ["perf", "-u", served_synthetic.http_url, "--images", str(sample_images[0]),
+                                      "-b", "9"])
+    assert result.exit_code == 2 and "--batch-size" in result.output and "max batch size 8" in result.output
+
+
+def test_cli_detect_quiet_says_what_came_back(served_synthetic, trained_synthetic):
+    val = sorted((trained_synthetic["data"] / "val").glob("*.jpg"))[:3]
+    result = CliRunner().invoke(cli, ["detect", *map(str, val), "-u", served_synthetic.http_url, "-q"])
+    assert result.exit_code == 0, result.output
+    (line,) = result.output.splitlines()
+    count = sum(len(d) for d in DamoClient(served_synthetic.http_url).detect_batch(val))
+    assert line == (f"3 of 3 image(s) answered, {count} detection(s) (-q hides the tables; --json or --save-dir "
+                    f"keep the detections)") and count > 0
+
+
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_a_port_of_the_other_protocol_is_named(served_synthetic, sample_images, protocol):
     from damo_client import WrongProtocol

@@ -17,7 +17,16 @@ from damo_client import DamoClient, Detection, ImageError, ServerUnavailable
 from damo_client.cli import cli
 from damo_client.client import _connection_error
 from damo_client.images import expand_paths, to_bytes
-from damo_client.perf import concurrency_levels, format_rows, parse_csv, unstable_row, write_input_data
+from damo_client.perf import (
+    RowWriter,
+    concurrency_levels,
+    failed_row,
+    failure_reason,
+    format_rows,
+    parse_csv,
+    unstable_row,
+    write_input_data,
+)
 from damo_client.results import format_table
 from damo_yolo.serving.tritonserver import free_ports
 
@@ -99,6 +108,51 @@ def test_unstable_level_keeps_its_last_trial():
     assert concurrency_levels("1:8:3") == [1, 4, 7] and concurrency_levels("4") == [4]
 
 
+# what perf_analyzer 2.51 prints (-v, stdout then stderr) when a window closes with no answer in it
+NO_VALID = "No valid requests recorded within time interval. Please use a larger time window."
+EMPTY_WINDOWS = (f"Request concurrency: 1\n  Pass [1] cb::Error: {NO_VALID}\n  Pass [2] cb::Error: {NO_VALID}\n"
+                 f"{NO_VALID}\n")
+# ... and when the server answers its requests with an error (here a text file sent as an image)
+REFUSED = (f"Request concurrency: 1\n  Pass [1] cb::Error: {NO_VALID}\n"
+           "Failed to maintain requested inference load. Worker thread(s) failed to generate concurrent requests.\n"
+           "Thread [0] had error: image 0 of the request: not a JPEG or PNG image (starts with b'not an i', 12 "
+           "bytes)\n")
+
+
+def test_a_failed_level_says_why_and_what_to_change():
+    assert failure_reason(EMPTY_WINDOWS, 3, 300) == (
+        "no answer within a 300 ms measurement window (answers come further apart at this concurrency): raise "
+        "--measurement-interval")
+    # the server's own words win over the empty windows they caused
+    assert failure_reason(REFUSED, 99, 300) == ("the server answered with an error: image 0 of the request: not a "
+                                                "JPEG or PNG image (starts with b'not an i', 12 bytes)")
+    assert failure_reason("Error: unknown option --foo\nUsage: perf_analyzer [options]\n", 99, 300) == \
+        "perf_analyzer: Error: unknown option --foo (exit code 99)"
+    rows = [unstable_row(1, "Pass [1] throughput: 9.5 infer/sec. Avg latency: 105000 usec"),
+            failed_row(3, failure_reason(EMPTY_WINDOWS, 3, 300))]
+    table = format_rows(rows).splitlines()
+    assert table[2] == f"          3  failed: {rows[1].error}"
+    assert table[-1] == ("perf_analyzer measured nothing at concurrency 3 (the reasons are in the table); the other "
+                         "levels are kept")
+    assert "no stable measurement at concurrency 1:" in table[-2]  # the failed level is not called unstable
+
+
+def test_rows_are_on_disk_as_soon_as_they_are_written(tmp_path):
+    import csv
+    path = tmp_path / "sub" / "perf.csv"
+    with RowWriter(path) as writer:
+        writer.write(unstable_row(1, "Pass [1] throughput: 9.5 infer/sec. Avg latency: 105000 usec"))
+        on_disk = list(csv.DictReader(open(path)))  # read while the file is still open for writing
+        assert [(r["concurrency"], r["throughput"], r["mean_ms"], r["error"]) for r in on_disk] == \
+            [("1", "9.5", "105.0", "")]
+        writer.write(failed_row(3, "no answer within a 300 ms measurement window: raise --measurement-interval"))
+        on_disk = list(csv.DictReader(open(path)))
+        assert on_disk[1]["concurrency"] == "3" and on_disk[1]["throughput"] == "" and on_disk[1]["stable"] == "False"
+        assert on_disk[1]["error"].endswith("raise --measurement-interval")
+    with RowWriter(None) as nothing:  # no --csv: nothing written
+        nothing.write(failed_row(1, "x"))
+
+
 def test_only_connection_errors_are_retried():
     from tritonclient.utils import InferenceServerException
     assert _connection_error(ConnectionRefusedError(111, "refused"))
@@ -116,6 +170,30 @@ def test_unreachable_server_is_retried_with_backoff_then_reported(protocol):
     with pytest.raises(ServerUnavailable, match=f"cannot reach the server at 127.0.0.1:{port}.*3 attempt"):
         client.detect(b"\xff\xd8\xff")
     assert time.perf_counter() - start >= 0.1 + 0.2  # two waits: backoff, then twice the backoff
+
+
+def _resolver_knows_no_such_host() -> None:
+    import socket
+    try:
+        socket.getaddrinfo("nosuchhost.invalid", 8000)
+    except socket.gaierror as exc:
+        if exc.errno == socket.EAI_AGAIN:
+            pytest.skip("this host's resolver cannot be asked now (EAI_AGAIN): the name's absence is unknown")
+        return
+    pytest.skip("this host's resolver answers for nosuchhost.invalid")
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_a_host_name_that_does_not_resolve_is_named_not_retried(protocol):
+    _resolver_knows_no_such_host()
+    client = DamoClient("nosuchhost.invalid:8000", protocol, retries=3, backoff=1.0, timeout=5)
+    start = time.perf_counter()
+    with pytest.raises(ServerUnavailable, match=r"^cannot resolve host nosuchhost\.invalid \(.+\): check the address"):
+        client.detect(b"\xff\xd8\xff")
+    assert time.perf_counter() - start < 1.0  # no backoff: the first wait alone would be 1 s
+    result = CliRunner().invoke(cli, ["detect", __file__, "-u", "nosuchhost.invalid:8000", "-p", protocol])
+    assert result.exit_code == 1 and result.output.startswith("Error: cannot resolve host nosuchhost.invalid")
+    assert len(result.output.splitlines()) == 1 and "is tritonserver running" not in result.output
 
 
 def test_client_settings_are_checked():
@@ -152,3 +230,37 @@ def test_labels_stay_whole_inside_the_image(width):
     assert text.any()
     columns = np.flatnonzero(text.any(axis=0))
     assert columns.min() >= 1 and columns.max() <= width - 2, (columns.min(), columns.max())
+
+
+def test_labels_near_the_edge_stay_clear_of_their_neighbours():
+    """The demo's scene images_000004 (416 px): the triangle's label, pushed left to stay inside the image,
+    used to run under the square's, which hid 'trian' of 'triangle 0.63'."""
+    from damo_client.draw import annotate, place_labels
+    detections = [Detection((285.0, 29.0, 316.0, 59.0), 0.67, 1, "square"),
+                  Detection((384.0, 34.0, 414.0, 68.0), 0.63, 2, "triangle"),
+                  Detection((194.0, 70.0, 320.0, 195.0), 0.76, 5, "cross"),
+                  Detection((0.0, 0.0, 30.0, 25.0), 0.5, 3, "star")]
+    image = np.full((416, 416, 3), 128, np.uint8)
+    labels = place_labels(detections, 416, 416)
+    assert all(label is not None for label in labels)
+    rects = [label.rect for label in labels if label is not None]
+    for i, (x1, y1, x2, y2) in enumerate(rects):
+        assert 0 <= x1 < x2 <= 416 and 0 <= y1 < y2 <= 416
+        for other in rects[i + 1:]:
+            assert min(x2, other[2]) <= max(x1, other[0]) or min(y2, other[3]) <= max(y1, other[1]), (rects[i], other)
+    out = annotate(image, detections)
+    for label in labels:  # every label is in the picture whole, pixel for pixel, covered by nothing
+        assert label is not None
+        x1, y1, x2, y2 = label.rect
+        np.testing.assert_array_equal(out[y1:y2, x1:x2], label.patch)
+
+
+def test_label_ink_stays_inside_a_large_image():
+    """At a large image's font size the glyphs reach above cv2.getTextSize's box: a label at the top edge
+    keeps its ascenders."""
+    from damo_client.draw import annotate
+    image = np.full((600, 4000, 3), 255, np.uint8)
+    out = annotate(image, [Detection((0, 0, 300, 200), 0.63, 2, "triangle|l")])
+    text = out.max(axis=2) < 60
+    rows, columns = np.flatnonzero(text.any(axis=1)), np.flatnonzero(text.any(axis=0))
+    assert rows.size and rows.min() >= 1 and columns.min() >= 1
