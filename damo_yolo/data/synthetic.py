@@ -12,13 +12,13 @@ arguments always give byte-identical files.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+import click
 import cv2
 import numpy as np
 
@@ -244,26 +244,68 @@ def generate_split(out_dir: Path, split: str, count: int, size: tuple[int, int],
     return ann_path
 
 
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class _Command(click.Command):
+    """``--size H W``: both values after one --size, as before (a click option takes a fixed number of values,
+    so each value gets its own --size before parsing)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        spread: list[str] = []
+        taking = False  # the tokens read are --size and its values
+        for index, arg in enumerate(args):
+            if arg == "--":
+                spread += args[index:]
+                break
+            if taking and not arg.startswith("-") and spread[-1] != "--size":
+                spread.append("--size")
+            spread.append(arg)
+            taking = arg == "--size" or arg.startswith("--size=") or (taking and not arg.startswith("-"))
+        return super().parse_args(ctx, spread)
+
+
+def _size(ctx: click.Context, param: click.Parameter, values: tuple[int, ...]) -> tuple[int, int]:
+    if len(values) not in (1, 2) or min(values) < 64:
+        raise click.BadParameter(f"{' '.join(map(str, values))}: one or two values (H W) of at least 64 px")
+    return values[0], values[-1]
+
+
+@click.command(cls=_Command, context_settings=CONTEXT)
+@click.version_option(package_name="damo-yolo", prog_name="damo-synthetic")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("data/synthetic"),
+              show_default=True, help="Output folder.")
+@click.option("--train", type=click.IntRange(min=0), default=800, show_default=True, help="Training images.")
+@click.option("--val", type=click.IntRange(min=0), default=200, show_default=True, help="Validation images.")
+@click.option("--size", type=int, multiple=True, default=(320,), show_default=True, metavar="PX [PX]",
+              callback=_size, help="Image size: one value (square) or H W.")
+@click.option("--seed", type=int, default=0, show_default=True, help="The same seed gives byte-identical files.")
+@click.option("--backgrounds", type=click.Path(path_type=Path), default=DEFAULT_BACKGROUNDS, show_default=True,
+              help="Folder of photographs for backgrounds (procedural textures without one).")
+def cli(out: Path, train: int, val: int, size: tuple[int, int], seed: int, backgrounds: Path) -> None:
+    """Write the synthetic shapes data set: eight classes of shapes on photographs, COCO format.
+
+    \b
+        damo-synthetic --out data/synthetic --train 800 --val 200 --size 320 --seed 0
+
+    \b
+    Writes train/*.jpg, val/*.jpg and annotations/instances_{train,val}.json; the same arguments always
+    give byte-identical files.
+    """
+    photos = load_backgrounds(backgrounds)
+    click.echo(f"backgrounds: {len(photos)} photographs from {backgrounds}" if photos
+               else "backgrounds: procedural textures (no photographs found)")
+    for split, count in (("train", train), ("val", val)):
+        path = generate_split(out, split, count, size, seed, photos)
+        click.echo(f"{split}: {count} images → {path}")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="damo-synthetic", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("data/synthetic"), help="output folder")
-    parser.add_argument("--train", type=int, default=800, help="training images")
-    parser.add_argument("--val", type=int, default=200, help="validation images")
-    parser.add_argument("--size", type=int, nargs="+", default=[320], metavar="PX",
-                        help="image size: one value (square) or H W")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--backgrounds", type=Path, default=DEFAULT_BACKGROUNDS,
-                        help="folder of photographs for backgrounds (procedural textures without one)")
-    args = parser.parse_args(argv)
-    if len(args.size) not in (1, 2) or min(args.size) < 64:
-        parser.error("--size takes one or two values of at least 64")
-    size = (args.size[0], args.size[-1])
-    photos = load_backgrounds(args.backgrounds)
-    print(f"backgrounds: {len(photos)} photographs from {args.backgrounds}" if photos
-          else "backgrounds: procedural textures (no photographs found)")
-    for split, count in (("train", args.train), ("val", args.val)):
-        path = generate_split(args.out, split, count, size, args.seed, photos)
-        print(f"{split}: {count} images → {path}")
+    """`damo-synthetic` with ``argv`` (default: the command line); returns the exit code (2: a usage error)."""
+    try:
+        cli.main(args=argv, prog_name="damo-synthetic")
+    except SystemExit as exc:
+        return int(exc.code or 0)
     return 0
 
 

@@ -98,6 +98,25 @@ def save_checkpoint(path: PathLike, model_or_state: Union[nn.Module, Mapping[str
     return path
 
 
+def _not_torch_file(path: Path) -> str:
+    """What a file torch could not load is, when it is plainly no torch file ("" when it may be one, damaged):
+    torch.save writes a zip archive (or, in the legacy format, a pickle)."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if head.startswith(b"PK") or head.startswith(b"\x80"):
+        return ""
+    if b"\0" not in head:
+        try:
+            head.decode("utf-8")
+            return "a text file"
+        except UnicodeDecodeError as exc:
+            if len(head) == 4096 and exc.start > len(head) - 4:  # a character cut at the end of the window
+                return "a text file"
+    known = {b"\xff\xd8\xff": "a JPEG image", b"\x89PNG": "a PNG image", b"\x1f\x8b": "a gzip archive"}
+    kind = next((name for magic, name in known.items() if head.startswith(magic)), "")
+    return kind or f"neither a zip archive nor a pickle (it starts {head[:8]!r})"
+
+
 def read_checkpoint(path: PathLike, trusted: bool = False) -> dict:
     """Load a checkpoint file into a dict with at least ``model``; clear errors for bad files.
 
@@ -119,6 +138,9 @@ def read_checkpoint(path: PathLike, trusted: bool = False) -> dict:
             raise CheckpointError(
                 f"checkpoint {path} holds a Python object ({unsupported.group(1)}) beyond tensors and plain "
                 f"containers; if you trust its source, load it with trusted=True") from exc
+        kind = _not_torch_file(path)
+        if kind:
+            raise CheckpointError(f"not a PyTorch checkpoint: {path} is {kind}") from exc
         detail = re.search(r"WeightsUnpickler error:\s*(.+)", text) or re.search(r"(\S.*)", text)
         reason = detail.group(1).strip() if detail else type(exc).__name__
         raise CheckpointError(f"cannot read checkpoint {path}: the file is truncated or corrupt ({reason})") from exc
@@ -206,10 +228,9 @@ def load_state_dict_strict(model: nn.Module, state: Mapping[str, torch.Tensor], 
             hint = " (the model is already fused: load training-form checkpoints before switch_to_deploy())"
         variant = getattr(getattr(model, "cfg", None), "name", "?")
         fits = infer_variant(state)
-        if fits and fits != variant:
-            hint += f" — the weights are DAMO-YOLO-{fits}'s (variant {fits})"
+        other = f"the weights are DAMO-YOLO-{fits}'s (variant {fits}); " if fits and fits != variant else ""
         every = _describe_mismatch(missing, unexpected, wrong_shape, shown=len(target) + len(state))
-        raise CheckpointError(f"{source} does not fit DAMO-YOLO-{variant}: "
+        raise CheckpointError(f"{source} does not fit DAMO-YOLO-{variant}: {other}"
                               f"{_describe_mismatch(missing, unexpected, wrong_shape)}{hint}", details=every)
     model.load_state_dict(state, strict=True)
 

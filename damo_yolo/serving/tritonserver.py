@@ -20,6 +20,8 @@ import sysconfig
 from pathlib import Path
 from typing import Optional
 
+import click
+
 LOCAL_ONLY = ("--http-address", "--grpc-address", "--metrics-address")
 
 
@@ -182,19 +184,30 @@ def has_nvidia_gpu() -> bool:
     return Path("/proc/driver/nvidia/gpus").is_dir() and any(Path("/proc/driver/nvidia/gpus").iterdir())
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
+@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+               add_help_option=False)  # --help and -h are the server's
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def cli(args: tuple[str, ...]) -> None:
+    """Triton's own server binary with every argument passed through (`tritonserver --help`: the server's)."""
     try:
         paths = server_paths()
         backends = backend_directory(paths)
     except (ServerNotInstalled, OSError) as exc:
-        print(f"tritonserver: {exc}", file=sys.stderr)
-        return 1
+        raise click.ClickException(str(exc)) from None
     if not has_nvidia_gpu() and not any(a in ("--help", "-h", "--version") for a in args):
-        print(CPU_HOST_NOTE, file=sys.stderr, flush=True)
-    cmd = server_command(args, backends, paths["binary"])
+        click.echo(CPU_HOST_NOTE, err=True)
+    cmd = server_command(list(args), backends, paths["binary"])
     os.execve(cmd[0], cmd, server_environment(paths))
-    return 0  # not reached
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """The launcher with ``argv`` (default: the command line): it becomes the server process (exec), so it
+    returns only when the server cannot be started (1)."""
+    try:
+        cli.main(args=argv, prog_name="tritonserver")
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
 
 
 if __name__ == "__main__":

@@ -9,38 +9,85 @@ at that epoch (the same seed gives the same pictures as training).
 """
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 from typing import Optional
 
+import click
 
-def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="damo-browse-dataset", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("config", help="mmengine training config")
-    parser.add_argument("--out", type=Path, default=Path("browse"), help="folder for the drawn samples")
-    parser.add_argument("--count", type=int, default=12, help="samples to write")
-    parser.add_argument("--epoch", type=int, default=0, help="the epoch whose samples to draw (0-based)")
-    parser.add_argument("--phase", choices=["main", "last"], default="main",
-                        help="main: train_pipeline; last: the pipeline of the last, no-augmentation epochs")
-    parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE", help="override config settings")
-    args = parser.parse_args(argv)
-    if args.count < 1 or args.epoch < 0:
-        parser.error("--count must be at least 1 and --epoch at least 0")
-    return args
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    args = parse_args(argv)
+def spread_values(args: list[str], option: str) -> list[str]:
+    """``OPTION A B`` → ``OPTION A OPTION B``: every value up to the next option belongs to ``option``, as
+    with argparse's nargs="+" (a click option takes a fixed number of values, so it is given once per value)."""
+    out: list[str] = []
+    taking = False  # the tokens read are ``option`` and its values
+    for index, arg in enumerate(args):
+        if arg == "--":
+            return out + args[index:]
+        if taking and not arg.startswith("-") and out[-1] != option:
+            out.append(option)
+        out.append(arg)
+        taking = arg == option or arg.startswith(option + "=") or (taking and not arg.startswith("-"))
+    return out
+
+
+class _Command(click.Command):
+    """``--cfg-options A=1 B=2``: several settings after one --cfg-options, as damo-train takes them."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, spread_values(args, "--cfg-options"))
+
+
+def _setting(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    bad = [v for v in values if "=" not in v or v.startswith("=")]
+    if bad:
+        raise click.BadParameter(f"{bad[0]!r}: expected KEY=VALUE, e.g. data_root=/data/coco/")
+    return values
+
+
+def config_options(settings: tuple[str, ...]) -> dict:
+    """KEY=VALUE settings as damo-train reads them (mmengine's DictAction: numbers, booleans, lists, tuples)."""
+    from argparse import Namespace
+
+    from mmengine.config import DictAction
+    namespace = Namespace()
+    DictAction(option_strings=[], dest="options")(None, namespace, list(settings))
+    return namespace.options
+
+
+@click.command(cls=_Command, context_settings=CONTEXT)
+@click.version_option(package_name="damo-yolo", prog_name="damo-browse-dataset")
+@click.argument("config", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("browse"), show_default=True,
+              help="Folder for the drawn samples.")
+@click.option("--count", type=click.IntRange(min=1), default=12, show_default=True, help="Samples to write.")
+@click.option("--epoch", type=click.IntRange(min=0), default=0, show_default=True,
+              help="The epoch whose samples to draw (0-based).")
+@click.option("--phase", type=click.Choice(["main", "last"]), default="main", show_default=True,
+              help="main: train_pipeline; last: the pipeline of the last, no-augmentation epochs.")
+@click.option("--cfg-options", "settings", multiple=True, metavar="KEY=VALUE ...", callback=_setting,
+              help="Override config settings, e.g. --cfg-options data_root=data/synthetic/ input_size=(256,256).")
+def cli(config: Path, out: Path, count: int, epoch: int, phase: str, settings: tuple[str, ...]) -> None:
+    """Training samples of CONFIG as its pipeline makes them, with their boxes drawn.
+
+    \b
+        damo-browse-dataset train/configs/damoyolo_tinynasL18_Ns_1xb16-40e_synthetic.py --out browse/
+        damo-browse-dataset CONFIG --epoch 20 --count 16      # SADA's probability ramps with the epoch
+        damo-browse-dataset CONFIG --phase last               # the last epochs' pipeline (PipelineSwitchHook)
+
+    \b
+    Each sample is written as <index>_<img_id>.jpg at the model's input size, exactly what the model is
+    fed at that epoch (the same seed gives the same pictures as training).
+    """
+    if not config.is_file():  # before the seconds mmengine and torch take to import
+        raise click.ClickException(f"config not found: {config}" + (" (it is a directory)" if config.is_dir() else ""))
     from damo_yolo.data.coco import DataError
-    from damo_yolo.tools.train import _parse_options
     from damo_yolo.training.config import ConfigError, load_config
     try:
-        cfg = load_config(args.config, _parse_options(args.cfg_options))
+        cfg = load_config(config, config_options(settings))
     except ConfigError as exc:
-        print(f"damo-browse-dataset: {exc}", file=sys.stderr)
-        return 1
+        raise click.ClickException(str(exc)) from None
     import cv2
     from mmengine.dataset import Compose
     from mmengine.registry import DATASETS
@@ -52,27 +99,34 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         dataset = DATASETS.build(cfg.train_dataloader.dataset)
     except DataError as exc:
-        print(f"damo-browse-dataset: {exc}", file=sys.stderr)
-        return 1
-    if args.phase == "last":
+        raise click.ClickException(str(exc)) from None
+    pipeline = cfg.train_dataloader.dataset.pipeline
+    if phase == "last":
         switch = next((h for h in cfg.custom_hooks if h["type"] == "PipelineSwitchHook"), None)
         if switch is None:
-            print("damo-browse-dataset: the config has no PipelineSwitchHook (no last-phase pipeline)", file=sys.stderr)
-            return 1
-        dataset.pipeline = Compose(switch["switch_pipeline"])
-    dataset.set_epoch(args.epoch)
+            raise click.ClickException("the config has no PipelineSwitchHook (no last-phase pipeline)")
+        pipeline = switch["switch_pipeline"]
+        dataset.pipeline = Compose(pipeline)
+    dataset.set_epoch(epoch)
     names = dataset.metainfo["classes"]
-    args.out.mkdir(parents=True, exist_ok=True)
-    for index in range(min(args.count, len(dataset))):
+    out.mkdir(parents=True, exist_ok=True)
+    for index in range(min(count, len(dataset))):
         sample = dataset[index]
         rgb = sample["inputs"].numpy().transpose(1, 2, 0)
         targets = sample["data_samples"]
         boxes = [Detection(tuple(float(v) for v in box), 1.0, int(label), names[int(label)])
                  for box, label in zip(targets["boxes"].tolist(), targets["labels"].tolist())]
         drawn = annotate(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), boxes, scores=False)
-        cv2.imwrite(str(args.out / f"{index:04d}_{targets['img_id']}.jpg"), drawn)
-    pipeline = cfg.train_dataloader.dataset.pipeline if args.phase == "main" else switch["switch_pipeline"]
-    print(f"{min(args.count, len(dataset))} samples of epoch {args.epoch} ({describe(pipeline)}) → {args.out}")
+        cv2.imwrite(str(out / f"{index:04d}_{targets['img_id']}.jpg"), drawn)
+    click.echo(f"{min(count, len(dataset))} samples of epoch {epoch} ({describe(pipeline)}) → {out}")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """`damo-browse-dataset` with ``argv`` (default: the command line); returns the exit code (2: a usage error)."""
+    try:
+        cli.main(args=argv, prog_name="damo-browse-dataset")
+    except SystemExit as exc:
+        return int(exc.code or 0)
     return 0
 
 

@@ -13,12 +13,15 @@ Exits 1 with a one-line reason when a step fails.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
 from pathlib import Path
 from typing import Optional
+
+import click
+
+from damo_yolo import contract as C
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_SEED = 2026
@@ -65,63 +68,106 @@ def found_ground_truth(annotations: Path, detections: list[dict], iou: float = 0
     return found, len(coco["annotations"])
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="damo-demo", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--repo", type=Path, default=ROOT / "triton_models", help="model repository to serve")
-    parser.add_argument("--out", type=Path, default=Path("demo_output"),
-                        help="results folder (an earlier demo's results there are replaced)")
-    parser.add_argument("--images", type=Path, default=argparse.SUPPRESS,
-                        help="a folder of your own images (default: synthetic scenes)")
-    parser.add_argument("--count", type=int, default=6, help="synthetic scenes to make")
-    parser.add_argument("--score-thr", type=float, default=argparse.SUPPRESS,
-                        help="score threshold of the detections shown (default: the repository's served default)")
-    parser.add_argument("--protocol", choices=["http", "grpc"], default="http", help="how the client calls the server")
-    args = parser.parse_args(argv)
-    args.images = getattr(args, "images", None)
+def classes_note(class_names: tuple[str, ...]) -> str:
+    """What a model trained on ``class_names`` can find in the user's own photos, said before it is run on them."""
+    from damo_yolo.data.synthetic import CLASSES
+    shown = ", ".join(class_names[:10]) + (", ..." if len(class_names) > 10 else "")
+    if set(class_names) <= {c.name for c in CLASSES}:
+        return (f"note: this model knows only the {len(class_names)} synthetic shapes it was trained on ({shown}): "
+                f"on photos of anything else (a bus, a street) its boxes are expected nonsense, not a fault")
+    return (f"note: this model knows only its {len(class_names)} classes ({shown}): anything else in the photos "
+            f"goes undetected or gets a wrong label")
 
-    from damo_yolo.serving.repository import validate_repository
-    from damo_yolo.serving.tritonserver import LocalServer
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.command(context_settings=CONTEXT)
+@click.version_option(package_name="damo-yolo", prog_name="damo-demo")
+@click.option("--repo", type=click.Path(file_okay=False, path_type=Path), default=ROOT / "triton_models",
+              show_default=True, help="Model repository to serve.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo_output"),
+              show_default=True, help="Results folder (an earlier demo's results there are replaced).")
+@click.option("--images", type=click.Path(path_type=Path),
+              help="Your own images: a folder of .jpg/.jpeg/.png files, or one file [default: synthetic scenes].")
+@click.option("--count", type=click.IntRange(min=1), default=6, show_default=True, help="Synthetic scenes to make.")
+@click.option("--score-thr", type=click.FloatRange(C.SCORE_RANGE.low, C.SCORE_RANGE.high, max_open=True),
+              help="Score threshold of the detections shown [default: the repository's served default].")
+@click.option("--protocol", type=click.Choice(["http", "grpc"]), default="http", show_default=True,
+              help="How the client calls the server.")
+def cli(repo: Path, out: Path, images: Optional[Path], count: int, score_thr: Optional[float], protocol: str) -> None:
+    """Serve the model repository and call it with the client CLI, end to end on this machine.
+
+    \b
+        damo-demo                       # triton_models/, results in demo_output/
+        damo-demo --repo my_models --images photos/ --score-thr 0.4
+
+    \b
+    1. makes demo images the default model knows (new synthetic scenes, seed 2026, never seen in
+       training, with their ground truth) unless --images names your own;
+    2. starts tritonserver on free localhost ports with the repository;
+    3. runs damo-client detect on the images: a table per image, detections.json (COCO results
+       style) and labelled copies in annotated/;
+    4. stops the server and, for the synthetic images, says how many ground-truth shapes were found.
+    Exits 1 with a one-line reason when a step fails.
+    """
+    make_one = f"make one with: damo-export CHECKPOINT --out {repo}"
+    if not repo.is_dir():
+        raise click.ClickException(f"model repository not found: {repo} ({make_one})")
+    if images is not None and not images.exists():
+        raise click.ClickException(f"--images not found: {images}")
+    from damo_yolo.serving.repository import repository_serving, validate_repository
     try:
-        validate_repository(args.repo)
+        validate_repository(repo)
+        class_names = repository_serving(repo).class_names
     except ValueError as exc:
-        print(f"damo-demo: {exc}\n  make one with: damo-export CHECKPOINT --out {args.repo}", file=sys.stderr)
-        return 1
+        raise click.ClickException(f"{repo} is no servable model repository: {str(exc).splitlines()[0]} "
+                                   f"({make_one})") from None
+    if images is not None:
+        from damo_client.images import expand_paths
+        if not expand_paths([images]):
+            raise click.ClickException(f"no .jpg/.jpeg/.png images in {images}")
     try:
-        prepare_out(args.out)
+        prepare_out(out)
     except FileExistsError as exc:
-        print(f"damo-demo: {exc}", file=sys.stderr)
-        return 1
+        raise click.ClickException(str(exc)) from None
     annotations = None
-    if args.images is None:
-        annotations = make_demo_images(args.out, args.count, 416)
-        images = args.out / "images"
-        print(f"{args.count} synthetic scenes (seed {DEMO_SEED}) in {images}")
+    if images is None:
+        annotations = make_demo_images(out, count, 416)
+        images = out / "images"
+        click.echo(f"{count} synthetic scenes (seed {DEMO_SEED}) in {images}")
     else:
-        images = args.images
-    server = LocalServer(args.repo, args.out / "tritonserver.log")
-    print(f"starting tritonserver with {args.repo} ...", flush=True)
+        click.echo(classes_note(class_names))
+    from damo_yolo.serving.tritonserver import LocalServer
+    server = LocalServer(repo, out / "tritonserver.log")
+    click.echo(f"starting tritonserver with {repo} ...")
     try:
         server.start()
     except RuntimeError as exc:
-        print(f"damo-demo: {str(exc).splitlines()[0]} (see {server.log_path})", file=sys.stderr)
-        return 1
+        raise click.ClickException(f"{str(exc).splitlines()[0]} (see {server.log_path})") from None
     try:
-        url = server.http_url if args.protocol == "http" else server.grpc_url
+        url = server.http_url if protocol == "http" else server.grpc_url
         cmd = [str(Path(sys.executable).parent / "damo-client"), "detect", str(images), "--url", url,
-               "--protocol", args.protocol, *(["--score-thr", str(args.score_thr)] if "score_thr" in args else []),
-               "--json", str(args.out / "detections.json"), "--save-dir", str(args.out / "annotated")]
-        print("$ damo-client " + " ".join(cmd[1:]), flush=True)
+               "--protocol", protocol, *(["--score-thr", str(score_thr)] if score_thr is not None else []),
+               "--json", str(out / "detections.json"), "--save-dir", str(out / "annotated")]
+        click.echo("$ damo-client " + " ".join(cmd[1:]))
         code = subprocess.call(cmd)
     finally:
         server.stop()
     if code != 0:
-        print(f"damo-demo: damo-client detect failed (exit code {code})", file=sys.stderr)
-        return 1
+        raise click.ClickException(f"damo-client detect failed (exit code {code})")
     if annotations is not None:
-        found, total = found_ground_truth(annotations, json.loads((args.out / "detections.json").read_text()))
-        print(f"found {found} of the {total} shapes in the scenes (same class, IoU >= 0.5)")
-    print(f"results: {args.out / 'detections.json'}, labelled images in {args.out / 'annotated'}")
+        found, total = found_ground_truth(annotations, json.loads((out / "detections.json").read_text()))
+        click.echo(f"found {found} of the {total} shapes in the scenes (same class, IoU >= 0.5)")
+    click.echo(f"results: {out / 'detections.json'}, labelled images in {out / 'annotated'}")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """`damo-demo` with ``argv`` (default: the command line); returns the exit code (2: a usage error)."""
+    try:
+        cli.main(args=argv, prog_name="damo-demo")
+    except SystemExit as exc:
+        return int(exc.code or 0)
     return 0
 
 

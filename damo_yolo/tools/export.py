@@ -14,15 +14,17 @@ when several fit). Exits 1 with a one-line reason on failure (``--verbose``: eve
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
-import sys
 import tempfile
-from dataclasses import dataclass, fields, replace
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, NoReturn, Optional
+
+import click
 
 from damo_yolo import contract as C
+from damo_yolo.tools.zoo import variant_option
 
 THRESHOLD_SETS = ("serving", "evaluation")
 TARGETS = ("cpu", "gpu")
@@ -112,12 +114,52 @@ def check_out(out: Path, name: str, force: bool = False) -> None:
                                f"or choose another --out (or --name)")
 
 
+def check_checkpoint_file(path: Path) -> None:
+    """What ``read_checkpoint`` checks before torch reads the file (same messages, as ValueError), here without
+    importing torch: a path that is no checkpoint file is refused at once."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"checkpoint {path} is a directory, not a file")
+    if not path.is_file():
+        raise ValueError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"checkpoint {path} is empty (0 bytes)")
+
+
+def check_gpu_host():
+    """The GPU target's tools, before any work: TensorRT of the pinned version, an NVIDIA GPU the serving
+    container supports and its DALI. Returns ``(tensorrt, GPUInfo)``; TensorRTUnavailable or ValueError
+    (one line) otherwise."""
+    from damo_yolo.serving import platform
+    from damo_yolo.serving.tensorrt_builder import gpu_info, import_tensorrt
+    trt, gpu = import_tensorrt(), gpu_info()
+    try:
+        from nvidia.dali import __version__ as dali_version
+    except ImportError:
+        raise ValueError(f"NVIDIA DALI is not installed: pip install '.[gpu]' (DALI {platform.DALI})") from None
+    if platform.dali_mismatch(dali_version):
+        raise ValueError(platform.dali_mismatch(dali_version))
+    return trt, gpu
+
+
+Progress = Callable[[str], None]  # told each step as it starts, e.g. "exporting ONNX ..."
+
+
+def _silent(step: str) -> None:
+    pass
+
+
 def export_repository(checkpoint: Path, out: Path, options: Optional[ExportOptions] = None,
-                      **changes) -> Path:
+                      progress: Optional[Progress] = None, **changes) -> Path:
     """Export ``checkpoint`` into the model repository ``out`` (refuses to replace its models unless
-    ``force``): ``options``, with ``changes`` (ExportOptions' fields by keyword) applied."""
+    ``force``): ``options``, with ``changes`` (ExportOptions' fields by keyword) applied. ``progress`` is
+    told each step as it starts (damo-export prints them)."""
     options = replace(options or ExportOptions(), **changes)
+    progress = progress or _silent
     check_out(Path(out), options.name, options.force)
+    if options.target == "gpu":
+        check_gpu_host()  # a CPU host is told before minutes of work
+    progress(f"loading the checkpoint {checkpoint}")
     import onnx
     import onnxruntime
     import torch
@@ -142,108 +184,187 @@ def export_repository(checkpoint: Path, out: Path, options: Optional[ExportOptio
     h, w = serving.input_size
     num_priors = sum((h // s) * (w // s) for s in model.cfg.strides)
     with tempfile.TemporaryDirectory() as tmp:
+        progress(f"exporting ONNX: DAMO-YOLO-{meta.variant}, {len(serving.class_names)} classes, {h}x{w}")
         onnx_path = export_onnx(model, Path(tmp) / C.MODEL_FILE, input_size=(h, w))
         if serving.precision == "int8":
             from damo_yolo.serving.quantize import quantization_record, quantize_onnx
+            progress(f"quantizing to INT8, calibrated on {options.calibration_images}")
             onnx_path = quantize_onnx(onnx_path, Path(tmp) / "int8" / C.MODEL_FILE, options.calibration_images,
                                       (h, w), serving.resize, serving.pad_value)
             spec.extra["quantization"] = quantization_record(options.calibration_images)
         export = export_gpu if options.target == "gpu" else export_cpu
-        return export(spec, onnx_path, Path(out), num_priors, Path(tmp))
+        return export(spec, onnx_path, Path(out), num_priors, Path(tmp), progress)
 
 
-def export_cpu(spec, onnx_path: Path, out: Path, num_priors: int, tmp: Path) -> Path:
+def export_cpu(spec, onnx_path: Path, out: Path, num_priors: int, tmp: Path,
+               progress: Progress = _silent) -> Path:
     """The CPU target: the detector's ONNX (FP32 or Q/DQ INT8) behind one python-backend model."""
     from damo_yolo.serving.repository import write_repository
+    progress(f"writing the repository {out} and validating it as Triton will load it")
     return write_repository(spec, out, num_priors, onnx_path=onnx_path)
 
 
-def export_gpu(spec, onnx_path: Path, out: Path, num_priors: int, tmp: Path) -> Path:
+def export_gpu(spec, onnx_path: Path, out: Path, num_priors: int, tmp: Path,
+               progress: Progress = _silent) -> Path:
     """The GPU target, built here (a GPU host with the pinned TensorRT and DALI): the end2end plan (detector +
     EfficientNMS_TRT) and the DALI backend's serialized preprocessing."""
     from damo_yolo.serving import platform
     from damo_yolo.serving.dali_preprocess import serialize_pipeline
     from damo_yolo.serving.end2end import NMSSettings, append_nms
     from damo_yolo.serving.repository import write_repository
-    from damo_yolo.serving.tensorrt_builder import BuildOptions, build_engine, gpu_info, import_tensorrt
-    trt, gpu = import_tensorrt(), gpu_info()
-    try:
-        from nvidia.dali import __version__ as dali_version
-    except ImportError:
-        raise ValueError(f"NVIDIA DALI is not installed: pip install '.[gpu]' (DALI {platform.DALI})") from None
-    if platform.dali_mismatch(dali_version):
-        raise ValueError(platform.dali_mismatch(dali_version))
+    from damo_yolo.serving.tensorrt_builder import BuildOptions, build_engine
+    trt, gpu = check_gpu_host()
     serving, batch = spec.serving, spec.max_batch_size
+    progress("appending EfficientNMS_TRT to the ONNX graph")
     end2end = append_nms(onnx_path, tmp / "end2end.onnx", NMSSettings.of(serving))  # FP32 or Q/DQ detector + NMS
+    progress(f"building the TensorRT {trt.__version__} plan ({serving.precision.upper()}) on {gpu.name}")
     plan = build_engine(end2end, tmp / "model.plan", BuildOptions(
         input_size=serving.input_size, precision=serving.precision, max_batch=batch, opt_batch=min(4, batch)))
     # serialized here, by the container's DALI, where CUDA is
+    progress("serializing the DALI preprocessing")
     dali = serialize_pipeline(tmp / "model.dali", serving.input_size, serving.resize, serving.pad_value, batch,
                               device="gpu")
     spec.extra.update(tensorrt=trt.__version__, container=platform.CONTAINER,
                       gpu={"name": gpu.name, "compute_capability": "%d.%d" % gpu.compute_capability})
+    progress(f"writing the repository {out} and validating it as Triton will load it")
     return write_repository(spec, out, num_priors, plan_path=plan, dali_path=dali)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    default = ExportOptions()
-    parser = argparse.ArgumentParser(prog="damo-export", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("checkpoint", type=Path, help="a checkpoint of damo-train, or an official DAMO-YOLO .pth")
-    parser.add_argument("--out", type=Path, required=True,
-                        help="model repository folder (models already there are replaced only with --force)")
-    parser.add_argument("--force", action="store_true", help="replace this export's models if --out holds them")
-    parser.add_argument("--variant", help="variant of an official checkpoint (default: recognised from its weights)")
-    parser.add_argument("--verbose", action="store_true", help="on a checkpoint that does not fit, list every key")
-    parser.add_argument("--target", choices=TARGETS, default=default.target,
-                        help="cpu: python backends + onnxruntime; gpu: TensorRT plan (needs a GPU)")
-    parser.add_argument("--name", default=default.name, help="model name clients call")
-    parser.add_argument("--thresholds", choices=THRESHOLD_SETS, default=default.thresholds,
-                        help=f"served defaults when a request sets none: serving = score > "
-                             f"{C.SERVING_SCORE_THRESHOLD:g}, {C.SERVING_MAX_DETECTIONS} boxes (best F1 on the "
-                             f"synthetic set, perf/results/thresholds.md); evaluation = the checkpoint's own (for mAP)")
-    parser.add_argument("--score-threshold", type=float, help="served default score threshold (overrides --thresholds)")
-    parser.add_argument("--iou-threshold", type=float, help="served default NMS IoU (default: the checkpoint's)")
-    parser.add_argument("--max-detections", type=int, help="boxes per image, K (overrides --thresholds)")
-    parser.add_argument("--max-batch-size", type=int, default=default.max_batch_size,
-                        help="largest batch a model executes")
-    parser.add_argument("--instances", type=int,
-                        help="CPU: instances of the model, each decoding, detecting (on every core) and "
-                             "post-processing (default 2); GPU: plan instances (default 1)")
-    parser.add_argument("--precision", choices=C.PRECISIONS,
-                        help="cpu: fp32 (default) or int8; gpu: fp16 (default), fp32 or int8. int8 is a Q/DQ ONNX "
-                             "calibrated on --calibration-images")
-    parser.add_argument("--calibration-images", type=Path,
-                        help="int8: a folder of images like those served (the first 128, sorted by name)")
-    parser.add_argument("--preprocess", choices=C.DECODERS,
-                        help="decode + resize with OpenCV or NVIDIA DALI (default: dali on gpu, opencv on cpu)")
-    parser.add_argument("--no-dynamic-batching", action="store_true", help="one request per model execution")
-    parser.add_argument("--max-queue-delay-us", type=int, default=default.max_queue_delay_us,
-                        help="how long a request may wait for others to batch with (0: a batch is what queued while "
-                             "the model was busy)")
-    parser.add_argument("--max-pixels", type=int, default=default.max_pixels,
-                        help="CPU target: larger images get a 400 from their header, before decoding (0: no limit); "
-                             "the decoded image takes 3 bytes a pixel per concurrent decode")
-    parser.add_argument("--trusted", action="store_true", help="allow pickled Python objects in the checkpoint")
-    args = parser.parse_args(argv)
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _float_range(interval: C.Interval) -> click.FloatRange:
+    return click.FloatRange(interval.low, interval.high, min_open=interval.low_open, max_open=interval.high_open)
+
+
+class _Steps:
+    """damo-export's progress: a line on stderr as each step starts, with the seconds since the start."""
+
+    def __init__(self, quiet: bool):
+        self.quiet, self.start = quiet, time.perf_counter()
+
+    def __call__(self, step: str) -> None:
+        if not self.quiet:
+            click.echo(f"[{time.perf_counter() - self.start:5.1f} s] {step}", err=True)
+
+
+def _recognised_variant(checkpoint: Path, trusted: bool) -> Optional[str]:
+    """The variant a checkpoint holds by its own account (metadata, else its weights); None when it cannot tell."""
+    from damo_yolo.models import CheckpointError, read_checkpoint
+    from damo_yolo.models.checkpoint import checkpoint_meta
+    try:
+        return checkpoint_meta(read_checkpoint(checkpoint, trusted)).variant
+    except CheckpointError:
+        return None
+
+
+def _refuse(exc: Exception, checkpoint: Path, options: ExportOptions, verbose: bool) -> NoReturn:
+    """The one-line reason an export failed (with --verbose, every mismatched key before it)."""
     from damo_yolo.models import CheckpointError
     from damo_yolo.serving.tensorrt_builder import TensorRTUnavailable
+    if isinstance(exc, RuntimeError) and not isinstance(exc, (CheckpointError, TensorRTUnavailable)):
+        raise exc  # not a refusal but a fault: its traceback is the report
+    message, listing = str(exc).splitlines()[0], getattr(exc, "details", "")
+    if isinstance(exc, CheckpointError) and options.variant:
+        recognised = _recognised_variant(checkpoint, options.trusted)
+        if recognised and recognised != options.variant:
+            message = (f"the weights are DAMO-YOLO-{recognised}'s, not {options.variant}'s: drop --variant or pass "
+                       f"--variant {recognised}")
+            listing = f"{exc}\n{listing}" if listing else ""  # the mismatch summary, then every key
+    if listing and verbose:
+        click.echo(listing.replace("; ", "\n"), err=True)
+    elif listing:
+        message += " (--verbose lists every key)"
+    raise click.ClickException(message)
+
+
+@click.command(context_settings=CONTEXT)
+@click.version_option(package_name="damo-yolo", prog_name="damo-export")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Model repository folder (models already there are replaced only with --force).")
+@click.option("--force", is_flag=True, help="Replace this export's models if --out holds them.")
+@click.option("--variant", callback=variant_option,
+              help="Variant of an official checkpoint [default: recognised from its weights].")
+@click.option("--verbose", is_flag=True, help="On a checkpoint that does not fit, list every key.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines (the steps and their times) on stderr.")
+@click.option("--target", type=click.Choice(TARGETS), default=ExportOptions.target, show_default=True,
+              help="cpu: python backend + onnxruntime; gpu: TensorRT plan and DALI (needs the GPU it will run on).")
+@click.option("--name", default=ExportOptions.name, show_default=True, help="Model name clients call.")
+@click.option("--thresholds", type=click.Choice(THRESHOLD_SETS), default=ExportOptions.thresholds,
+              show_default=True,
+              help=f"Served defaults when a request sets none: serving = score > {C.SERVING_SCORE_THRESHOLD:g}, "
+                   f"{C.SERVING_MAX_DETECTIONS} boxes (best F1 on the synthetic set, perf/results/thresholds.md); "
+                   f"evaluation = the checkpoint's own (for mAP).")
+@click.option("--score-threshold", type=_float_range(C.SCORE_RANGE),
+              help="Served default score threshold [default: as --thresholds sets it].")
+@click.option("--iou-threshold", type=_float_range(C.IOU_RANGE),
+              help="Served default NMS IoU [default: the checkpoint's].")
+@click.option("--max-detections", type=click.IntRange(min=1),
+              help="Boxes per image, K [default: as --thresholds sets it].")
+@click.option("--max-batch-size", type=click.IntRange(min=1), default=ExportOptions.max_batch_size,
+              show_default=True, help="Largest batch a model executes.")
+@click.option("--instances", type=click.IntRange(min=1),
+              help="CPU: instances of the model, each decoding, detecting (on every core) and post-processing; "
+                   "GPU: plan instances [default: 2 on cpu, 1 on gpu].")
+@click.option("--precision", type=click.Choice(C.PRECISIONS),
+              help="cpu: fp32 or int8; gpu: fp16, fp32 or int8. int8 is a Q/DQ ONNX calibrated on "
+                   "--calibration-images [default: fp32 on cpu, fp16 on gpu].")
+@click.option("--calibration-images", type=click.Path(path_type=Path),
+              help="int8: a folder of images like those served (the first 128, sorted by name).")
+@click.option("--preprocess", type=click.Choice(C.DECODERS),
+              help="Decode + resize with OpenCV or NVIDIA DALI [default: opencv on cpu, dali on gpu].")
+@click.option("--no-dynamic-batching", is_flag=True, help="One request per model execution.")
+@click.option("--max-queue-delay-us", type=click.IntRange(min=0), default=ExportOptions.max_queue_delay_us,
+              show_default=True,
+              help="How long a request may wait for others to batch with (0: a batch is what queued while the "
+                   "model was busy).")
+@click.option("--max-pixels", type=click.IntRange(min=0), default=ExportOptions.max_pixels, show_default=True,
+              help="CPU target: larger images get a 400 from their header, before decoding (0: no limit); the "
+                   "decoded image takes 3 bytes a pixel per concurrent decode.")
+@click.option("--trusted", is_flag=True, help="Allow pickled Python objects in the checkpoint.")
+def cli(checkpoint: Path, out: Path, verbose: bool, quiet: bool, no_dynamic_batching: bool, **fields: Any) -> None:
+    """Export CHECKPOINT (damo-train's, or an official DAMO-YOLO .pth) to a Triton model repository.
+
+    \b
+        damo-export work_dirs/x/best.pth --out triton_models
+        damo-export damoyolo_tinynasL25_S.pth --variant S --out triton_models  # an official checkpoint
+        damo-export best.pth --target gpu --precision fp16 --out triton_models  # on a GPU host (DALI)
+        damo-export best.pth --preprocess dali --out triton_models              # CPU target, DALI decoding
+        damo-export best.pth --thresholds evaluation --out eval_models          # the checkpoint's thresholds
+        damo-export best.pth --precision int8 --calibration-images data/synthetic/train --out triton_models
+    then: tritonserver --model-repository triton_models
+
+    \b
+    The project's checkpoints carry their variant, classes, input size and resize policy; official ones
+    get their variant's reference settings (recognised from the weights; --variant names it when several
+    fit). Prints its steps on stderr; exits 1 with a one-line reason on failure.
+    """
+    try:  # the options and files first, before the seconds torch and onnx take to import
+        options = ExportOptions(**fields, dynamic_batching=not no_dynamic_batching)
+        check_checkpoint_file(checkpoint)
+        check_out(out, options.name, options.force)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    steps = _Steps(quiet)
     try:
-        options = {f.name: getattr(args, f.name) for f in fields(ExportOptions) if hasattr(args, f.name)}
-        out = export_repository(args.checkpoint, args.out,
-                                ExportOptions(**options, dynamic_batching=not args.no_dynamic_batching))
-    except (CheckpointError, TensorRTUnavailable, ValueError) as exc:
-        print(f"damo-export: {exc}", file=sys.stderr)
-        if args.verbose and getattr(exc, "details", ""):
-            print(exc.details.replace("; ", "\n"), file=sys.stderr)
-        elif getattr(exc, "details", ""):
-            print("damo-export: --verbose lists every key", file=sys.stderr)
-        return 1
-    print(f"model repository written to {out}: tritonserver --model-repository {out}")
+        written = export_repository(checkpoint, out, options, progress=steps)
+    except (ValueError, RuntimeError) as exc:
+        _refuse(exc, checkpoint, options, verbose)
+    steps("done")
+    click.echo(f"model repository written to {written}: tritonserver --model-repository {written}")
     from damo_yolo.serving.platform import platform_warnings
     from damo_yolo.serving.repository import repository_summary
-    for warning in platform_warnings(repository_summary(out, args.name)):
-        print(f"damo-export: warning: {warning}", file=sys.stderr)
+    for warning in platform_warnings(repository_summary(written, options.name)):
+        click.echo(f"warning: {warning}", err=True)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """`damo-export` with ``argv`` (default: the command line); returns the exit code (2: a usage error)."""
+    try:
+        cli.main(args=argv, prog_name="damo-export")
+    except SystemExit as exc:
+        return int(exc.code or 0)
     return 0
 
 

@@ -11,11 +11,11 @@ serving backend's guards instead (what the accuracy gate compares the served mod
 """
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Optional
+
+import click
 
 
 def evaluate(cfg, checkpoint: str, batch_size: int = 8, num_workers: int = 2, json_out: Optional[str] = None,
@@ -53,35 +53,74 @@ def evaluate(cfg, checkpoint: str, batch_size: int = 8, num_workers: int = 2, js
     return metrics
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="damo-test", description=__doc__.splitlines()[0])
-    parser.add_argument("config", help="the training config (model and test data)")
-    parser.add_argument("checkpoint", help="checkpoint to evaluate")
-    parser.add_argument("--ann-file", help="instances json (default: the config's test set)")
-    parser.add_argument("--img-dir", help="image folder of --ann-file")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--json", dest="json_out", help="also write the detections as COCO results json")
-    parser.add_argument("--trusted", action="store_true", help="allow pickled Python objects in the checkpoint")
-    parser.add_argument("--served-postprocess", action="store_true",
-                        help="post-process as the serving backend (at most 1,000 candidates into NMS, boxes clipped "
-                             "to the image) instead of the reference's evaluation protocol")
-    args = parser.parse_args(argv)
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.command(context_settings=CONTEXT)
+@click.version_option(package_name="damo-yolo", prog_name="damo-test")
+@click.argument("config", type=click.Path(path_type=Path))
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--ann-file", type=click.Path(path_type=Path),
+              help="Instances json to evaluate on [default: the config's test set].")
+@click.option("--img-dir", type=click.Path(path_type=Path),
+              help="Image folder of --ann-file [default: the folder of --ann-file].")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Images per forward pass.")
+@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Data loading processes (0: load in this process).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the detections as COCO results json.")
+@click.option("--trusted", is_flag=True, help="Allow pickled Python objects in the checkpoint.")
+@click.option("--served-postprocess", is_flag=True,
+              help="Post-process as the serving backend (at most 1,000 candidates into NMS, boxes clipped to the "
+                   "image) instead of the reference's evaluation protocol.")
+def cli(config: Path, checkpoint: Path, ann_file: Optional[Path], img_dir: Optional[Path], batch_size: int,
+        workers: int, json_out: Optional[Path], trusted: bool, served_postprocess: bool) -> None:
+    """Evaluate CHECKPOINT on the test set of CONFIG (COCO mAP with pycocotools).
+
+    \b
+        damo-test train/configs/damoyolo_tinynasL18_Ns_1xb16-40e_synthetic.py work_dirs/x/best.pth
+        damo-test CONFIG damoyolo_tinynasL25_S.pth --ann-file val.json --img-dir images/ --json dets.json
+
+    \b
+    CHECKPOINT: the project's own (best.pth, latest.pth), an mmengine one from damo-train or an
+    official DAMO-YOLO .pth. Prints COCO mAP and per-class AP; exits 1 with a one-line reason when the
+    config, checkpoint or data cannot be used.
+    """
+    from damo_yolo.tools.export import check_checkpoint_file
+    if not config.is_file():  # the files first, before the seconds the imports below take
+        raise click.ClickException(f"config not found: {config}" + (" (it is a directory)" if config.is_dir() else ""))
+    try:
+        check_checkpoint_file(checkpoint)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    if ann_file is not None and not ann_file.is_file():
+        raise click.ClickException(f"annotation file not found: {ann_file}")
+    if ann_file is not None and not (img_dir or ann_file.parent).is_dir():
+        raise click.ClickException(f"image folder not found: {img_dir}")
+
     import damo_yolo.training  # noqa: F401
     from damo_yolo.data.coco import DataError
     from damo_yolo.models import CheckpointError
     from damo_yolo.training.config import ConfigError, load_config
     try:
-        cfg = load_config(args.config)
-        if args.ann_file:  # paths as given on the command line, not under the config's data_root
-            cfg.test_dataloader.dataset.update(data_root=None, ann_file=args.ann_file,
-                                               img_dir=args.img_dir or str(Path(args.ann_file).parent))
-        metrics = evaluate(cfg, args.checkpoint, args.batch_size, args.workers, args.json_out, args.trusted,
-                           args.served_postprocess)
+        cfg = load_config(config)
+        if ann_file is not None:  # paths as given on the command line, not under the config's data_root
+            cfg.test_dataloader.dataset.update(data_root=None, ann_file=str(ann_file),
+                                               img_dir=str(img_dir or ann_file.parent))
+        metrics = evaluate(cfg, str(checkpoint), batch_size, workers, None if json_out is None else str(json_out),
+                           trusted, served_postprocess)
     except (CheckpointError, ConfigError, DataError, FileNotFoundError) as exc:
-        print(f"damo-test: {exc}", file=sys.stderr)
-        return 1
-    print(" ".join(f"{k}={metrics[k]:.4f}" for k in ("mAP", "mAP_50", "mAP_75", "mAP_s", "mAP_m", "mAP_l")))
+        raise click.ClickException(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+    click.echo(" ".join(f"{k}={metrics[k]:.4f}" for k in ("mAP", "mAP_50", "mAP_75", "mAP_s", "mAP_m", "mAP_l")))
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """`damo-test` with ``argv`` (default: the command line); returns the exit code (2: a usage error)."""
+    try:
+        cli.main(args=argv, prog_name="damo-test")
+    except SystemExit as exc:
+        return int(exc.code or 0)
     return 0
 
 

@@ -115,12 +115,17 @@ def test_other_variant_is_refused(tmp_path, trained_like):
         load_checkpoint(build_model("Nm"), tmp_path / "ns.pth")
 
 
-@pytest.mark.parametrize("damage", ["truncated", "empty", "garbage"])
-def test_damaged_files_fail_clearly(tmp_path, trained_like, damage):
+@pytest.mark.parametrize("damage,message", [
+    ("truncated", "the file is truncated or corrupt"), ("empty", r"is empty \(0 bytes\)"),
+    ("text", "not a PyTorch checkpoint: .* is a text file"),
+    ("image", "not a PyTorch checkpoint: .* is a JPEG image"),
+])
+def test_damaged_files_fail_clearly(tmp_path, trained_like, damage, message):
     path = save_checkpoint(tmp_path / "ckpt.pth", trained_like)
     data = path.read_bytes()
-    path.write_bytes({"truncated": data[: len(data) // 2], "empty": b"", "garbage": b"not a checkpoint" * 9}[damage])
-    with pytest.raises(CheckpointError, match="truncated or corrupt|empty"):
+    path.write_bytes({"truncated": data[: len(data) // 2], "empty": b"", "text": b"not a checkpoint\n" * 9,
+                      "image": b"\xff\xd8\xff\xe0\x00\x10JFIF\x00"}[damage])
+    with pytest.raises(CheckpointError, match=message):
         load_checkpoint(build_model("Ns"), path)
 
 

@@ -24,8 +24,9 @@ def small_checkpoint(tmp_path_factory):
 def test_out_is_required_and_help_shows_defaults():
     run = _export("model.pth")
     assert run.returncode == 2 and "--out" in run.stderr
-    text = _export("--help").stdout
-    assert "(default: 8)" in text and "(default: cpu)" in text and "--force" in text
+    text = " ".join(_export("--help").stdout.split())
+    assert "[default: 8; x>=1]" in text and "[default: cpu]" in text and "--force" in text
+    assert text.count("[default: recognised from its weights]") == 1 and "None" not in text
 
 
 def test_existing_models_are_replaced_only_with_force(tmp_path, small_checkpoint):
