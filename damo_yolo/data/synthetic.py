@@ -22,6 +22,8 @@ import click
 import cv2
 import numpy as np
 
+from damo_yolo.cli import CONTEXT, run, several_values
+
 DEFAULT_BACKGROUNDS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "images"
 MAX_HIDDEN_FRACTION = 0.35
 MIN_VISIBLE_PIXELS = 40
@@ -244,34 +246,13 @@ def generate_split(out_dir: Path, split: str, count: int, size: tuple[int, int],
     return ann_path
 
 
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
-class _Command(click.Command):
-    """``--size H W``: both values after one --size, as before (a click option takes a fixed number of values,
-    so each value gets its own --size before parsing)."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        spread: list[str] = []
-        taking = False  # the tokens read are --size and its values
-        for index, arg in enumerate(args):
-            if arg == "--":
-                spread += args[index:]
-                break
-            if taking and not arg.startswith("-") and spread[-1] != "--size":
-                spread.append("--size")
-            spread.append(arg)
-            taking = arg == "--size" or arg.startswith("--size=") or (taking and not arg.startswith("-"))
-        return super().parse_args(ctx, spread)
-
-
 def _size(ctx: click.Context, param: click.Parameter, values: tuple[int, ...]) -> tuple[int, int]:
     if len(values) not in (1, 2) or min(values) < 64:
         raise click.BadParameter(f"{' '.join(map(str, values))}: one or two values (H W) of at least 64 px")
     return values[0], values[-1]
 
 
-@click.command(cls=_Command, context_settings=CONTEXT)
+@click.command(cls=several_values("--size"), context_settings=CONTEXT)
 @click.version_option(package_name="damo-yolo", prog_name="damo-synthetic")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("data/synthetic"),
               show_default=True, help="Output folder.")
@@ -302,11 +283,7 @@ def cli(out: Path, train: int, val: int, size: tuple[int, int], seed: int, backg
 
 def main(argv: Optional[list[str]] = None) -> int:
     """`damo-synthetic` with ``argv`` (default: the command line); returns the exit code (2: a usage error)."""
-    try:
-        cli.main(args=argv, prog_name="damo-synthetic")
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+    return run(cli, argv, "damo-synthetic")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ from typing import Optional
 
 import click
 
+from damo_yolo.cli import run
+
 LOCAL_ONLY = ("--http-address", "--grpc-address", "--metrics-address")
 
 
@@ -203,11 +205,7 @@ def cli(args: tuple[str, ...]) -> None:
 def main(argv: Optional[list[str]] = None) -> int:
     """The launcher with ``argv`` (default: the command line): it becomes the server process (exec), so it
     returns only when the server cannot be started (1)."""
-    try:
-        cli.main(args=argv, prog_name="tritonserver")
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+    return run(cli, argv, "tritonserver")
 
 
 if __name__ == "__main__":

@@ -14,29 +14,7 @@ from typing import Optional
 
 import click
 
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
-def spread_values(args: list[str], option: str) -> list[str]:
-    """``OPTION A B`` → ``OPTION A OPTION B``: every value up to the next option belongs to ``option``, as
-    with argparse's nargs="+" (a click option takes a fixed number of values, so it is given once per value)."""
-    out: list[str] = []
-    taking = False  # the tokens read are ``option`` and its values
-    for index, arg in enumerate(args):
-        if arg == "--":
-            return out + args[index:]
-        if taking and not arg.startswith("-") and out[-1] != option:
-            out.append(option)
-        out.append(arg)
-        taking = arg == option or arg.startswith(option + "=") or (taking and not arg.startswith("-"))
-    return out
-
-
-class _Command(click.Command):
-    """``--cfg-options A=1 B=2``: several settings after one --cfg-options, as damo-train takes them."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        return super().parse_args(ctx, spread_values(args, "--cfg-options"))
+from damo_yolo.cli import CONTEXT, run, several_values
 
 
 def _setting(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
@@ -56,7 +34,7 @@ def config_options(settings: tuple[str, ...]) -> dict:
     return namespace.options
 
 
-@click.command(cls=_Command, context_settings=CONTEXT)
+@click.command(cls=several_values("--cfg-options"), context_settings=CONTEXT)
 @click.version_option(package_name="damo-yolo", prog_name="damo-browse-dataset")
 @click.argument("config", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("browse"), show_default=True,
@@ -123,11 +101,7 @@ def cli(config: Path, out: Path, count: int, epoch: int, phase: str, settings: t
 
 def main(argv: Optional[list[str]] = None) -> int:
     """`damo-browse-dataset` with ``argv`` (default: the command line); returns the exit code (2: a usage error)."""
-    try:
-        cli.main(args=argv, prog_name="damo-browse-dataset")
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+    return run(cli, argv, "damo-browse-dataset")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from typing import Optional
 import click
 
 from damo_yolo import contract as C
+from damo_yolo.cli import CONTEXT, run
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_SEED = 2026
@@ -77,9 +78,6 @@ def classes_note(class_names: tuple[str, ...]) -> str:
                 f"on photos of anything else (a bus, a street) its boxes are expected nonsense, not a fault")
     return (f"note: this model knows only its {len(class_names)} classes ({shown}): anything else in the photos "
             f"goes undetected or gets a wrong label")
-
-
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 @click.command(context_settings=CONTEXT)
@@ -164,11 +162,7 @@ def cli(repo: Path, out: Path, images: Optional[Path], count: int, score_thr: Op
 
 def main(argv: Optional[list[str]] = None) -> int:
     """`damo-demo` with ``argv`` (default: the command line); returns the exit code (2: a usage error)."""
-    try:
-        cli.main(args=argv, prog_name="damo-demo")
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+    return run(cli, argv, "damo-demo")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from typing import Any, Callable, NoReturn, Optional
 import click
 
 from damo_yolo import contract as C
+from damo_yolo.cli import CONTEXT, run
 from damo_yolo.tools.zoo import variant_option
 
 THRESHOLD_SETS = ("serving", "evaluation")
@@ -230,9 +231,6 @@ def export_gpu(spec, onnx_path: Path, out: Path, num_priors: int, tmp: Path,
     return write_repository(spec, out, num_priors, plan_path=plan, dali_path=dali)
 
 
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
 def _float_range(interval: C.Interval) -> click.FloatRange:
     return click.FloatRange(interval.low, interval.high, min_open=interval.low_open, max_open=interval.high_open)
 
@@ -361,11 +359,7 @@ def cli(checkpoint: Path, out: Path, verbose: bool, quiet: bool, no_dynamic_batc
 
 def main(argv: Optional[list[str]] = None) -> int:
     """`damo-export` with ``argv`` (default: the command line); returns the exit code (2: a usage error)."""
-    try:
-        cli.main(args=argv, prog_name="damo-export")
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+    return run(cli, argv, "damo-export")
 
 
 if __name__ == "__main__":

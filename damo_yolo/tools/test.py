@@ -17,6 +17,8 @@ from typing import Optional
 
 import click
 
+from damo_yolo.cli import CONTEXT, run
+
 
 def evaluate(cfg, checkpoint: str, batch_size: int = 8, num_workers: int = 2, json_out: Optional[str] = None,
              trusted: bool = False, served_postprocess: bool = False) -> dict:
@@ -51,9 +53,6 @@ def evaluate(cfg, checkpoint: str, batch_size: int = 8, num_workers: int = 2, js
     print(metrics["summary"])
     print(format_per_class(metrics["per_class"]))
     return metrics
-
-
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 @click.command(context_settings=CONTEXT)
@@ -117,11 +116,7 @@ def cli(config: Path, checkpoint: Path, ann_file: Optional[Path], img_dir: Optio
 
 def main(argv: Optional[list[str]] = None) -> int:
     """`damo-test` with ``argv`` (default: the command line); returns the exit code (2: a usage error)."""
-    try:
-        cli.main(args=argv, prog_name="damo-test")
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+    return run(cli, argv, "damo-test")
 
 
 if __name__ == "__main__":

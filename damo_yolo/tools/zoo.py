@@ -11,7 +11,8 @@ from typing import Any, Optional
 
 import click
 
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+from damo_yolo.cli import CONTEXT, run
+
 ZOO_FILE = Path(__file__).resolve().parents[1] / "models" / "zoo.py"
 
 
@@ -103,11 +104,7 @@ def cli(image: Optional[Path], variant: str) -> None:
 
 def main(argv: Optional[list[str]] = None) -> int:
     """`damo-zoo` with ``argv`` (default: the command line); returns the exit code (2: a usage error)."""
-    try:
-        cli.main(args=argv, prog_name="damo-zoo")
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+    return run(cli, argv, "damo-zoo")
 
 
 if __name__ == "__main__":
