@@ -44,3 +44,22 @@ def run(command: click.Command, argv: Optional[Sequence[str]], prog_name: str) -
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     return 0
+
+
+def key_values(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    """The callback of a ``--cfg-options KEY=VALUE ...`` option: every item has a key and a value."""
+    bad = [v for v in values if "=" not in v or v.startswith("=")]
+    if bad:
+        raise click.BadParameter(f"{bad[0]!r}: expected KEY=VALUE, e.g. max_epochs=10")
+    return values
+
+
+def parse_cfg_options(items: Sequence[str]) -> dict:
+    """KEY=VALUE items as mmengine's DictAction reads them (numbers, booleans, None, lists, tuples)."""
+    from argparse import Namespace
+
+    from mmengine.config import DictAction
+    namespace = Namespace(options={})
+    if items:
+        DictAction(option_strings=[], dest="options")(None, namespace, list(items))
+    return namespace.options

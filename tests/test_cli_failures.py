@@ -78,7 +78,7 @@ REFUSALS = [
     ("damo-browse-dataset", [CONFIG, "--count", "0"], 2,
      "Error: Invalid value for '--count': 0 is not in the range x>=1."),
     ("damo-browse-dataset", [CONFIG, "--cfg-options", "max_epochs=4", "input_size"], 2,
-     "Error: Invalid value for '--cfg-options': 'input_size': expected KEY=VALUE, e.g. data_root=/data/coco/"),
+     "Error: Invalid value for '--cfg-options': 'input_size': expected KEY=VALUE, e.g. max_epochs=10"),
     ("damo-browse-dataset", [CONFIG, "--phase", "first"], 2,
      "Error: Invalid value for '--phase': 'first' is not one of 'main', 'last'."),
     ("damo-export", ["missing.pth", "--out", "repo"], 1, "Error: checkpoint not found: missing.pth"),

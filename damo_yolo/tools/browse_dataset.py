@@ -14,24 +14,7 @@ from typing import Optional
 
 import click
 
-from damo_yolo.cli import CONTEXT, run, several_values
-
-
-def _setting(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
-    bad = [v for v in values if "=" not in v or v.startswith("=")]
-    if bad:
-        raise click.BadParameter(f"{bad[0]!r}: expected KEY=VALUE, e.g. data_root=/data/coco/")
-    return values
-
-
-def config_options(settings: tuple[str, ...]) -> dict:
-    """KEY=VALUE settings as damo-train reads them (mmengine's DictAction: numbers, booleans, lists, tuples)."""
-    from argparse import Namespace
-
-    from mmengine.config import DictAction
-    namespace = Namespace()
-    DictAction(option_strings=[], dest="options")(None, namespace, list(settings))
-    return namespace.options
+from damo_yolo.cli import CONTEXT, key_values, parse_cfg_options, run, several_values
 
 
 @click.command(cls=several_values("--cfg-options"), context_settings=CONTEXT)
@@ -44,7 +27,7 @@ def config_options(settings: tuple[str, ...]) -> dict:
               help="The epoch whose samples to draw (0-based).")
 @click.option("--phase", type=click.Choice(["main", "last"]), default="main", show_default=True,
               help="main: train_pipeline; last: the pipeline of the last, no-augmentation epochs.")
-@click.option("--cfg-options", "settings", multiple=True, metavar="KEY=VALUE ...", callback=_setting,
+@click.option("--cfg-options", "settings", multiple=True, metavar="KEY=VALUE ...", callback=key_values,
               help="Override config settings, e.g. --cfg-options data_root=data/synthetic/ input_size=(256,256).")
 def cli(config: Path, out: Path, count: int, epoch: int, phase: str, settings: tuple[str, ...]) -> None:
     """Training samples of CONFIG as its pipeline makes them, with their boxes drawn.
@@ -63,7 +46,7 @@ def cli(config: Path, out: Path, count: int, epoch: int, phase: str, settings: t
     from damo_yolo.data.coco import DataError
     from damo_yolo.training.config import ConfigError, load_config
     try:
-        cfg = load_config(config, config_options(settings))
+        cfg = load_config(config, parse_cfg_options(settings))
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     import cv2

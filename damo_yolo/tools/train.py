@@ -9,62 +9,119 @@
 The work dir receives mmengine checkpoints of the last two epochs (epoch_N.pth, for --resume), ``latest.pth``
 and ``best.pth`` (best val mAP) in the project's checkpoint format (for damo-export and damo-test), logs,
 scalars.json and tensorboard event files.
+
+The arguments and files named on the command line are checked before anything heavy is imported (torch and
+mmengine take seconds), and the config's settings before the Runner is built.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
-from damo_yolo.data.coco import DataError
-from damo_yolo.training.config import ConfigError
+import click
+
+from damo_yolo.cli import CONTEXT, key_values, parse_cfg_options, run, several_values
+
+LAUNCHERS = ("none", "pytorch", "slurm", "mpi")
+CFG_OPTIONS = "--cfg-options"
 
 
-def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="damo-train", description=__doc__.splitlines()[0])
-    parser.add_argument("config", help="mmengine config file")
-    parser.add_argument("--work-dir", help="where logs and checkpoints go (default: work_dirs/<config name>)")
-    parser.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CHECKPOINT",
-                        help="continue training: from the latest checkpoint of the work dir, or from CHECKPOINT")
-    parser.add_argument("--finetune", metavar="CHECKPOINT",
-                        help="start from this official or project checkpoint's backbone and neck, with a fresh head "
-                             "for the config's classes (the config's finetune setting)")
-    parser.add_argument("--amp", action="store_true", help="automatic mixed precision (GPU)")
-    parser.add_argument("--auto-scale-lr", action="store_true", help="scale the lr to the actual total batch size")
-    parser.add_argument("--teacher-config", help="distil from this teacher's config (with --teacher-checkpoint; the "
-                                                     "config's teacher setting)")
-    parser.add_argument("--teacher-checkpoint", help="the teacher's checkpoint")
-    parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="override config settings, e.g. train_cfg.max_epochs=10")
-    parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none",
-                        help="job launcher for distributed training (torchrun: pytorch)")
-    parser.add_argument("--local_rank", "--local-rank", type=int, default=0, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if "LOCAL_RANK" not in os.environ:
-        os.environ["LOCAL_RANK"] = str(args.local_rank)
+@dataclass(frozen=True)
+class TrainArgs:
+    """The command line of a training run."""
+
+    config: Path
+    work_dir: Optional[Path] = None  # None: the config's work_dir, else work_dirs/<config name>
+    resume: Optional[str] = None  # "auto": the work dir's last checkpoint; else a checkpoint path
+    finetune: Optional[Path] = None
+    amp: bool = False
+    auto_scale_lr: bool = False
+    teacher_config: Optional[Path] = None
+    teacher_checkpoint: Optional[Path] = None
+    cfg_options: tuple[str, ...] = ()
+    launcher: str = "none"
+    local_rank: int = 0
+    verbose: bool = False
+
+
+@click.command(cls=several_values(CFG_OPTIONS), context_settings=CONTEXT)
+@click.version_option(package_name="damo-yolo", prog_name="damo-train")
+@click.argument("config", type=click.Path(path_type=Path))
+@click.option("--work-dir", type=click.Path(path_type=Path),
+              help="Where logs and checkpoints go [default: the config's work_dir, else work_dirs/<config name>].")
+@click.option("--resume", is_flag=False, flag_value="auto", default=None, metavar="[CHECKPOINT]",
+              help="Continue training: from the work dir's last checkpoint, or from CHECKPOINT.")
+@click.option("--finetune", type=click.Path(path_type=Path), metavar="CHECKPOINT",
+              help="Start from this official or project checkpoint's backbone and neck, with a fresh head for the "
+                   "config's classes (the config's finetune setting).")
+@click.option("--amp", is_flag=True, help="Automatic mixed precision (GPU).")
+@click.option("--auto-scale-lr", is_flag=True, help="Scale the lr to the actual total batch size.")
+@click.option("--teacher-config", type=click.Path(path_type=Path),
+              help="Distil from this teacher's config (with --teacher-checkpoint; the config's teacher setting).")
+@click.option("--teacher-checkpoint", type=click.Path(path_type=Path), help="The teacher's checkpoint.")
+@click.option(CFG_OPTIONS, "cfg_options", multiple=True, metavar="KEY=VALUE ...", callback=key_values,
+              help="Override config settings (mmengine's syntax), e.g. --cfg-options max_epochs=10 "
+                   "data_root=data/mine/ input_size=\"(320,320)\".")
+@click.option("--launcher", type=click.Choice(LAUNCHERS), default="none", show_default=True,
+              help="Job launcher for distributed training (torchrun: pytorch).")
+@click.option("--local_rank", "--local-rank", "local_rank", type=int, default=0, hidden=True)  # from old launchers
+@click.option("--verbose", "-v", is_flag=True,
+              help="Show everything mmengine reports (environment, config, hooks, parameter groups); the log file "
+                   "in the work dir always has it.")
+def cli(**params: Any) -> None:
+    """Train DAMO-YOLO with an mmengine CONFIG (train/configs/*.py).
+
+    \b
+        damo-train train/configs/damoyolo_tinynasL18_Ns_1xb16-40e_synthetic.py
+        damo-train CONFIG --cfg-options max_epochs=8 warmup_epochs=1 no_aug_epochs=2
+        damo-train CONFIG --resume                        # the work dir's last checkpoint
+        damo-train CONFIG --resume work_dirs/x/epoch_7.pth
+        damo-train CONFIG --finetune damoyolo_tinynasL25_S.pth
+        torchrun --nproc_per_node 8 -m damo_yolo.tools.train CONFIG --launcher pytorch
+
+    \b
+    The console shows the metrics, warnings and a summary at the end (best.pth with its mAP and epoch,
+    latest.pth, the time); a progress bar with ETAs on a terminal. Exit code 1 with a one-line reason
+    when the config, its settings, the data or a checkpoint cannot be used.
+    """
+    train(TrainArgs(**params))
+
+
+def parse_args(argv: Optional[list[str]] = None) -> TrainArgs:
+    """The command line as damo-train reads it (click's usage errors raise)."""
+    with cli.make_context("damo-train", list(sys.argv[1:] if argv is None else argv)) as ctx:
+        return TrainArgs(**ctx.params)
+
+
+def check_paths(args: TrainArgs) -> None:
+    """Refuse, in one line, a file named on the command line that is not there (before any heavy import)."""
+    if not args.config.is_file():
+        raise click.ClickException(f"config not found: {args.config}"
+                                   + (" (it is a directory)" if args.config.is_dir() else ""))
     if bool(args.teacher_config) != bool(args.teacher_checkpoint):
-        parser.error("--teacher-config and --teacher-checkpoint go together")
-    return args
+        raise click.UsageError("--teacher-config and --teacher-checkpoint go together (distillation needs both)",
+                               click.get_current_context(silent=True))
+    resume = Path(args.resume) if args.resume not in (None, "auto") else None
+    for what, path in (("finetune checkpoint", args.finetune), ("resume checkpoint", resume),
+                       ("teacher config", args.teacher_config), ("teacher checkpoint", args.teacher_checkpoint)):
+        if path is not None and not path.is_file():
+            raise click.ClickException(f"{what} not found: {path}" + (" (it is a directory)" if path.is_dir() else ""))
+    if args.work_dir is not None and args.work_dir.exists() and not args.work_dir.is_dir():
+        raise click.ClickException(f"--work-dir {args.work_dir} is a file; name a folder")
 
 
-def _parse_options(options: list[str]) -> dict:
-    from mmengine.config import DictAction
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--o", nargs="+", action=DictAction, default={})
-    return parser.parse_args(["--o", *options]).o if options else {}
-
-
-def build_config(args: argparse.Namespace):
+def build_config(args: TrainArgs):
     from damo_yolo.training.config import load_config
-    config_path = Path(args.config)
-    options = _parse_options(args.cfg_options)
+    options = parse_cfg_options(args.cfg_options)
     if args.finetune:
-        options["finetune"] = args.finetune
+        options["finetune"] = str(args.finetune)
     if args.teacher_config:
-        options.update(teacher_config=args.teacher_config, teacher_checkpoint=args.teacher_checkpoint)
-    cfg = load_config(config_path, options)
+        options.update(teacher_config=str(args.teacher_config), teacher_checkpoint=str(args.teacher_checkpoint))
+    cfg = load_config(args.config, options)
     cfg.launcher = args.launcher
     import torch
     if not torch.cuda.is_available():  # CPU processes: gloo instead of NCCL, and no SyncBN (CUDA only)
@@ -72,7 +129,7 @@ def build_config(args: argparse.Namespace):
         cfg.sync_bn = None
         if args.launcher != "none":  # DDP over CPU modules takes no device ids
             cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None, broadcast_buffers=False)
-    cfg.work_dir = args.work_dir or cfg.get("work_dir") or str(Path("work_dirs") / config_path.stem)
+    cfg.work_dir = str(args.work_dir or cfg.get("work_dir") or Path("work_dirs") / args.config.stem)
     if args.resume == "auto":
         cfg.resume, cfg.load_from = True, None
     elif args.resume:
@@ -87,6 +144,7 @@ def build_config(args: argparse.Namespace):
 
 def check_data(cfg) -> None:
     """Refuse, in one line, a config whose data or checkpoints are not there (before mmengine prints it)."""
+    from damo_yolo.data.coco import DataError
     from damo_yolo.models import CheckpointError
     from damo_yolo.training.config import data_files
     for key in ("finetune", "load_from"):
@@ -99,18 +157,22 @@ def check_data(cfg) -> None:
                         "damo-synthetic --out data/synthetic")
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    args = parse_args(argv)
-    from mmengine.runner import Runner
-
-    import damo_yolo.training  # noqa: F401  registers the DAMO-YOLO modules with mmengine
+def train(args: TrainArgs) -> None:
+    """Check, build and run the training; print its summary. Refusals raise click.ClickException."""
+    started = time.monotonic()
+    if "LOCAL_RANK" not in os.environ:
+        os.environ["LOCAL_RANK"] = str(args.local_rank)
+    check_paths(args)
+    from damo_yolo.data.coco import DataError
     from damo_yolo.models import CheckpointError
+    from damo_yolo.training.config import ConfigError
     try:
         cfg = build_config(args)
         check_data(cfg)
     except (ConfigError, DataError, CheckpointError) as exc:
-        print(f"damo-train: {exc}", file=sys.stderr)
-        return 1
+        raise click.ClickException(str(exc)) from None
+    if args.resume == "auto" and not (Path(cfg.work_dir) / "last_checkpoint").is_file():
+        click.echo(f"warning: --resume: no checkpoint to resume in {cfg.work_dir}: training from the start", err=True)
     import torch
     if args.launcher == "pytorch" and not torch.cuda.is_available():
         # mmengine's pytorch launcher selects a CUDA device unconditionally; on CPU hosts join the group
@@ -118,15 +180,27 @@ def main(argv: Optional[list[str]] = None) -> int:
         import torch.distributed as dist
         if not dist.is_initialized():
             dist.init_process_group(backend="gloo")
-    runner = Runner.from_cfg(cfg)
+    from mmengine.runner import Runner
+
+    from damo_yolo.training.hooks import ProgressBarHook, QuietRunner, run_summary
+    runner = (Runner if args.verbose else QuietRunner).from_cfg(cfg)
+    progress = ProgressBarHook()
+    runner.register_hook(progress)
     try:
         runner.train()
     except (DataError, CheckpointError) as exc:  # found while reading (an annotation file that is not COCO, a
         # fine-tuning checkpoint of another model)
-        print(f"damo-train: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        raise click.ClickException(str(exc)) from None
+    finally:
+        progress.close()
+    if runner.rank == 0:
+        click.echo(run_summary(runner, time.monotonic() - started))
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """`damo-train` with ``argv`` (default: the command line); returns the exit code (2: a usage error)."""
+    return run(cli, argv, "damo-train")
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -124,8 +124,10 @@ def _pair(name: str, value: Any, allow_none: bool = False) -> None:
         raise ConfigError(f"{name} must be (height, width) in pixels, e.g. {name}=\"(640,640)\"; got {value!r}")
 
 
-def check_settings(cfg: Any) -> None:
-    """Refuse, in one line, a setting of the wrong kind or phases that do not fit the run."""
+def check_settings(cfg: Any, whole: bool = True) -> None:
+    """Refuse, in one line, a setting of the wrong kind, and (``whole``: the config as it will run, every file
+    and option merged) phases that do not fit the run or half a teacher. A file on its way to the whole config
+    may leave those to a child or an option (``--cfg-options max_epochs=2 warmup_epochs=1 no_aug_epochs=0``)."""
     if "input_size" in cfg:
         _pair("input_size", cfg["input_size"])
     if "mosaic_size" in cfg:
@@ -139,6 +141,8 @@ def check_settings(cfg: Any) -> None:
         value = cfg.get(name, 0)
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
             raise ConfigError(f"{name} must be a number of at least 0; got {value!r}")
+    if not whole:
+        return
     if bool(cfg.get("teacher_config")) != bool(cfg.get("teacher_checkpoint")):
         raise ConfigError("teacher_config and teacher_checkpoint go together (distillation needs both)")
     if {"max_epochs", "no_aug_epochs", "warmup_epochs"} <= set(cfg.keys()):
@@ -162,11 +166,12 @@ def _places_of(cfg: Any) -> Iterator[tuple[Place, Any, str, Any, Any]]:
             yield place, holder, key, holder.get(key, _MISSING), place.value(*(cfg[s] for s in place.settings))
 
 
-def resolve_settings(cfg: Any, parent: Optional[Any] = None) -> Any:
+def resolve_settings(cfg: Any, parent: Optional[Any] = None, whole: bool = True) -> Any:
     """Bring every place of ``cfg`` to its setting (in place; returns ``cfg``): a missing place is filled, a
     place that holds what ``parent`` (the base config as mmengine parsed it) held there is inherited and
-    follows the setting, and a place the config itself sets against its setting is refused."""
-    check_settings(cfg)
+    follows the setting, and a place the config itself sets against its setting is refused. ``whole``: see
+    :func:`check_settings`."""
+    check_settings(cfg, whole)
     conflicts = []
     for place, holder, key, current, expected in _places_of(cfg):
         if place.may_be_none and current is None:
@@ -192,7 +197,7 @@ def resolve_settings(cfg: Any, parent: Optional[Any] = None) -> Any:
 def _load_resolved(path: Path) -> Any:
     """``path`` parsed by mmengine with every place at its setting; its ancestors are checked the same way
     (a conflict anywhere up the chain is refused). A place is compared with the parent as mmengine parsed
-    it, since that is what the file inherited."""
+    it, since that is what the file inherited. The settings' relations are left to :func:`load_config`."""
     from mmengine.config import Config
     bases = [path.parent / b for b in Config._get_base_files(str(path))]
     for base in bases:
@@ -206,7 +211,7 @@ def _load_resolved(path: Path) -> Any:
             merged.write(f"_base_ = {[str(b.resolve()) for b in bases]!r}\n")
             merged.flush()
             parent = Config.fromfile(merged.name)
-    return resolve_settings(Config.fromfile(str(path)), parent)
+    return resolve_settings(Config.fromfile(str(path)), parent, whole=False)
 
 
 def load_config(path: Union[str, Path], options: Optional[dict] = None):
@@ -219,6 +224,8 @@ def load_config(path: Union[str, Path], options: Optional[dict] = None):
         before = copy.deepcopy(cfg)
         cfg.merge_from_dict(options)
         resolve_settings(cfg, before)
+    else:
+        check_settings(cfg)
     return cfg
 
 

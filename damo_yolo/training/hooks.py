@@ -6,14 +6,28 @@
   :mod:`damo_yolo.training.schedulers`).
 - ``DAMOModelEMA``: EMA with decay 0.9998·(1 − exp(−updates/2000)) over parameters and buffers.
 - ``ExportCheckpointHook``: after each validation, ``latest.pth`` (and ``best.pth`` on a new best) in the
-  project's checkpoint contract — official keys, EMA weights, metadata — written atomically.
+  project's checkpoint contract — official keys, EMA weights, metadata — written atomically; it knows the
+  epoch each holds (for the end-of-run summary).
 - ``atomic_local`` storage backend: mmengine's own checkpoints (used by ``--resume``) written atomically.
+
+What a run shows on the console (``damo-train``):
+
+- ``QuietConsole`` / ``QuietRunner``: mmengine's Runner whose console shows the metrics lines (``Epoch(train)``,
+  ``Epoch(val)``), warnings, resume/load lines and the project's own messages; the environment dump, the
+  config, the hook table, the optimiser's per-parameter lines, mmengine's deprecation notices and the COCO
+  tables stay in the work dir's log file, which keeps everything (``damo-train --verbose`` shows it too).
+- ``ProgressBarHook``: a live bar of the run and of the current epoch (or validation) with their ETAs, on an
+  interactive terminal only (rich.progress); piped output (a CI log, a file) stays plain text.
+- ``run_summary``: the run in a few lines, printed last: best checkpoint, its metric and epoch, latest.pth,
+  the time taken and the full log.
 """
 from __future__ import annotations
 
+import logging
 import math
+import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from mmengine.dataset import Compose
@@ -21,6 +35,7 @@ from mmengine.fileio import LocalBackend, register_backend
 from mmengine.hooks import EMAHook, Hook
 from mmengine.model import ExponentialMovingAverage, is_model_wrapper
 from mmengine.registry import HOOKS, MODELS
+from mmengine.runner import Runner
 
 from .. import __version__
 from ..fileio import atomic_write_bytes
@@ -167,6 +182,8 @@ class ExportCheckpointHook(Hook):
     def __init__(self, metric: str = "coco/mAP"):
         self.metric = metric
         self.best: Optional[float] = None
+        self.best_epoch: Optional[int] = None  # the epoch best.pth holds
+        self.latest_epoch: Optional[int] = None  # the epoch latest.pth holds (written by this run)
 
     def _weights(self, runner) -> dict:
         for hook in runner.hooks:
@@ -193,15 +210,176 @@ class ExportCheckpointHook(Hook):
         weights, meta = self._weights(runner), self.meta(runner, metrics or {})
         out = Path(runner.work_dir)
         save_checkpoint(out / "latest.pth", weights, meta)
+        self.latest_epoch = runner.epoch
         value = (metrics or {}).get(self.metric)
         if value is not None and (self.best is None or value > self.best):
-            self.best = float(value)
+            self.best, self.best_epoch = float(value), runner.epoch
             save_checkpoint(out / "best.pth", weights, meta)
             runner.logger.info(f"best {self.metric} {value:.4f}: {out / 'best.pth'}")
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        checkpoint.setdefault("meta", {})["export_best"] = self.best
+        checkpoint.setdefault("meta", {}).update(export_best=self.best, export_best_epoch=self.best_epoch)
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         if runner._resume:  # a resumed run keeps its best; load_from starts a new one
-            self.best = checkpoint.get("meta", {}).get("export_best", self.best)
+            meta = checkpoint.get("meta", {})
+            self.best = meta.get("export_best", self.best)
+            self.best_epoch = meta.get("export_best_epoch", self.best_epoch)
+
+
+PACKAGE = str(Path(__file__).resolve().parents[1])  # damo_yolo/: a record logged from here is the project's own
+SHOWN_PREFIXES = ("Epoch(", "Iter(", "resumed epoch", "Load checkpoint from")  # mmengine's lines worth seeing
+NOISE = ("will be deprecated", "is the alias of", "`save_param_scheduler` is True")  # mmengine's warnings, not ours
+
+
+class QuietConsole(logging.Filter):
+    """Lets through warnings and errors (but mmengine's deprecation notices), mmengine's metrics, resume and
+    load lines, and what the project's code logs (its records' ``pathname`` lies under ``damo_yolo/``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.levelno >= logging.WARNING:
+            return not any(noise in message for noise in NOISE)
+        return message.startswith(SHOWN_PREFIXES) or record.pathname.startswith(PACKAGE)
+
+
+def _console_handlers(logger: logging.Logger) -> list[logging.StreamHandler]:
+    """The logger's console handlers (a FileHandler is a StreamHandler too: left out)."""
+    return [h for h in logger.handlers
+            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+
+
+class QuietRunner(Runner):
+    """mmengine's Runner with the :class:`QuietConsole` filter on its console (the log file keeps everything).
+    The filter is in place before the Runner logs its environment and config."""
+
+    def build_logger(self, *args: Any, **kwargs: Any):
+        logger = super().build_logger(*args, **kwargs)
+        for handler in _console_handlers(logger):
+            if not any(isinstance(f, QuietConsole) for f in handler.filters):
+                handler.addFilter(QuietConsole())
+        return logger
+
+
+@HOOKS.register_module()
+class ProgressBarHook(Hook):
+    """Bars for the run and the current epoch or validation, with elapsed time and ETA, while stdout is an
+    interactive terminal (rich's test: not piped, ``TERM`` not dumb); otherwise nothing. The console log
+    handlers write through the live display meanwhile, so their lines print above the bars. Rank 0 only.
+
+    Args:
+        enabled: show the bars (None: when stdout is an interactive terminal).
+    """
+
+    priority = "VERY_LOW"
+
+    def __init__(self, enabled: Optional[bool] = None):
+        self.enabled = enabled
+        self._progress: Any = None
+        self._streams: list[tuple[logging.StreamHandler, Any]] = []
+        self._run: Any = None
+        self._phase: Any = None
+
+    def before_train(self, runner) -> None:
+        if runner.rank != 0 or self._progress is not None:
+            return
+        from rich.console import Console
+        from rich.file_proxy import FileProxy
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+        console = Console(file=sys.stdout)  # this stream, not whatever sys.stdout is redirected to later
+        if not (console.is_interactive if self.enabled is None else self.enabled):
+            return
+        # sys.stdout/stderr stay as they are (forked data loader workers and redirect_stdout users keep theirs)
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                  TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console,
+                                  transient=True, redirect_stdout=False, redirect_stderr=False)
+        self._progress.start()
+        for handler in _console_handlers(runner.logger):
+            self._streams.append((handler, handler.stream))
+            handler.setStream(FileProxy(console, handler.stream))
+        self._run = self._progress.add_task("training", total=runner.max_iters, completed=runner.iter)
+
+    def _start_phase(self, description: str, total: int) -> None:
+        if self._progress is not None:
+            self._phase = self._progress.add_task(description, total=total)
+
+    def _advance(self, *tasks: Any) -> None:
+        if self._progress is not None:
+            for task in tasks:
+                if task is not None:
+                    self._progress.advance(task)
+
+    def _end_phase(self) -> None:
+        if self._progress is not None and self._phase is not None:
+            self._progress.remove_task(self._phase)
+            self._phase = None
+
+    def before_train_epoch(self, runner) -> None:
+        self._start_phase(f"epoch {runner.epoch + 1}/{runner.max_epochs}", len(runner.train_dataloader))
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        self._advance(self._phase, self._run)
+
+    def after_train_epoch(self, runner) -> None:
+        self._end_phase()
+
+    def before_val_epoch(self, runner) -> None:
+        self._start_phase("validation", len(runner.val_dataloader))
+
+    def after_val_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        self._advance(self._phase)
+
+    def after_val_epoch(self, runner, metrics=None) -> None:
+        self._end_phase()
+
+    def after_train(self, runner) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the display and give the log handlers their stream back (also after a failed run)."""
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = self._run = self._phase = None
+        for handler, stream in self._streams:
+            handler.setStream(stream)
+        self._streams = []
+
+
+def format_duration(seconds: float) -> str:
+    """41 s, 4 min 23 s, 2 h 05 min."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def run_summary(runner, seconds: float) -> str:
+    """The end of a run in four lines: epochs and time, the best checkpoint with its metric and epoch, the
+    latest one, and the full log."""
+    work = Path(runner.work_dir)
+    export = next((h for h in runner.hooks if isinstance(h, ExportCheckpointHook)), None)
+    lines = [f"done: epoch {runner.epoch} of {runner.max_epochs} in {format_duration(seconds)}"]
+    if export is None:
+        lines.append("best:   none (the config has no ExportCheckpointHook)")
+    elif export.best is None:
+        lines.append("best:   none (no validation gave a metric)")
+    else:
+        epoch = f" at epoch {export.best_epoch}" if export.best_epoch is not None else ""
+        lines.append(f"best:   {export.metric} {export.best:.4f}{epoch}  {work / 'best.pth'}")
+    latest = work / "latest.pth"
+    if latest.is_file():
+        epoch = f"epoch {export.latest_epoch}  " if export is not None and export.latest_epoch is not None else ""
+        lines.append(f"latest: {epoch}{latest}")
+    log_file = getattr(runner.logger, "log_file", None)
+    if log_file:
+        lines.append(f"log:    {log_file}")
+    return "\n".join(lines)

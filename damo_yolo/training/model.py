@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 import torch
-from mmengine.logging import print_log
+from mmengine.logging import MMLogger
 from mmengine.model import BaseModel
 from mmengine.registry import MODELS
 
@@ -81,7 +81,8 @@ class DAMOYOLODetector(BaseModel):
                     for conv in (module.depthwise, module.pointwise):
                         torch.nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
         if self.finetune:
-            print_log(str(load_backbone_and_neck(self, self.finetune)), logger="current")
+            # logged from here, so the quiet console (hooks.QuietConsole) shows it as the project's own message
+            MMLogger.get_current_instance().info(str(load_backbone_and_neck(self, self.finetune)))
 
     def detector_state_dict(self) -> dict[str, torch.Tensor]:
         """The weights in the official layout (no extra keys such as distillation adapters)."""

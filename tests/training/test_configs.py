@@ -131,6 +131,21 @@ def test_bad_setting_values_are_refused_in_one_line():
         load_config(SYNTHETIC, {"batch_size": 0})
 
 
+def test_settings_that_do_not_fit_in_a_file_are_mended_by_options(tmp_path):
+    """The phases and the teacher are checked on the config as it will run: a child config whose phases do not
+    fit is refused alone, and runs with the values the refusal suggests given as --cfg-options."""
+    child = tmp_path / "child.py"
+    child.write_text(f"_base_ = [{str(SYNTHETIC)!r}]\nmax_epochs = 2\nteacher_config = 't.py'\n")
+    with pytest.raises(ConfigError, match=r"teacher_config and teacher_checkpoint go together"):
+        load_config(child)
+    with pytest.raises(ConfigError, match=r"no epoch of the cosine phase in max_epochs=2.*"
+                                          r"--cfg-options max_epochs=2 warmup_epochs=1 no_aug_epochs=0"):
+        load_config(child, {"teacher_checkpoint": "t.pth"})
+    cfg = load_config(child, {"teacher_checkpoint": "t.pth", "max_epochs": 2, "warmup_epochs": 1, "no_aug_epochs": 0})
+    assert cfg.param_scheduler[1]["begin"] == 1 and cfg.param_scheduler[1]["end"] == 2
+    assert cfg.model.teacher == dict(config="t.py", checkpoint="t.pth")
+
+
 def test_data_root_option_moves_every_data_set_and_the_metric(tiny_synthetic):
     cfg = load_config(SYNTHETIC, {"data_root": f"{tiny_synthetic}/"})
     for split in ("train_dataloader", "val_dataloader", "test_dataloader"):
@@ -156,7 +171,7 @@ def test_damo_train_data_root_option_and_missing_data_in_one_line(tmp_path):
 def test_damo_train_unknown_config_in_one_line(tmp_path):
     run = subprocess.run([sys.executable, "-m", "damo_yolo.tools.train", str(tmp_path)],
                          capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert run.returncode == 1 and run.stderr.strip() == f"damo-train: config not found: {tmp_path} (it is a directory)"
+    assert run.returncode == 1 and run.stderr.strip() == f"Error: config not found: {tmp_path} (it is a directory)"
 
 
 @pytest.fixture(scope="module")

@@ -64,7 +64,7 @@ def test_finetune_and_load_from_from_the_command_line(tmp_path, tiny_synthetic):
         assert torch.load(tmp_path / name / "latest.pth", weights_only=True)["meta"]["num_classes"] == 8
     missing = run_train(config, tmp_path / "missing", "--finetune", str(tmp_path / "nope.pth"))
     assert (missing.returncode == 1
-            and missing.stderr.strip() == f"damo-train: finetune checkpoint not found: {tmp_path / 'nope.pth'}")
+            and missing.stderr.strip() == f"Error: finetune checkpoint not found: {tmp_path / 'nope.pth'}")
 
 
 @pytest.mark.parametrize("layout", ["official", "bare", "project"])

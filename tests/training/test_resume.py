@@ -55,6 +55,11 @@ def test_killed_run_resumes_to_the_identical_state(tmp_path, tiny_synthetic):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     logs = "".join(p.read_text() for p in interrupted.glob("*/*.log"))
     assert recorded >= 1 and f"resumed epoch: {recorded}," in logs, "the run did not resume from its last checkpoint"
+    assert f"resumed epoch: {recorded}," in resumed.stdout  # the quiet console says so too
+    done, best = resumed.stdout.strip().splitlines()[-4:-2]  # the summary names the best's epoch, also when the
+    best_meta = torch.load(interrupted / "best.pth", weights_only=True)["meta"]  # best came before the interruption
+    assert done.startswith("done: epoch 3 of 3 in ")
+    assert best.endswith(f" at epoch {best_meta['epoch']}  {interrupted / 'best.pth'}"), best
 
     a, b = _state(straight / "epoch_3.pth"), _state(interrupted / "epoch_3.pth")
     assert a["meta"]["epoch"] == b["meta"]["epoch"] == 3 and a["meta"]["iter"] == b["meta"]["iter"]
