@@ -1,10 +1,31 @@
-"""Atomic file writes: a reader sees the old file or the whole new one, never a half-written file."""
+"""Files: atomic writes (a reader sees the old file or the whole new one, never a half-written file), and why a
+path named for reading is not a file to read (checked before any heavy import)."""
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
-from typing import BinaryIO, Callable, Union
+from typing import BinaryIO, Callable, Optional, Union
+
+
+def missing_file(path: Union[str, os.PathLike], what: str) -> Optional[str]:
+    """``"<what> not found: <path>"`` (saying so when it is a directory), or None when ``path`` is a file."""
+    path = Path(path)
+    if path.is_file():
+        return None
+    return f"{what} not found: {path}" + (" (it is a directory)" if path.is_dir() else "")
+
+
+def checkpoint_file_problem(path: Union[str, os.PathLike]) -> Optional[str]:
+    """Why ``path`` cannot be a checkpoint, before reading it (a directory, missing, empty), or None."""
+    path = Path(path)
+    if path.is_dir():
+        return f"checkpoint {path} is a directory, not a file"
+    if not path.is_file():
+        return f"checkpoint not found: {path}"
+    if path.stat().st_size == 0:
+        return f"checkpoint {path} is empty (0 bytes)"
+    return None
 
 
 def _umask() -> int:

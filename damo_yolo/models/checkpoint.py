@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..contract import MAX_DETECTIONS
-from ..fileio import atomic_write
+from ..fileio import atomic_write, checkpoint_file_problem
 from .builder import build_model
 from .zoo import COCO_CLASSES, MODEL_CFGS, get_model_cfg
 
@@ -123,12 +123,9 @@ def read_checkpoint(path: PathLike, trusted: bool = False) -> dict:
     Files are read with ``weights_only=True`` (tensors and plain containers only) unless ``trusted``.
     """
     path = Path(path)
-    if path.is_dir():
-        raise CheckpointError(f"checkpoint {path} is a directory, not a file")
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"checkpoint {path} is empty (0 bytes)")
+    problem = checkpoint_file_problem(path)
+    if problem:
+        raise CheckpointError(problem)
     try:
         data = torch.load(path, map_location="cpu", weights_only=not trusted)
     except Exception as exc:  # torch raises RuntimeError/EOFError/UnpicklingError/zip errors

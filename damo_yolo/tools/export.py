@@ -25,6 +25,7 @@ import click
 
 from damo_yolo import contract as C
 from damo_yolo.cli import CONTEXT, run
+from damo_yolo.fileio import checkpoint_file_problem
 from damo_yolo.tools.zoo import variant_option
 
 THRESHOLD_SETS = ("serving", "evaluation")
@@ -113,18 +114,6 @@ def check_out(out: Path, name: str, force: bool = False) -> None:
     if existing and not force:
         raise RepositoryExists(f"{out} already holds {', '.join(existing)}: pass --force to replace them, "
                                f"or choose another --out (or --name)")
-
-
-def check_checkpoint_file(path: Path) -> None:
-    """What ``read_checkpoint`` checks before torch reads the file (same messages, as ValueError), here without
-    importing torch: a path that is no checkpoint file is refused at once."""
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"checkpoint {path} is a directory, not a file")
-    if not path.is_file():
-        raise ValueError(f"checkpoint not found: {path}")
-    if path.stat().st_size == 0:
-        raise ValueError(f"checkpoint {path} is empty (0 bytes)")
 
 
 def check_gpu_host():
@@ -340,7 +329,9 @@ def cli(checkpoint: Path, out: Path, verbose: bool, quiet: bool, no_dynamic_batc
     """
     try:  # the options and files first, before the seconds torch and onnx take to import
         options = ExportOptions(**fields, dynamic_batching=not no_dynamic_batching)
-        check_checkpoint_file(checkpoint)
+        problem = checkpoint_file_problem(checkpoint)  # read_checkpoint's own check, without torch
+        if problem:
+            raise ValueError(problem)
         check_out(out, options.name, options.force)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None

@@ -86,13 +86,10 @@ def cli(config: Path, checkpoint: Path, ann_file: Optional[Path], img_dir: Optio
     official DAMO-YOLO .pth. Prints COCO mAP and per-class AP; exits 1 with a one-line reason when the
     config, checkpoint or data cannot be used.
     """
-    from damo_yolo.tools.export import check_checkpoint_file
-    if not config.is_file():  # the files first, before the seconds the imports below take
-        raise click.ClickException(f"config not found: {config}" + (" (it is a directory)" if config.is_dir() else ""))
-    try:
-        check_checkpoint_file(checkpoint)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
+    from damo_yolo.fileio import checkpoint_file_problem, missing_file
+    problem = missing_file(config, "config") or checkpoint_file_problem(checkpoint)  # before the heavy imports
+    if problem:
+        raise click.ClickException(problem)
     if ann_file is not None and not ann_file.is_file():
         raise click.ClickException(f"annotation file not found: {ann_file}")
     if ann_file is not None and not (img_dir or ann_file.parent).is_dir():

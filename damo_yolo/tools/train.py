@@ -99,17 +99,19 @@ def parse_args(argv: Optional[list[str]] = None) -> TrainArgs:
 
 def check_paths(args: TrainArgs) -> None:
     """Refuse, in one line, a file named on the command line that is not there (before any heavy import)."""
-    if not args.config.is_file():
-        raise click.ClickException(f"config not found: {args.config}"
-                                   + (" (it is a directory)" if args.config.is_dir() else ""))
+    from damo_yolo.fileio import missing_file
+    problem = missing_file(args.config, "config")
+    if problem:
+        raise click.ClickException(problem)
     if bool(args.teacher_config) != bool(args.teacher_checkpoint):
         raise click.UsageError("--teacher-config and --teacher-checkpoint go together (distillation needs both)",
                                click.get_current_context(silent=True))
     resume = Path(args.resume) if args.resume not in (None, "auto") else None
     for what, path in (("finetune checkpoint", args.finetune), ("resume checkpoint", resume),
                        ("teacher config", args.teacher_config), ("teacher checkpoint", args.teacher_checkpoint)):
-        if path is not None and not path.is_file():
-            raise click.ClickException(f"{what} not found: {path}" + (" (it is a directory)" if path.is_dir() else ""))
+        problem = None if path is None else missing_file(path, what)
+        if problem:
+            raise click.ClickException(problem)
     if args.work_dir is not None and args.work_dir.exists() and not args.work_dir.is_dir():
         raise click.ClickException(f"--work-dir {args.work_dir} is a file; name a folder")
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
+from ..fileio import missing_file
+
 PIPELINE = "train_dataloader.dataset.pipeline"
 LAST_PIPELINE = "custom_hooks.PipelineSwitchHook.switch_pipeline"  # the last, "no augmentation" epochs
 _DATASETS = ("train_dataloader.dataset", "val_dataloader.dataset", "test_dataloader.dataset")
@@ -217,8 +219,9 @@ def _load_resolved(path: Path) -> Any:
 def load_config(path: Union[str, Path], options: Optional[dict] = None):
     """The config at ``path`` with ``options`` (``--cfg-options``) merged and every place at its setting."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config not found: {path}" + (" (it is a directory)" if path.is_dir() else ""))
+    problem = missing_file(path, "config")
+    if problem:
+        raise ConfigError(problem)
     cfg = _load_resolved(path)
     if options:
         before = copy.deepcopy(cfg)
