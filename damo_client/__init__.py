@@ -5,6 +5,7 @@ from damo_client.errors import (
     DamoClientError,
     ImageError,
     InferenceError,
+    RestrictedAPI,
     ServerUnavailable,
     WrongProtocol,
 )
@@ -12,4 +13,4 @@ from damo_client.results import Detection
 
 __version__ = "0.1.0"
 __all__ = ["DamoClient", "AsyncDamoClient", "Detection", "DamoClientError", "ServerUnavailable", "InferenceError",
-           "ContractError", "ImageError", "WrongProtocol"]
+           "ContractError", "ImageError", "WrongProtocol", "RestrictedAPI"]

@@ -10,7 +10,7 @@ from typing import Callable, NoReturn, Optional, TypeVar
 import click
 
 from damo_client.client import DamoClient, default_url
-from damo_client.errors import DamoClientError, ImageError, InferenceError
+from damo_client.errors import DamoClientError, ImageError, InferenceError, RestrictedAPI
 from damo_client.images import expand_paths, to_bytes
 from damo_yolo import contract as C
 
@@ -179,11 +179,21 @@ def health(url: Optional[str], protocol: str, model: str, timeout: float) -> Non
 
 @cli.command(context_settings=CONTEXT)
 @_connection_options
-def models(url: Optional[str], protocol: str, model: str, timeout: float) -> None:
+@click.option("--admin-key", envvar="DAMO_ADMIN_KEY",
+              help="The operator's key for the repository index, where the server restricts it (the images' "
+                   "ADMIN_KEY) [env DAMO_ADMIN_KEY; without it: the --model alone].")
+def models(url: Optional[str], protocol: str, model: str, timeout: float, admin_key: Optional[str]) -> None:
     """The models of the server's repository with their versions and states."""
+    note = ""
     with _client(url, protocol, model, timeout, retries=0) as client:
         try:
-            index = client.models()
+            index = client.models(admin_key)
+        except RestrictedAPI as exc:
+            if admin_key:
+                _fail(exc)
+            index = _asked_model_only(client)  # the open APIs still say how the model is served
+            note = ("(only the model asked for: the repository index is an admin API on this server; "
+                    "--admin-key or DAMO_ADMIN_KEY lists every model)")
         except DamoClientError as exc:
             _fail(exc)
         if any(m["name"] == model and m["state"] == "READY" for m in index):
@@ -197,6 +207,19 @@ def models(url: Optional[str], protocol: str, model: str, timeout: float) -> Non
     for m in index:
         reason = f"  ({m['reason']})" if m["reason"] else ""
         click.echo(f"{m['name']:<{width}}  {m['version'] or '-':<7}  {m['state'] or '-'}{reason}")
+    if note:
+        click.echo(note)
+
+
+def _asked_model_only(client: DamoClient) -> list[dict]:
+    """The index row of the client's model from the open APIs (ready state, metadata's versions)."""
+    try:
+        ready = client.is_ready()
+        versions = client.metadata().get("versions", []) if ready else []
+    except DamoClientError as exc:
+        _fail(exc)
+    return [{"name": client.model, "version": ",".join(versions), "state": "READY" if ready else "UNAVAILABLE",
+             "reason": "" if ready else "not ready, or not in the repository"}]
 
 
 def _concurrency_range(ctx: click.Context, param: click.Parameter, value: str) -> str:

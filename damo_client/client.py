@@ -26,6 +26,7 @@ from damo_client.errors import (
     DamoClientError,
     ImageError,
     InferenceError,
+    RestrictedAPI,
     ServerUnavailable,
     WrongProtocol,
 )
@@ -50,10 +51,20 @@ PROTOCOLS = ("http", "grpc")
 PERMANENT_RESOLVER_ERRORS = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001}
 OUTPUTS = tuple(t.name for t in C.ENSEMBLE_OUTPUTS)
+ADMIN_HEADER = "admin-key"  # the header the images' entrypoint guards the admin APIs with (its ADMIN_HEADER)
+RESTRICTED = "is restricted, expecting header"  # Triton's answer to a restricted API called without its header
 
 
 def default_url(protocol: str) -> str:
     return f"127.0.0.1:{DEFAULT_PORTS[protocol]}"
+
+
+def admin_headers(protocol: str, key: Optional[str], header: str = ADMIN_HEADER) -> Optional[dict[str, str]]:
+    """The headers that carry the operator's key to a restricted API (None without a key): the header itself over
+    HTTP, Triton's ``triton-grpc-protocol-`` prefixed metadata key over gRPC."""
+    if not key:
+        return None
+    return {header if protocol == "http" else f"triton-grpc-protocol-{header}": key}
 
 
 def _connection_error(exc: BaseException) -> bool:
@@ -160,6 +171,8 @@ class _ClientBase:
         """The error to raise for ``exc`` now, or None to retry the call."""
         if isinstance(exc, DamoClientError):
             return exc
+        if RESTRICTED in _server_message(exc):  # an answer (gRPC says UNAVAILABLE): no retry opens it
+            return RestrictedAPI(f"{what}: {_server_message(exc)}")
         if _garbled_answer(exc) or (_connection_error(exc) and "Socket closed" in str(exc)):
             wrong = self._wrong_protocol()  # the address answered, but not in this protocol?
             if wrong is not None:
@@ -355,9 +368,17 @@ class DamoClient(_ClientBase):
     def metadata(self) -> dict:
         return self._call("model metadata", "get_model_metadata", self.model, **self._as_json)
 
-    def models(self) -> list[dict]:
-        """The repository's models: name, version, state (READY, UNAVAILABLE, ...) and reason."""
-        index = self._call("repository index", "get_model_repository_index", **self._as_json)
+    def models(self, admin_key: Optional[str] = None, admin_header: str = ADMIN_HEADER) -> list[dict]:
+        """The repository's models: name, version, state (READY, UNAVAILABLE, ...) and reason. The repository index
+        is an admin API where the server restricts it (the images do): ``admin_key`` is the operator's key, sent
+        as ``admin_header``; without it RestrictedAPI is raised."""
+        headers = admin_headers(self.protocol, admin_key, admin_header)
+        try:
+            index = self._call("repository index", "get_model_repository_index", headers=headers, **self._as_json)
+        except RestrictedAPI as exc:
+            raise RestrictedAPI(f"the repository index at {self.url} is an admin API on this server: "
+                                f"{'the admin key was refused' if admin_key else 'give the admin key'} "
+                                f"(--admin-key or DAMO_ADMIN_KEY)") from exc
         index = index.get("models", []) if isinstance(index, dict) else index
         return [{"name": m.get("name", ""), "version": m.get("version", ""), "state": m.get("state", ""),
                  "reason": m.get("reason", "")} for m in index]

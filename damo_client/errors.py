@@ -23,3 +23,7 @@ class ImageError(DamoClientError):
 
 class WrongProtocol(DamoClientError):
     """The address answers, but in the other protocol (an HTTP client at the gRPC port, or the reverse)."""
+
+
+class RestrictedAPI(InferenceError):
+    """The server keeps this API for its operator (Triton's restricted APIs): the admin key is missing or wrong."""

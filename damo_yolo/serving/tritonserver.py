@@ -5,8 +5,9 @@ Passes every argument through to the real binary and adds what a plain install l
   version beside ``libtriton_python.so`` (made once, under ~/.cache/damo-yolo);
 - the shared-library path: the wheel's own libraries and this interpreter's ``libpython`` (the stub must
   run the interpreter whose packages the models import);
-- ``--http-address/--grpc-address/--metrics-address 127.0.0.1``: the server listens on localhost unless
-  told otherwise (``--http-address 0.0.0.0`` etc. expose it).
+- ``--http-address/--grpc-address/--metrics-address 127.0.0.1``: the server listens on localhost, and only
+  there: this server predates NVIDIA's Triton security fixes (README "Security"), so another address is refused;
+  the images of deploy/docker serve on a network with NVIDIA's patched release.
 
     tritonserver --model-repository triton_models
 """
@@ -25,6 +26,10 @@ import click
 from damo_yolo.cli import run
 
 LOCAL_ONLY = ("--http-address", "--grpc-address", "--metrics-address")
+LOOPBACK = ("127.", "::1", "localhost")
+EXPOSURE_REFUSED = ("the bundled tritonserver (2.51, from nvidia-pytriton 0.7.0) predates NVIDIA's Triton security "
+                    "fixes (README \"Security\"): it serves this host only, not {option} {address}; serve on a network "
+                    "with the images of deploy/docker (NVIDIA's patched Triton)")
 
 
 class ServerNotInstalled(RuntimeError):
@@ -93,7 +98,21 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
+def exposed_address(args: list[str]) -> Optional[tuple[str, str]]:
+    """The first (option, address) of ``args`` that listens beyond this host (``--opt=value`` or ``--opt value``)."""
+    for i, arg in enumerate(args):
+        option, _, value = arg.partition("=")
+        if option in LOCAL_ONLY:
+            address = value if _ else (args[i + 1] if i + 1 < len(args) else "")
+            if not address.startswith(LOOPBACK):
+                return option, address
+    return None
+
+
 def server_command(args: list[str], backends: Path, binary: Path) -> list[str]:
+    exposed = exposed_address(args)
+    if exposed:
+        raise ValueError(EXPOSURE_REFUSED.format(option=exposed[0], address=exposed[1]))
     cmd = [str(binary), *args]
     given = {a.split("=", 1)[0] for a in args if a.startswith("--")}
     if "--backend-directory" not in given:
@@ -196,9 +215,12 @@ def cli(args: tuple[str, ...]) -> None:
         backends = backend_directory(paths)
     except (ServerNotInstalled, OSError) as exc:
         raise click.ClickException(str(exc)) from None
+    try:
+        cmd = server_command(list(args), backends, paths["binary"])
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     if not has_nvidia_gpu() and not any(a in ("--help", "-h", "--version") for a in args):
         click.echo(CPU_HOST_NOTE, err=True)
-    cmd = server_command(list(args), backends, paths["binary"])
     os.execve(cmd[0], cmd, server_environment(paths))
 
 

@@ -10,6 +10,15 @@
 #   IOU_THRESHOLD      served default NMS IoU (CPU target) [the repository's]
 #                      (a local repository only: applied to a copy, the mounted one is left alone)
 #   HTTP_PORT GRPC_PORT METRICS_PORT   [8000 8001 8002]
+#   LISTEN_ADDRESS     where the three endpoints listen [0.0.0.0: the container's network is the boundary]
+#   ADMIN_KEY          the shared secret that opens Triton's admin APIs (ADMIN_APIS) on HTTP and gRPC, sent by the
+#                      operator as the header ADMIN_HEADER; at least 16 characters of [A-Za-z0-9._~+/-]
+#                      [unset: a random key nobody is told, so the admin APIs stay closed]
+#   ADMIN_HEADER       the header (HTTP) / metadata key (gRPC) that carries ADMIN_KEY [admin-key]; gRPC clients send it as
+#                      triton-grpc-protocol-<ADMIN_HEADER> (Triton prefixes restricted gRPC metadata keys)
+#   ADMIN_APIS         Triton's restricted-API categories [model-repository,shared-memory,logging,trace]: repository
+#                      control, system and CUDA shared-memory registration, log and trace settings. Inference,
+#                      health, metadata, model configuration and statistics stay open (clients and perf_analyzer)
 #   TRITONSERVER       the server [tritonserver on PATH: the bundled launcher in the CPU image, NVIDIA's in the GPU one]
 # Arguments are passed on to tritonserver (e.g. --log-verbose=1).
 set -euo pipefail
@@ -29,11 +38,39 @@ elif [[ "$repo" != *://* ]]; then
     python3 -m damo_yolo.serving.repository "$repo"  # says what it serves; stops on a broken repository
 fi
 
-# every address: the container's network is the boundary; strict readiness: ready only when every model is;
-# summary latencies: the p50/p99 series (nv_inference_request_summary_us) the dashboard and alerts read
+# the admin APIs behind a header (Triton's restricted APIs; docs/customization_guide/deploy.md of the server)
+header="${ADMIN_HEADER:-admin-key}"
+apis="${ADMIN_APIS:-model-repository,shared-memory,logging,trace}"
+if [[ ! "$header" =~ ^[a-z0-9][a-z0-9-]*$ ]]; then
+    echo "entrypoint: ADMIN_HEADER must be a lower-case header name ([a-z0-9-]), got '$header'" >&2
+    exit 2
+fi
+if [[ ! "$apis" =~ ^[a-z-]+(,[a-z-]+)*$ ]]; then
+    echo "entrypoint: ADMIN_APIS must be Triton API categories separated by commas, got '$apis'" >&2
+    exit 2
+fi
+if [[ -z "${ADMIN_KEY:-}" ]]; then
+    key="$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"  # closed: nobody holds this key
+    echo "entrypoint: admin APIs ($apis) closed (no ADMIN_KEY); inference, health and metadata are open" >&2
+elif [[ ${#ADMIN_KEY} -lt 16 || ! "$ADMIN_KEY" =~ ^[A-Za-z0-9._~+/-]+$ ]]; then
+    echo "entrypoint: ADMIN_KEY must be at least 16 characters of [A-Za-z0-9._~+/-]" \
+         "(e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))')" >&2
+    exit 2
+else
+    key="$ADMIN_KEY"
+    echo "entrypoint: admin APIs ($apis) need the header $header" >&2
+fi
+unset ADMIN_KEY  # the models' processes do not inherit it
+
+# strict readiness: ready only when every model is; summary latencies: the p50/p99 series
+# (nv_inference_request_summary_us) the dashboard and alerts read; no model control, SageMaker or Vertex AI
+# front ends (Triton's secure-deployment guide)
+address="${LISTEN_ADDRESS:-0.0.0.0}"
 exec "${TRITONSERVER:-tritonserver}" \
     --model-repository="$repo" \
-    --http-address=0.0.0.0 --grpc-address=0.0.0.0 --metrics-address=0.0.0.0 \
+    --http-address="$address" --grpc-address="$address" --metrics-address="$address" \
+    --http-restricted-api="$apis:$header=$key" --grpc-restricted-protocol="$apis:$header=$key" \
+    --model-control-mode=none --allow-sagemaker=false --allow-vertex-ai=false \
     --http-port="${HTTP_PORT:-8000}" --grpc-port="${GRPC_PORT:-8001}" --metrics-port="${METRICS_PORT:-8002}" \
     --allow-metrics=true --metrics-config=summary_latencies=true \
     --strict-readiness=true --exit-on-error=true --exit-timeout-secs=30 \

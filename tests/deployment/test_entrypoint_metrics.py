@@ -42,6 +42,7 @@ def entrypoint_server(tmp_path_factory):
     http, grpc, metrics = free_ports(3)
     log = tmp_path_factory.mktemp("entrypoint") / "server.log"
     env = {**os.environ, "MODEL_REPOSITORY": str(ROOT / "triton_models"), "SCORE_THRESHOLD": "0.8",
+           "LISTEN_ADDRESS": "127.0.0.1",  # the bundled server serves this host only
            "HTTP_PORT": str(http), "GRPC_PORT": str(grpc), "METRICS_PORT": str(metrics),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # the bundled tritonserver
     with open(log, "w") as out:
@@ -107,6 +108,19 @@ def test_metrics_the_dashboards_use_exist_and_move(entrypoint_server, sample_ima
     assert errors == bad
     p99 = total(after, "nv_inference_request_summary_us", model="damo_yolo", quantile="0.99")
     assert p99 > 0  # the latency panels' quantiles are there and hold a value
+
+
+def test_without_an_admin_key_the_admin_apis_stay_closed(entrypoint_server):
+    """No ADMIN_KEY (as `docker run` without one): a random key nobody holds guards the admin APIs."""
+    import urllib.error
+    for path in ("/v2/logging", "/v2/systemsharedmemory/status", "/v2/trace/setting"):
+        for headers in ({}, {"admin-key": ""}, {"admin-key": "guess-guess-guess-guess"}):
+            request = urllib.request.Request(f"http://127.0.0.1:{entrypoint_server['http']}{path}", headers=headers)
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=5)
+            assert refused.value.code == 403, path
+    assert "admin APIs (model-repository,shared-memory,logging,trace) closed (no ADMIN_KEY)" in (
+        entrypoint_server["log"].read_text())
 
 
 def test_sigterm_stops_the_server_cleanly(entrypoint_server):

@@ -45,7 +45,8 @@ def rendered(request):
 def test_every_object_validates_against_the_kubernetes_schemas(rendered):
     import kubernetes_validate
     overlay, objects = rendered
-    assert set(objects) == {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"}, overlay
+    assert set(objects) == {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget",
+                            "NetworkPolicy"}, overlay
     for kind, obj in objects.items():
         kubernetes_validate.validate(obj, K8S_VERSION, strict=True)  # raises on any unknown or mistyped field
 

@@ -15,11 +15,28 @@ def test_backend_directory_has_the_stub_beside_the_backend(tmp_path):
 
 
 def test_command_adds_only_what_is_missing(tmp_path):
-    cmd = server_command(["--model-repository", "repo", "--http-address=0.0.0.0"], tmp_path, tmp_path / "bin")
+    cmd = server_command(["--model-repository", "repo", "--http-address=127.0.0.2"], tmp_path, tmp_path / "bin")
     assert cmd[:3] == [str(tmp_path / "bin"), "--model-repository", "repo"]
     assert f"--backend-directory={tmp_path}" in cmd
     assert "--grpc-address=127.0.0.1" in cmd and "--metrics-address=127.0.0.1" in cmd
-    assert "--http-address=127.0.0.1" not in cmd and "--http-address=0.0.0.0" in cmd
+    assert "--http-address=127.0.0.1" not in cmd and "--http-address=127.0.0.2" in cmd
+
+
+def test_the_bundled_server_serves_this_host_only(tmp_path):
+    """2.51 predates NVIDIA's Triton security fixes: an address beyond loopback is refused in one line, before the
+    server starts (the images serve networks)."""
+    import subprocess
+
+    import pytest
+    for args in (["--http-address=0.0.0.0"], ["--grpc-address", "::"], ["--metrics-address=10.0.0.7"]):
+        with pytest.raises(ValueError, match="predates NVIDIA's Triton security fixes"):
+            server_command(["--model-repository", "repo", *args], tmp_path, tmp_path / "bin")
+    for args in (["--http-address=127.0.0.1"], ["--grpc-address", "::1"], ["--metrics-address=localhost"]):
+        server_command(["--model-repository", "repo", *args], tmp_path, tmp_path / "bin")
+    run = subprocess.run([sys.executable, "-m", "damo_yolo.serving.tritonserver", "--model-repository", "repo",
+                          "--http-address", "0.0.0.0"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1 and run.stderr.count("\n") == 1, run.stderr
+    assert "it serves this host only, not --http-address 0.0.0.0" in run.stderr and 'README "Security"' in run.stderr
 
 
 def test_environment_puts_the_wheel_libraries_and_this_python_first():
