@@ -30,19 +30,23 @@ EXTRAS = {
     "export": TORCH + ["onnx==1.22.0", "onnxruntime==1.32.0", "onnxslim==0.1.98", "onnx-graphsurgeon==0.6.1",
                        "pillow==13.0.0"],
     # pillow: an image's size from its header, before decoding (the pixel limit)
+    # the python-backend models' own dependencies, inside NVIDIA's Triton containers (both images)
+    "backend": ["onnxruntime==1.32.0", "pillow==13.0.0"],
+    # the bundled tritonserver 2.51 (development and tests on this host only) and the models' dependencies
     "server": ["nvidia-pytriton==0.7.0", "onnxruntime==1.32.0", "pillow==13.0.0"],
     # cuda-python: the GPU detection runs for real in the tests (and says there is no GPU)
     # kubernetes-validate: deploy/'s manifests against the API schemas offline; promql-parser: its PromQL;
     # prometheus-client: reading the server's /metrics; polygraphy: NVIDIA's model inspector reads the end2end graphs
     # ruff (lint + import order) and mypy: the house's checks, run by scripts/test.sh and .pre-commit-config.yaml
-    "test": ["pytest==9.2.0", "cuda-python==12.8.0", "kubernetes-validate==1.37.0", "promql-parser==0.11.0",
+    "test": ["pytest==9.2.0", "cuda-python==13.3.0", "kubernetes-validate==1.37.0", "promql-parser==0.11.0",
              "prometheus-client==0.26.0", "pyyaml>=6.0.3,<7", "polygraphy==0.53.6", "ruff==0.17.6", "mypy==2.4.1"],
-    # NVIDIA DALI: the GPU target's preprocessing; its CPU operators run (and are tested) anywhere
-    "dali": ["nvidia-dali-cuda120==2.4.0"],
+    # NVIDIA DALI: the GPU target's preprocessing, the serving container's DALI; its CPU operators run (and are
+    # tested) anywhere
+    "dali": ["nvidia-dali-cuda130==2.1.1"],
     # GPU hosts: exactly the TensorRT and DALI of the serving container (damo_yolo/serving/platform.py:
-    # nvcr.io/nvidia/tritonserver:25.01-py3); both download from NVIDIA's index (pip --extra-index-url
-    # https://pypi.nvidia.com). cuda-python finds the GPU.
-    "gpu": ["tensorrt-cu12==10.8.0.43", "nvidia-dali-cuda120==1.45.0", "cuda-python==12.8.0"],
+    # nvcr.io/nvidia/tritonserver:26.06-py3, CUDA 13); TensorRT's libraries download from NVIDIA's index
+    # (pip --extra-index-url https://pypi.nvidia.com). cuda-python finds the GPU.
+    "gpu": ["tensorrt-cu13==11.0.0.114", "nvidia-dali-cuda130==2.1.1", "cuda-python==13.3.0"],
 }
 EXTRAS["all"] = sorted({req for key in ("train", "export", "server", "dali", "test") for req in EXTRAS[key]})
 

@@ -1,21 +1,39 @@
-"""The GPU serving platform, named once: the NVIDIA Triton container the GPU target is built for and tested
-against, and the versions of its components (from that release's notes, docs/introduction/release_notes.md
-of triton-inference-server/server at r25.01, and the DALI_VERSION of dali_backend at r25.01).
+"""The serving platform, named once: the NVIDIA Triton container both images start from and the GPU target is
+built for and tested against, the versions of its components (each with where it was read: NVIDIA's release
+notes and NVIDIA's repositories), and NVIDIA's Triton security bulletins it is past.
 
 A TensorRT plan only loads in the TensorRT that built it, on the GPU architecture it was built for: plans are
-built with exactly ``TENSORRT`` (the `gpu` extra pins it) and served by ``CONTAINER``. 25.01 is the newest
-release whose own notes state its TensorRT and DALI versions (later release pages leave that list empty).
+built with exactly ``TENSORRT`` (the `gpu` extra pins it) and served by ``CONTAINER``. The release is the
+newest whose every component version NVIDIA's own sources state and that is newer than the fixes of every
+Triton security bulletin published (README "Security"). From 25.08 the containers are CUDA 13 (the ``-cu13``
+TensorRT and ``cuda130`` DALI wheels); from 26.06 they run TensorRT 11 (strongly typed networks only).
 """
 from __future__ import annotations
 
-CONTAINER = "nvcr.io/nvidia/tritonserver:25.01-py3"
-TRITON_SERVER = "2.54.0"
-CUDA = "12.8.0.038"
-TENSORRT = "10.8.0.43"
-DALI = "1.45.0"
-PYTHON = "3.12"  # the container's Python: the python-backend models run in it
-MIN_COMPUTE_CAPABILITY = (7, 5)  # what TensorRT 10.8 and this release support (Turing and newer)
+CONTAINER = "nvcr.io/nvidia/tritonserver:26.06-py3"
+TRITON_SERVER = "2.70.0"
+CUDA = "13.3.0"
+TENSORRT = "11.0.0.114"
+DALI = "2.1.1"
+PYTHON = "3.12"  # the container's Python (Ubuntu 24.04): the python backend's stub runs it, the package goes in it
+MIN_COMPUTE_CAPABILITY = (7, 5)  # what this release supports (Turing and newer)
+CUDA_MAJOR = int(CUDA.split(".")[0])
+TENSORRT_PACKAGE = f"tensorrt-cu{CUDA_MAJOR}"  # NVIDIA's wheels name the CUDA major
+TENSORRT_BINDINGS_PACKAGE = f"tensorrt-cu{CUDA_MAJOR}-bindings"  # the plain wheel with the Python API (PyPI)
+DALI_PACKAGE = f"nvidia-dali-cuda{CUDA_MAJOR}0"
 
+# where each figure was read (NVIDIA's sources)
+SOURCES = {
+    "TRITON_SERVER": "TRITON_VERSION of triton-inference-server/server at branch r26.06",
+    "CUDA": "https://docs.nvidia.com/deeplearning/triton-inference-server/release-notes/rel-26-06.html "
+            "(\"Release 26.06 is based on CUDA 13.3.0\"; compute capability 7.5 and later)",
+    "TENSORRT": "triton-inference-server/server commits of PR #8828 (June 2026: \"The 26.06 TensorRT container "
+                "ships TRT 11.0.0\", the base of the Triton image); the build number from include/NvInferVersion.h "
+                "of NVIDIA/TensorRT at tag v11.0",
+    "DALI": "DALI_VERSION of triton-inference-server/dali_backend at branch r26.06",
+    "PYTHON": "build.py of triton-inference-server/server at r26.06 (Ubuntu 24.04 base, python3 from its packages); "
+              "docs/introduction/compatibility.md (Python 3.12.3)",
+}
 
 def release(version: str, parts: int = 3) -> tuple:
     """The first ``parts`` numbers of a version string (``10.8.0.43`` -> (10, 8, 0))."""
@@ -28,7 +46,7 @@ def tensorrt_mismatch(plan_version: str, serving_version: str = TENSORRT) -> str
         return ""
     return (f"the plan was built with TensorRT {plan_version}, but the serving container runs TensorRT "
             f"{serving_version}: a plan only loads in the TensorRT that built it; rebuild it with "
-            f"tensorrt-cu12=={serving_version} (damo-export --target gpu inside {CONTAINER})")
+            f"{TENSORRT_PACKAGE}=={serving_version} (damo-export --target gpu inside {CONTAINER})")
 
 
 def dali_mismatch(installed: str, serving_version: str = DALI) -> str:
@@ -37,7 +55,7 @@ def dali_mismatch(installed: str, serving_version: str = DALI) -> str:
         return ""
     return (f"DALI {installed} is installed, but the serving container runs DALI {serving_version}: model.dali "
             f"records the operators of the DALI that writes it; export inside {CONTAINER} "
-            f"(or pip install nvidia-dali-cuda120=={serving_version})")
+            f"(or pip install {DALI_PACKAGE}=={serving_version})")
 
 
 def platform_warnings(summary: dict) -> list[str]:

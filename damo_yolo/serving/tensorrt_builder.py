@@ -1,13 +1,14 @@
 """TensorRT plans from the exported ONNX graphs, through the ``tensorrt`` Python API (GPU hosts only).
 
-Written against TensorRT 10.8 (``platform.TENSORRT``, the serving container's): networks are explicit-batch
-by construction (no creation flag), FP16 through ``BuilderFlag.FP16``, INT8 by explicit quantization only: the
-ONNX carries Q/DQ nodes (damo_yolo.serving.quantize, calibrated on the CPU) and the builder is told INT8 and
-FP16 may be used — no implicit calibrator (deprecated in 10.1, gone in 11). One optimisation profile over
-the batch range, a workspace limit and a timing cache reused across builds. The GPU is found
-through CUDA (cuda-python), never through torch. Without TensorRT, with another TensorRT version or without
-a GPU, :func:`build_engine` stops with a one-line :class:`TensorRTUnavailable`; the option handling and the
-check that an INT8 build gets a Q/DQ graph are plain Python and run anywhere.
+Written against TensorRT 11 (``platform.TENSORRT``, the serving container's): networks are strongly typed
+(``NetworkDefinitionCreationFlag.STRONGLY_TYPED``), so each layer runs in the type the ONNX graph gives it and
+no precision flag exists — FP16 plans are built from an FP16 graph (damo_yolo.serving.fp16), INT8 plans from
+a Q/DQ graph (damo_yolo.serving.quantize, calibrated on the CPU; its unquantized layers stay FP32), FP32 plans
+from the FP32 graph. The graph must carry the precision asked for (checked before TensorRT is touched). One
+optimisation profile over the batch range, a workspace limit and a timing cache reused across builds. The GPU
+is found through CUDA (cuda-python), never through torch. Without TensorRT, with another TensorRT version or
+without a GPU, :func:`build_engine` stops with a one-line :class:`TensorRTUnavailable`; the option handling and
+the precision check are plain Python and run anywhere.
 """
 from __future__ import annotations
 
@@ -20,6 +21,12 @@ from . import platform
 from .onnx_export import INPUT_NAME
 
 PRECISIONS = ("fp32", "fp16", "int8")
+GRAPH_OF = {"fp32": "build it from the FP32 detector graph (damo_yolo.serving.onnx_export)",
+            "fp16": "convert the graph first (damo_yolo.serving.fp16.to_fp16)",
+            "int8": "build it from a Q/DQ graph (damo_yolo.serving.quantize)"}
+
+
+NO_DRIVER_ERRORS = ("cudaErrorInsufficientDriver", "cudaErrorNoDevice")  # the CUDA runtime's words for "no GPU"
 
 
 class TensorRTUnavailable(RuntimeError):
@@ -59,7 +66,11 @@ def gpu_info(device: int = 0) -> GPUInfo:
     cudart = _cudart()
     try:
         count = _check(cudart, cudart.cudaGetDeviceCount(), "cudaGetDeviceCount")
-    except TensorRTUnavailable:
+    except TensorRTUnavailable as exc:  # CUDA 13's runtime answers a host without a driver with an error code
+        if any(code in str(exc) for code in NO_DRIVER_ERRORS):
+            raise TensorRTUnavailable(f"no NVIDIA GPU is visible: {str(exc).split(': ')[-1]} (no NVIDIA driver or "
+                                      f"device on this host); TensorRT plans are built on the GPU they will run "
+                                      f"on") from exc
         raise
     except RuntimeError as exc:  # no driver: cuda-python cannot load libcuda.so.1
         reason = ("the NVIDIA driver (libcuda.so.1) is not on this host" if "libcuda" in str(exc)
@@ -116,7 +127,7 @@ def import_tensorrt():
         import tensorrt as trt
     except ImportError as exc:
         raise TensorRTUnavailable(f"TensorRT is not installed: build plans on a GPU host with `pip install "
-                                  f"'.[gpu]'` (tensorrt-cu12=={platform.TENSORRT}) or inside "
+                                  f"'.[gpu]'` ({platform.TENSORRT_PACKAGE}=={platform.TENSORRT}) or inside "
                                   f"{platform.CONTAINER}") from exc
     installed = getattr(trt, "__version__", "")
     if platform.release(installed) != platform.release(platform.TENSORRT):
@@ -129,16 +140,17 @@ def import_tensorrt():
 def build_engine(onnx_path: Union[str, Path], plan_path: Union[str, Path], options: BuildOptions) -> Path:
     """Parse ``onnx_path``, build a serialized engine with ``options`` and write it to ``plan_path``. An INT8
     plan is built from a Q/DQ ONNX (``damo_yolo.serving.quantize.quantize_onnx``)."""
-    from .quantize import is_quantized
-    if (options.precision == "int8") != is_quantized(onnx_path):
-        raise ValueError(f"{onnx_path}: an INT8 plan is built from a Q/DQ ONNX (damo_yolo.serving.quantize), and "
-                         f"only an INT8 plan from one; precision {options.precision!r} was asked")
+    from .fp16 import graph_precision
+    carried = graph_precision(onnx_path)
+    if carried is not None and carried != options.precision:  # a strongly typed network runs in its types
+        raise ValueError(f"{onnx_path} is an {carried.upper()} graph, but an {options.precision.upper()} plan was "
+                         f"asked: {GRAPH_OF[options.precision]}")
     trt = import_tensorrt()
     gpu_info()  # a GPU the serving container supports, before any TensorRT work
     logger = trt.Logger(trt.Logger.WARNING)
     trt.init_libnvinfer_plugins(logger, "")  # EfficientNMS_TRT for the end2end graph
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # TensorRT 10: every network is explicit-batch
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(Path(onnx_path).read_bytes()):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
@@ -148,10 +160,6 @@ def build_engine(onnx_path: Union[str, Path], plan_path: Union[str, Path], optio
     profile = builder.create_optimization_profile()
     profile.set_shape(INPUT_NAME, *options.profile_shapes())
     config.add_optimization_profile(profile)
-    if options.precision in ("fp16", "int8"):  # every GPU of compute capability >= 7.5 has fast FP16
-        config.set_flag(trt.BuilderFlag.FP16)
-    if options.precision == "int8":  # Q/DQ scales come from the graph; unquantized layers may run in FP16
-        config.set_flag(trt.BuilderFlag.INT8)
     cache = None
     if options.timing_cache is not None:
         blob = Path(options.timing_cache).read_bytes() if Path(options.timing_cache).is_file() else b""

@@ -117,9 +117,36 @@ def test_images_agree_with_the_deployment_and_the_platform():
         text = (DEPLOY / "docker" / name).read_text()
         assert "EXPOSE 8000 8001 8002" in text and "USER 1000" in text and "HEALTHCHECK" in text, name
         assert "/v2/health/ready" in text and "ENTRYPOINT [\"/usr/local/bin/damo-yolo-serve\"]" in text, name
-    assert f"FROM {CONTAINER}" in (DEPLOY / "docker" / "Dockerfile.gpu").read_text()
+    for name in ("Dockerfile.cpu", "Dockerfile.gpu"):  # both on the patched NVIDIA release, nothing else
+        text = (DEPLOY / "docker" / name).read_text()
+        assert re.findall(r"^FROM (\S+)", text, re.MULTILINE) == [CONTAINER], name
+        assert "check_python_backend.sh \\" in text and '--ignore-installed "setuptools' in text, name
+        assert "TRITONSERVER=/opt/tritonserver/bin/tritonserver" in text, name
     cpu = (DEPLOY / "docker" / "Dockerfile.cpu").read_text()
-    assert 'pip install ".[server]"' in cpu and "torch" not in re.sub(r"#.*", "", cpu)
+    code = re.sub(r"#.*", "", cpu)
+    assert 'pip install ".[backend]"' in cpu and "torch" not in code and "server]" not in code  # no bundled 2.51
+
+
+def test_the_images_check_the_python_backends_python():
+    """check_python_backend.sh against the real python-backend stubs of the nvidia-pytriton wheel: the stub of this
+    Python passes, another one fails in one line naming both versions."""
+    import sys
+    import sysconfig
+
+    from damo_yolo.serving.tritonserver import server_paths
+    stubs = server_paths()["stub"].parents[1]
+    here = "%d.%d" % sys.version_info[:2]
+    other = "3.12" if here != "3.12" else "3.11"
+    env = {**os.environ, "LD_LIBRARY_PATH": sysconfig.get_config_var("LIBDIR") or "",
+           "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}  # python3: this interpreter
+    script = str(DEPLOY / "docker" / "check_python_backend.sh")
+    ok = subprocess.run(["bash", script, str(stubs / here / "triton_python_backend_stub")], env=env,
+                        capture_output=True, text=True)
+    assert ok.returncode == 0 and f"python3 {here} is the python backend's Python" in ok.stdout, ok.stderr
+    bad = subprocess.run(["bash", script, str(stubs / other / "triton_python_backend_stub")], env=env,
+                         capture_output=True, text=True)
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1
+    assert f"the python backend's stub runs Python {other}, but python3 is {here}" in bad.stderr
     assert render("cpu")["Deployment"]["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 1000
 
 

@@ -1,11 +1,12 @@
 """Every TensorRT name the builder uses exists in the pinned TensorRT's real Python API.
 
-TensorRT cannot be imported without a GPU, but its bindings wheel (tensorrt-cu12-bindings, a plain wheel
-from PyPI) holds the pybind11 module, which keeps every Python-visible class, method, property and enum
+TensorRT cannot be imported without a GPU, but its bindings wheel (tensorrt-cu13-bindings for the CUDA 13
+container, a plain wheel from PyPI) holds the pybind11 module, which keeps every Python-visible class, method, property and enum
 member name as a string. The names the builder reaches through ``trt`` (and through the objects TensorRT
 hands back, and the methods of any TensorRT class it derives from) are read from its source and looked up
 there. A TensorRT bump that drops an API the builder calls fails here; the same check against TensorRT 11.4
-shows that it would. INT8 comes from Q/DQ graphs: none of the implicit-calibration API is used.
+shows that it would. Networks are strongly typed (TensorRT 11 has no FP16/INT8 builder flags): precision comes
+from the graph, none of the implicit-calibration API is used.
 """
 from __future__ import annotations
 
@@ -23,16 +24,16 @@ from damo_yolo.serving import platform, tensorrt_builder
 CACHE = Path.home() / ".cache" / "damo-yolo" / "tensorrt-bindings"
 
 
-def bindings_names(version: str) -> set[str]:
-    """Identifiers in tensorrt.so of tensorrt-cu12-bindings==version (downloaded once, then cached)."""
-    so = CACHE / version / "tensorrt.so"
+def bindings_names(version: str, package: str = platform.TENSORRT_BINDINGS_PACKAGE) -> set[str]:
+    """Identifiers in tensorrt.so of ``package``==version (downloaded once, then cached)."""
+    so = CACHE / package / version / "tensorrt.so"
     if not so.is_file():
-        wheels = CACHE / version / "wheel"
+        wheels = CACHE / package / version / "wheel"
         run = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                               "--disable-pip-version-check", "-q", "-d", str(wheels),
-                              f"tensorrt-cu12-bindings=={version}"], capture_output=True, text=True, timeout=300)
+                              f"{package}=={version}"], capture_output=True, text=True, timeout=300)
         if run.returncode != 0:
-            pytest.fail(f"cannot download tensorrt-cu12-bindings=={version}: {run.stderr.strip()[-500:]}")
+            pytest.fail(f"cannot download {package}=={version}: {run.stderr.strip()[-500:]}")
         (wheel,) = wheels.glob("*.whl")
         with zipfile.ZipFile(wheel) as zf:
             member = next(n for n in zf.namelist() if n.endswith("/tensorrt.so"))
@@ -65,9 +66,16 @@ def tensorrt_names_used(source: str) -> set[str]:
 def _builder_usage() -> set[str]:
     used = tensorrt_names_used(Path(tensorrt_builder.__file__).read_text())
     # the check reads what it should: the core of the build is among the names found
-    assert {"Builder", "create_network", "OnnxParser", "build_serialized_network", "set_flag", "FP16", "INT8",
-            "set_memory_pool_limit", "create_optimization_profile"} <= used, used
+    assert {"Builder", "create_network", "OnnxParser", "build_serialized_network", "NetworkDefinitionCreationFlag",
+            "STRONGLY_TYPED", "set_memory_pool_limit", "create_optimization_profile"} <= used, used
     return used
+
+
+def test_networks_are_strongly_typed_with_no_precision_flag():
+    """TensorRT 11 builds strongly typed networks only and drops the FP16/INT8 builder flags — a check the name
+    lookup cannot make, since FP16 and INT8 stay names there (data types)."""
+    used = _builder_usage()
+    assert not used & {"set_flag", "BuilderFlag", "FP16", "INT8", "EXPLICIT_BATCH", "platform_has_fast_fp16"}
 
 
 IMPLICIT_CALIBRATION = {"IInt8EntropyCalibrator2", "IInt8Calibrator", "IInt8MinMaxCalibrator", "int8_calibrator",
@@ -84,12 +92,13 @@ def test_every_tensorrt_name_the_builder_uses_exists_in_the_pinned_version():
 
 
 def test_the_check_catches_an_api_the_pinned_version_lacks():
-    """TensorRT 11.4 dropped the implicit INT8 calibration this builder used before: the check names it."""
+    """TensorRT 11 dropped the implicit INT8 calibration builders of 10.x used: the check names it against the
+    pinned version, and the same code passes against TensorRT 10.13."""
     implicit = ("def build(trt, calibrator, profile):\n    config = trt.Builder(1).create_builder_config()\n"
                 "    config.int8_calibrator = calibrator\n    config.set_calibration_profile(profile)\n")
-    missing = tensorrt_names_used(implicit) - bindings_names("11.4.0.106")
+    missing = tensorrt_names_used(implicit) - bindings_names(platform.TENSORRT)
     assert missing == {"int8_calibrator", "set_calibration_profile"}, sorted(missing)
-    assert not tensorrt_names_used(implicit) - bindings_names(platform.TENSORRT)
+    assert not tensorrt_names_used(implicit) - bindings_names("10.13.3.9")
 
 
 def test_usage_reader_follows_values_and_overrides():

@@ -78,8 +78,8 @@ class _FakeTensorRT:
     class MemoryPoolType:
         WORKSPACE = "workspace"
 
-    class BuilderFlag:
-        FP16, INT8 = "fp16", "int8"
+    class NetworkDefinitionCreationFlag:
+        STRONGLY_TYPED = 1
 
     def __init__(self):
         self.calls = []
@@ -125,7 +125,7 @@ class _FakeTensorRT:
 
         class Builder:
             def create_network(self, flags):
-                assert flags == 0, "TensorRT 10 networks need no creation flag"
+                fake.calls.append(("network", flags))
                 return "network"
 
             def create_optimization_profile(self):
@@ -150,8 +150,9 @@ class _FakeTensorRT:
         return Parser()
 
 
-def _tiny_onnx(path, quantized: bool):
-    """A one-Conv ONNX graph, with Q/DQ on its input and weight when ``quantized`` (explicit quantization)."""
+def _tiny_onnx(path, quantized: bool = False, precision: str = "fp32"):
+    """A one-Conv ONNX graph, with Q/DQ on its input when ``quantized`` (explicit quantization), or converted to FP16
+    (damo_yolo.serving.fp16) for ``precision="fp16"``."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
     w = numpy_helper.from_array(np.ones((4, 3, 1, 1), np.float32), "w")
@@ -166,6 +167,9 @@ def _tiny_onnx(path, quantized: bool):
     graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 8, 8])],
                               [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4, 8, 8])], inits)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    if precision == "fp16":
+        from damo_yolo.serving.fp16 import to_fp16
+        return to_fp16(path, path)
     return path
 
 
@@ -179,7 +183,7 @@ def fake_trt(monkeypatch):
 
 
 def test_options_reach_the_builder(tmp_path, fake_trt):
-    onnx_path = _tiny_onnx(tmp_path / "m.onnx", quantized=False)
+    onnx_path = _tiny_onnx(tmp_path / "m.onnx", precision="fp16")
     timing = tmp_path / "timing.cache"
     timing.write_bytes(b"old")
     opts = BuildOptions(input_size=(320, 416), precision="fp16", min_batch=1, opt_batch=2, max_batch=16,
@@ -188,21 +192,27 @@ def test_options_reach_the_builder(tmp_path, fake_trt):
     assert plan.read_bytes() == b"PLAN"
     assert ("workspace", "workspace", int(1.5 * (1 << 30))) in fake_trt.calls
     assert ("timing_cache", b"old") in fake_trt.calls and timing.read_bytes() == b"timing:old"
-    assert fake_trt.config.flags == {"fp16"}
+    assert ("network", 1 << 1) in fake_trt.calls and fake_trt.config.flags == set()  # strongly typed, no flags
     assert fake_trt.config.profiles[0].shapes["images"] == ((1, 3, 320, 416), (2, 3, 320, 416), (16, 3, 320, 416))
 
 
 def test_int8_builds_from_the_q_dq_graph_with_no_calibrator(tmp_path, fake_trt):
-    """Explicit quantization: the scales are in the graph; the builder sets INT8 (and FP16 for the rest)."""
+    """Explicit quantization: the scales are in the graph; a strongly typed network needs no flag."""
     build_engine(_tiny_onnx(tmp_path / "q.onnx", quantized=True), tmp_path / "model.plan",
                  BuildOptions(input_size=(128, 160), precision="int8"))
-    assert fake_trt.config.flags == {"fp16", "int8"} and not hasattr(fake_trt.config, "int8_calibrator")
+    assert fake_trt.config.flags == set() and not hasattr(fake_trt.config, "int8_calibrator")
 
 
-@pytest.mark.parametrize("quantized,precision", [(False, "int8"), (True, "fp16"), (True, "fp32")])
-def test_precision_must_match_the_graph(tmp_path, fake_trt, quantized, precision):
-    with pytest.raises(ValueError, match="an INT8 plan is built from a Q/DQ ONNX"):
-        build_engine(_tiny_onnx(tmp_path / "m.onnx", quantized), tmp_path / "model.plan",
+@pytest.mark.parametrize("graph,precision,said", [
+    (dict(), "int8", "is an FP32 graph, but an INT8 plan was asked: build it from a Q/DQ graph"),
+    (dict(), "fp16", "is an FP32 graph, but an FP16 plan was asked: convert the graph first"),
+    (dict(quantized=True), "fp16", "is an INT8 graph, but an FP16 plan"),
+    (dict(quantized=True), "fp32", "is an INT8 graph, but an FP32 plan"),
+    (dict(precision="fp16"), "fp32", "is an FP16 graph, but an FP32 plan was asked: build it from the FP32")])
+def test_precision_must_match_the_graph(tmp_path, fake_trt, graph, precision, said):
+    """A strongly typed network runs in the graph's own types: the graph must carry the precision asked for."""
+    with pytest.raises(ValueError, match=said):
+        build_engine(_tiny_onnx(tmp_path / "m.onnx", **graph), tmp_path / "model.plan",
                      BuildOptions(input_size=(128, 160), precision=precision))
 
 
