@@ -42,11 +42,11 @@ EXTRAS = {
              "prometheus-client==0.26.0", "pyyaml>=6.0.3,<7", "polygraphy==0.53.6", "ruff==0.17.6", "mypy==2.4.1"],
     # NVIDIA DALI: the GPU target's preprocessing, the serving container's DALI; its CPU operators run (and are
     # tested) anywhere
-    "dali": ["nvidia-dali-cuda130==2.1.1"],
+    "dali": ["nvidia-dali-cuda130==2.2.0"],
     # GPU hosts: exactly the TensorRT and DALI of the serving container (damo_yolo/serving/platform.py:
-    # nvcr.io/nvidia/tritonserver:26.06-py3, CUDA 13); TensorRT's libraries download from NVIDIA's index
+    # nvcr.io/nvidia/tritonserver:26.08-py3, CUDA 13); TensorRT's libraries download from NVIDIA's index
     # (pip --extra-index-url https://pypi.nvidia.com). cuda-python finds the GPU.
-    "gpu": ["tensorrt-cu13==11.0.0.114", "nvidia-dali-cuda130==2.1.1", "cuda-python==13.3.0"],
+    "gpu": ["tensorrt-cu13==11.2.1.2", "nvidia-dali-cuda130==2.2.0", "cuda-python==13.3.0"],
 }
 EXTRAS["all"] = sorted({req for key in ("train", "export", "server", "dali", "test") for req in EXTRAS[key]})
 

@@ -3,18 +3,20 @@ built for and tested against, the versions of its components (each with where it
 notes and NVIDIA's repositories), and NVIDIA's Triton security bulletins it is past.
 
 A TensorRT plan only loads in the TensorRT that built it, on the GPU architecture it was built for: plans are
-built with exactly ``TENSORRT`` (the `gpu` extra pins it) and served by ``CONTAINER``. The release is the
-newest whose every component version NVIDIA's own sources state and that is newer than the fixes of every
-Triton security bulletin published (README "Security"). From 25.08 the containers are CUDA 13 (the ``-cu13``
-TensorRT and ``cuda130`` DALI wheels); from 26.06 they run TensorRT 11 (strongly typed networks only).
+built with exactly ``TENSORRT`` (the `gpu` extra pins it) and served by ``CONTAINER``. The release fixes every
+Triton security bulletin published (README "Security": the newest, of September 2026, is fixed from 26.07) and
+is the newest with a release branch in NVIDIA's server repository. From 25.08 the containers are CUDA 13 (the
+``-cu13`` TensorRT and ``cuda130`` DALI wheels); from 26.06 they run TensorRT 11 (strongly typed networks only).
+TensorRT's and DALI's versions are read from the image's environment: a GPU host confirms both before any build
+(tensorrt_builder.import_tensorrt and damo-export --target gpu refuse any other).
 """
 from __future__ import annotations
 
-CONTAINER = "nvcr.io/nvidia/tritonserver:26.06-py3"
-TRITON_SERVER = "2.70.0"
-CUDA = "13.3.0"
-TENSORRT = "11.0.0.114"
-DALI = "2.1.1"
+CONTAINER = "nvcr.io/nvidia/tritonserver:26.08-py3"
+TRITON_SERVER = "2.72.0"
+CUDA = "13.4.1"
+TENSORRT = "11.2.1.2"
+DALI = "2.2.0"
 PYTHON = "3.12"  # the container's Python (Ubuntu 24.04): the python backend's stub runs it, the package goes in it
 MIN_COMPUTE_CAPABILITY = (7, 5)  # what this release supports (Turing and newer)
 CUDA_MAJOR = int(CUDA.split(".")[0])
@@ -24,15 +26,16 @@ DALI_PACKAGE = f"nvidia-dali-cuda{CUDA_MAJOR}0"
 
 # where each figure was read (NVIDIA's sources)
 SOURCES = {
-    "TRITON_SERVER": "TRITON_VERSION of triton-inference-server/server at branch r26.06",
-    "CUDA": "https://docs.nvidia.com/deeplearning/triton-inference-server/release-notes/rel-26-06.html "
-            "(\"Release 26.06 is based on CUDA 13.3.0\"; compute capability 7.5 and later)",
-    "TENSORRT": "triton-inference-server/server commits of PR #8828 (June 2026: \"The 26.06 TensorRT container "
-                "ships TRT 11.0.0\", the base of the Triton image); the build number from include/NvInferVersion.h "
-                "of NVIDIA/TensorRT at tag v11.0",
-    "DALI": "DALI_VERSION of triton-inference-server/dali_backend at branch r26.06",
-    "PYTHON": "build.py of triton-inference-server/server at r26.06 (Ubuntu 24.04 base, python3 from its packages); "
-              "docs/introduction/compatibility.md (Python 3.12.3)",
+    "TRITON_SERVER": "TRITON_VERSION of triton-inference-server/server at branch r26.08",
+    "CUDA": "https://docs.nvidia.com/deeplearning/triton-inference-server/release-notes/rel-26-08.html "
+            "(\"Release 26.08 is based on CUDA 13.4.1\"; compute capability 7.5 and later)",
+    "TENSORRT": "the 26.08-py3 image's environment (TENSORRT_VERSION=11.2.1.2), as published in dumps of the image; "
+                "NVIDIA's release page defers to the Frameworks Support Matrix; TensorRT 11 from 26.06: "
+                "triton-inference-server/server PR #8828 (\"The 26.06 TensorRT container ships TRT 11.0.0\")",
+    "DALI": "the 26.08-py3 image's environment (DALI_VERSION=2.2.0), as published in dumps of the image",
+    "PYTHON": "build.py of triton-inference-server/server at r26.08 (Ubuntu 24.04 base, python3 from its packages); "
+              "docs/introduction/compatibility.md at r26.08 (Python 3.12.3)",
+    "ONNXRUNTIME_BACKEND": "ort_version 1.28.0 in build.py's DEFAULT_TRITON_VERSION_MAP at r26.08 (matches the dumps)",
 }
 
 def release(version: str, parts: int = 3) -> tuple:

@@ -1,12 +1,12 @@
 """Every TensorRT name the builder uses exists in the pinned TensorRT's real Python API.
 
 TensorRT cannot be imported without a GPU, but its bindings wheel (tensorrt-cu13-bindings for the CUDA 13
-container, a plain wheel from PyPI) holds the pybind11 module, which keeps every Python-visible class, method, property and enum
-member name as a string. The names the builder reaches through ``trt`` (and through the objects TensorRT
-hands back, and the methods of any TensorRT class it derives from) are read from its source and looked up
-there. A TensorRT bump that drops an API the builder calls fails here; the same check against TensorRT 11.4
-shows that it would. Networks are strongly typed (TensorRT 11 has no FP16/INT8 builder flags): precision comes
-from the graph, none of the implicit-calibration API is used.
+container, a plain wheel from PyPI) holds the pybind11 module, which keeps every Python-visible class,
+method, property and enum member name as a string. The names the builder reaches through ``trt`` (and
+through the objects TensorRT hands back, and the methods of any TensorRT class it derives from) are read
+from its source and looked up there. A TensorRT bump that drops an API the builder calls fails here; the
+same check shows that TensorRT 11 lacks the implicit calibration 10.x had. Networks are strongly typed
+(TensorRT 11 has no FP16/INT8 builder flags): precision comes from the graph.
 """
 from __future__ import annotations
 
