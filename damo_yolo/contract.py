@@ -87,6 +87,9 @@ MAX_PIXELS = 150_000_000
 MODEL_FILE = "model.onnx"  # the CPU target's detector graph in its version folder
 RESIZE_MODES = ("stretch", "letterbox")
 DECODERS = ("opencv", "dali")  # decode + resize with OpenCV, or NVIDIA DALI (CPU operators, or the GPU backend)
+# where the GPU target's DALI decodes JPEGs: DALI's default (the GPU's hardware JPEG decoder where it has one, else
+# nvJPEG on CUDA), nvJPEG on CUDA only, or the CPU with the pixels moved to the GPU (damo_yolo.serving.dali_preprocess)
+DALI_DECODE_PATHS = ("auto", "cuda", "cpu")
 PRECISIONS = ("fp32", "fp16", "int8")
 IOU_MATCH = 1e-6  # an IoU threshold this close to the plan's is the plan's
 
@@ -146,6 +149,7 @@ class ServingConfig:
     pad_value: float = 0.0
     precision: str = "fp32"
     decoder: str = "opencv"
+    dali_decode: str = "auto"  # where DALI decodes JPEGs (DALI_DECODE_PATHS); recorded where DALI decodes
     threads: int = 0  # the detector's and decoder's threads (0: the pod's CPU limit)
     allow_spinning: bool = False  # onnxruntime's idle threads spin instead of sleeping
     max_pixels: int = MAX_PIXELS  # larger images are refused from their header (0: no limit)
@@ -175,6 +179,9 @@ class ServingConfig:
                                  f"(re-export with --score-threshold {self.score_threshold:g})")
         _choice("resize", self.resize, RESIZE_MODES)
         _choice("decoder", self.decoder, DECODERS)
+        _choice("dali_decode", self.dali_decode, DALI_DECODE_PATHS)
+        if self.dali_decode != "auto" and self.decoder != "dali":
+            raise ValueError(f"dali_decode {self.dali_decode!r} needs DALI decoding, but the decoder is {self.decoder}")
         _choice("precision", self.precision, PRECISIONS)
         if self.threads < 0 or self.max_pixels < 0:
             raise ValueError("threads and max_pixels must be >= 0 (0: the pod's CPU limit / no limit)")
@@ -206,7 +213,12 @@ class ServingConfig:
         plan = "" if self.plan_score_threshold is None else f" (the plan's NMS keeps > {self.plan_score_threshold:g})"
         return (f"score > {self.score_threshold:g}{plan}, NMS IoU {self.iou_threshold:g}, "
                 f"at most {self.max_detections} boxes per image; input {self.input_size[0]}x{self.input_size[1]} "
-                f"({self.resize}), {self.precision}, {self.decoder} decoding, {len(self.class_names)} classes")
+                f"({self.resize}), {self.precision}, {self.decoding} decoding, {len(self.class_names)} classes")
+
+    @property
+    def decoding(self) -> str:
+        """Who decodes the images: opencv, or dali and where it decodes JPEGs (``dali (JPEG: cuda)``)."""
+        return f"dali (JPEG: {self.dali_decode})" if self.decoder == "dali" else self.decoder
 
     def with_defaults(self, score_threshold: Optional[float] = None,
                       iou_threshold: Optional[float] = None) -> "ServingConfig":
@@ -217,7 +229,10 @@ class ServingConfig:
         return replace(self, score_threshold=score, iou_threshold=iou)
 
     def to_json(self) -> dict:
-        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
+        """Every setting; ``dali_decode`` only where DALI decodes (elsewhere it is "auto", and repositories written
+        before it stay what an export writes)."""
+        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)
+                if f.name != "dali_decode" or self.decoder == "dali"}
 
     @classmethod
     def from_json(cls, record: Mapping[str, Any]) -> "ServingConfig":

@@ -1,6 +1,7 @@
 """Run by tests/serve/test_dali_preprocess.py under another DALI release (on PYTHONPATH): the project's DALI
-graph defined on that release — the GPU graph under the legacy executor, the CPU twin run against OpenCV on
-photographs and EXIF-rotated, progressive and grayscale JPEGs. Prints one JSON line."""
+graph defined on that release — the GPU graph under the legacy executor (each decode path: DALI checks the
+decoder's argument names as the graph is defined), the CPU twin run against OpenCV on photographs and
+EXIF-rotated, progressive and grayscale JPEGs. Prints one JSON line."""
 import json
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ sys.path.insert(0, str(ROOT))
 
 import nvidia.dali as dali  # noqa: E402
 
+from damo_yolo.contract import DALI_DECODE_PATHS  # noqa: E402
 from damo_yolo.data.preprocess import decode_image, preprocess  # noqa: E402
 from damo_yolo.serving.dali_preprocess import build_pipeline  # noqa: E402
 
@@ -27,6 +29,8 @@ for mode in ("stretch", "letterbox"):
         want, info = preprocess(decode_image(data, max_pixels=0), (256, 320), mode, 114.0)  # no Pillow here
         sizes_equal &= tuple(size[0]) == (info.orig_h, info.orig_w)
         worst = max(worst, float(np.abs(chw[0] - want).max()))
-gpu = build_pipeline((256, 320), "letterbox", 114.0, device="gpu", device_id=None, build=False)
+gpu = [build_pipeline((256, 320), "letterbox", 114.0, device="gpu", device_id=None, build=False, decode_path=path)
+       for path in DALI_DECODE_PATHS]
 print(json.dumps({"dali": dali.__version__, "images": len(files), "max_diff": worst, "sizes_equal": bool(sizes_equal),
-                  "gpu_graph_legacy": gpu.exec_dynamic is False}))
+                  "gpu_graph_legacy": all(pipe.exec_dynamic is False for pipe in gpu),
+                  "decode_paths": list(DALI_DECODE_PATHS)}))

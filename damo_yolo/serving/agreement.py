@@ -6,11 +6,13 @@ Both directions count: every reference detection must be served (same class, IoU
 tolerances), and every served detection must be in the reference, so a plan that misses objects and one that
 invents them both fail. Detections within ``margin`` of the score threshold (or of the K-th score when the
 top-K is full) may fall either side of the cut in lower precision and are not compared. A comparison over too
-few detections fails instead of passing on nothing.
+few detections fails instead of passing on nothing. The report names who decoded the served images (OpenCV,
+or DALI and where it decoded JPEGs: ``ServingConfig.decoding``, read back from the served repository), so a
+failure can be traced to the decoder or to the plan (re-export with ``--dali-decode cpu`` or ``cuda``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -41,6 +43,7 @@ class Agreement:
     found: int  # of those, served
     served_compared: int  # served detections away from the cut
     served_found: int  # of those, in the reference
+    decoding: str = ""  # who decoded the served images (ServingConfig.decoding), when known
 
     def failures(self, tol: Tolerance) -> list[str]:
         problems = []
@@ -55,8 +58,9 @@ class Agreement:
         return problems
 
     def __str__(self) -> str:
+        decoded = f"; images decoded by {self.decoding}" if self.decoding else ""
         return (f"{self.found}/{self.compared} reference detections served, {self.served_found}/"
-                f"{self.served_compared} served detections in the reference")
+                f"{self.served_compared} served detections in the reference{decoded}")
 
 
 def _matched(dets: Detections, floor: float, other: Detections, tol: Tolerance) -> tuple[int, int]:
@@ -82,7 +86,8 @@ def compare(served: Sequence[Detections], reference: Sequence[Detections], setti
             if len(dets[1]) >= settings.max_detections:
                 floor = max(floor, float(np.min(dets[1])) + tol.margin)
         totals += (*_matched(want, floor, got, tol), *_matched(got, floor, want, tol))
-    return Agreement(*(int(v) for v in totals))
+    compared, found, served_compared, served_found = (int(v) for v in totals)
+    return Agreement(compared, found, served_compared, served_found)
 
 
 def reference_detections(onnx_path: Path, datas: Sequence[bytes], serving: ServingConfig) -> list[Detections]:
@@ -122,7 +127,8 @@ def as_arrays(per_image) -> list[Detections]:
 def check_served(url: str, model: str, onnx_path: Path, datas: Sequence[bytes], tol: Tolerance = FP16,
                  serving: Optional[ServingConfig] = None) -> Agreement:
     """Serve ``datas`` through ``model`` at ``url`` and compare with onnxruntime on ``onnx_path`` at the
-    model's own serving configuration (or ``serving``)."""
+    model's own serving configuration (or ``serving``); the result names the served model's decoder."""
     served, stated = served_detections(url, model, datas)
     serving = serving or stated
-    return compare(served, reference_detections(onnx_path, datas, serving), serving, tol)
+    result = compare(served, reference_detections(onnx_path, datas, serving), serving, tol)
+    return replace(result, decoding=stated.decoding)

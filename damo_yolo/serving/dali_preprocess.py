@@ -4,6 +4,12 @@ One pipeline definition serves both devices: ``device="gpu"`` decodes with nvJPE
 decoder) and resizes on the GPU; ``device="cpu"`` builds the same graph with CPU operators, which is how
 hosts without a GPU (CI included) check it against the OpenCV preprocessing.
 
+Where the GPU graph decodes JPEGs (``decode_path``, recorded in the repository as ``ServingConfig.dali_decode``):
+``auto`` is DALI's mixed decoder as it comes, which sends most JPEGs to the GPU's hardware JPEG decoder where
+the GPU has one; ``cuda`` keeps the mixed decoder on nvJPEG's CUDA path (``hw_decoder_load=0``); ``cpu``
+decodes with the CPU operator (libjpeg-turbo, the CPU graph's decoder) and moves the pixels to the GPU before
+the resize. The last two tell a decoder's pixels from the rest of the GPU path when a comparison fails.
+
 The graph is valid under DALI's legacy executor, which Triton's DALI backend runs pipelines with: data only
 moves CPU → GPU. The image sizes that drive the resize and the SCALE/ORIG_SIZE outputs are read on the CPU
 from the encoded bytes (``peek_image_shape``, EXIF orientation applied as the decoder applies it), never
@@ -41,10 +47,11 @@ def _orientation_aware(fn):
 
 def build_pipeline(input_size: tuple[int, int], resize: str = "stretch", pad_value: float = 0.0,
                    max_batch_size: int = 8, device: str = "gpu", device_id: Optional[int] = 0, num_threads: int = 2,
-                   build: bool = True):
+                   build: bool = True, decode_path: str = "auto"):
     """A built DALI pipeline for the model input ``input_size`` = (H, W); feed it with ``feed_input(INPUT_NAME, ...)``.
     ``build=False`` leaves it unbuilt (to serialize). ``device_id=None`` defines a GPU graph without a GPU (the
-    DALI backend picks the device of each model instance when it loads the file)."""
+    DALI backend picks the device of each model instance when it loads the file). ``decode_path``: where the GPU
+    graph decodes JPEGs (``C.DALI_DECODE_PATHS``; the CPU graph decodes on the CPU, so "auto" or "cpu")."""
     import nvidia.dali.fn as fn
     import nvidia.dali.math as dmath
     import nvidia.dali.types as types
@@ -54,6 +61,10 @@ def build_pipeline(input_size: tuple[int, int], resize: str = "stretch", pad_val
         raise ValueError(f"unknown resize mode {resize!r}; known: {', '.join(RESIZE_MODES)}")
     if device not in DEVICES:
         raise ValueError(f"unknown DALI device {device!r}; choose {' or '.join(DEVICES)}")
+    if decode_path not in C.DALI_DECODE_PATHS:
+        raise ValueError(f"unknown DALI decode path {decode_path!r}; choose {' or '.join(C.DALI_DECODE_PATHS)}")
+    if device == "cpu" and decode_path == "cuda":
+        raise ValueError("decode path 'cuda' is the GPU graph's: the CPU graph decodes on the CPU")
     th, tw = (int(v) for v in input_size)
     device_id = device_id if device == "gpu" else None
 
@@ -66,8 +77,12 @@ def build_pipeline(input_size: tuple[int, int], resize: str = "stretch", pad_val
         shape = peek_image_shape(encoded, dtype=types.FLOAT, adjust_orientation=True)
         h, w = shape[0], shape[1]
         # fancy (interpolating) chroma upsampling, as libjpeg-turbo in OpenCV; nvJPEG's default is off
-        image = decode(encoded, device="mixed" if device == "gpu" else "cpu", output_type=types.RGB,
-                       adjust_orientation=True, jpeg_fancy_upsampling=True)
+        on_gpu = device == "gpu" and decode_path != "cpu"
+        hardware = {"hw_decoder_load": 0.0} if on_gpu and decode_path == "cuda" else {}  # no hardware JPEG decoder
+        image = decode(encoded, device="mixed" if on_gpu else "cpu", output_type=types.RGB, adjust_orientation=True,
+                       jpeg_fancy_upsampling=True, **hardware)
+        if device == "gpu" and not on_gpu:
+            image = image.gpu()  # decoded on the CPU, resized on the GPU: data only moves CPU -> GPU
         if resize == "stretch":
             new_h, new_w = th, tw
             scale = fn.stack(th / h, tw / w)
@@ -91,18 +106,18 @@ def build_pipeline(input_size: tuple[int, int], resize: str = "stretch", pad_val
 
 def serialize_pipeline(path, input_size: tuple[int, int], resize: str = "stretch", pad_value: float = 0.0,
                        max_batch_size: int = 8, device: str = "gpu", num_threads: int = 2,
-                       device_id: Optional[int] = 0):
+                       device_id: Optional[int] = 0, decode_path: str = "auto"):
     """Write the pipeline as the ``model.dali`` file Triton's DALI backend loads (input ``IMAGE``: encoded bytes
     as UINT8; outputs in the order images, SCALE, ORIG_SIZE). The backend gives each instance its own GPU,
     batch size and threads; the file records the operators of the DALI that writes it, so it is written by
     the serving container's DALI (damo-export --target gpu checks). A GPU graph is serialized for device 0
     where CUDA is (DALI 1.x refuses a GPU operator without a device); ``device_id=None`` serializes it
-    without CUDA on DALI releases that allow it."""
+    without CUDA on DALI releases that allow it. ``decode_path``: as in :func:`build_pipeline`."""
     from pathlib import Path
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     pipe = build_pipeline(input_size, resize, pad_value, max_batch_size, device, device_id=device_id,
-                          num_threads=num_threads, build=False)
+                          num_threads=num_threads, build=False, decode_path=decode_path)
     pipe.serialize(filename=str(path))
     return path
 

@@ -3,6 +3,7 @@
     damo-export work_dirs/x/best.pth --out triton_models
     damo-export damoyolo_tinynasL25_S.pth --variant S --out triton_models     # an official checkpoint
     damo-export best.pth --target gpu --precision fp16 --out triton_models   # on a GPU host (DALI preprocess)
+    damo-export best.pth --target gpu --dali-decode cuda --out triton_models  # JPEGs on CUDA, no hardware decoder
     damo-export best.pth --preprocess dali --out triton_models               # CPU target, DALI CPU decoding
     damo-export best.pth --thresholds evaluation --out eval_models           # serve the checkpoint's mAP thresholds
     damo-export best.pth --precision int8 --calibration-images data/synthetic/train --out triton_models
@@ -49,6 +50,7 @@ class ExportOptions:
     precision: Optional[str] = None  # cpu: fp32 (default) or int8; gpu: fp16 (default), fp32 or int8
     calibration_images: Optional[Path] = None  # int8: images like those served
     preprocess: Optional[str] = None  # opencv or dali (default: dali on gpu, opencv on cpu)
+    dali_decode: Optional[str] = None  # gpu: where DALI decodes JPEGs, C.DALI_DECODE_PATHS (auto); None on cpu
     max_batch_size: int = 8
     instances: Optional[int] = None  # CPU: instances of the one model (2); GPU: plan instances (1)
     dynamic_batching: bool = True
@@ -74,6 +76,13 @@ class ExportOptions:
                                  "served (its Q/DQ scales are calibrated on them)")
             if not Path(self.calibration_images).is_dir():
                 raise ValueError(f"--calibration-images {self.calibration_images} is not a folder")
+        if self.target != "gpu" and self.dali_decode is not None:
+            raise ValueError(f"--dali-decode {self.dali_decode} is for --target gpu (Triton's DALI backend): the "
+                             f"{self.target} target decodes on the CPU")
+        if self.target == "gpu":
+            object.__setattr__(self, "dali_decode", self.dali_decode or "auto")
+        if self.dali_decode not in (None, *C.DALI_DECODE_PATHS):
+            raise ValueError(f"unknown --dali-decode {self.dali_decode!r}; choose {' or '.join(C.DALI_DECODE_PATHS)}")
 
     def serving_config(self, meta) -> C.ServingConfig:
         """What the repository serves, from the checkpoint's metadata and these options."""
@@ -88,7 +97,7 @@ class ExportOptions:
             input_size=meta.input_size, class_names=meta.class_names, score_threshold=score,
             iou_threshold=meta.iou_threshold if self.iou_threshold is None else self.iou_threshold,
             max_detections=k, resize=meta.resize, pad_value=meta.pad_value, precision=self.precision,
-            decoder=self.preprocess, max_pixels=self.max_pixels,
+            decoder=self.preprocess, dali_decode=self.dali_decode or "auto", max_pixels=self.max_pixels,
             # GPU: the plan's NMS keeps what the checkpoint's evaluation would, so requests may go as low
             plan_score_threshold=min(meta.score_threshold, score) if self.target == "gpu" else None)
 
@@ -205,15 +214,19 @@ def export_gpu(spec, onnx_path: Path, out: Path, num_priors: int, tmp: Path,
     from damo_yolo.serving.tensorrt_builder import BuildOptions, build_engine
     trt, gpu = check_gpu_host()
     serving, batch = spec.serving, spec.max_batch_size
+    if serving.precision == "fp16":  # a strongly typed network runs in the graph's types
+        from damo_yolo.serving.fp16 import to_fp16
+        progress("converting the detector graph to FP16 (input and outputs stay FP32)")
+        onnx_path = to_fp16(onnx_path, tmp / "fp16" / C.MODEL_FILE)
     progress("appending EfficientNMS_TRT to the ONNX graph")
-    end2end = append_nms(onnx_path, tmp / "end2end.onnx", NMSSettings.of(serving))  # FP32 or Q/DQ detector + NMS
+    end2end = append_nms(onnx_path, tmp / "end2end.onnx", NMSSettings.of(serving))  # FP32/FP16/Q-DQ detector + NMS
     progress(f"building the TensorRT {trt.__version__} plan ({serving.precision.upper()}) on {gpu.name}")
     plan = build_engine(end2end, tmp / "model.plan", BuildOptions(
         input_size=serving.input_size, precision=serving.precision, max_batch=batch, opt_batch=min(4, batch)))
     # serialized here, by the container's DALI, where CUDA is
-    progress("serializing the DALI preprocessing")
+    progress(f"serializing the DALI preprocessing (JPEG decoding: {serving.dali_decode})")
     dali = serialize_pipeline(tmp / "model.dali", serving.input_size, serving.resize, serving.pad_value, batch,
-                              device="gpu")
+                              device="gpu", decode_path=serving.dali_decode)
     spec.extra.update(tensorrt=trt.__version__, container=platform.CONTAINER,
                       gpu={"name": gpu.name, "compute_capability": "%d.%d" % gpu.compute_capability})
     progress(f"writing the repository {out} and validating it as Triton will load it")
@@ -301,6 +314,9 @@ def _refuse(exc: Exception, checkpoint: Path, options: ExportOptions, verbose: b
               help="int8: a folder of images like those served (the first 128, sorted by name).")
 @click.option("--preprocess", type=click.Choice(C.DECODERS),
               help="Decode + resize with OpenCV or NVIDIA DALI [default: opencv on cpu, dali on gpu].")
+@click.option("--dali-decode", type=click.Choice(C.DALI_DECODE_PATHS),
+              help="GPU: where DALI decodes JPEGs: auto = DALI's default (the GPU's hardware JPEG decoder where it "
+                   "has one), cuda = nvJPEG on CUDA only, cpu = on the CPU, then to the GPU [default: auto].")
 @click.option("--no-dynamic-batching", is_flag=True, help="One request per model execution.")
 @click.option("--max-queue-delay-us", type=click.IntRange(min=0), default=ExportOptions.max_queue_delay_us,
               show_default=True,
@@ -317,6 +333,7 @@ def cli(checkpoint: Path, out: Path, verbose: bool, quiet: bool, no_dynamic_batc
         damo-export work_dirs/x/best.pth --out triton_models
         damo-export damoyolo_tinynasL25_S.pth --variant S --out triton_models  # an official checkpoint
         damo-export best.pth --target gpu --precision fp16 --out triton_models  # on a GPU host (DALI)
+        damo-export best.pth --target gpu --dali-decode cuda --out triton_models  # no hardware JPEG decoder
         damo-export best.pth --preprocess dali --out triton_models              # CPU target, DALI decoding
         damo-export best.pth --thresholds evaluation --out eval_models          # the checkpoint's thresholds
         damo-export best.pth --precision int8 --calibration-images data/synthetic/train --out triton_models

@@ -3,12 +3,16 @@ preprocessing of the CPU target (photographs, synthetic images, both resize mode
 and the DALI python-backend model serves through the real tritonserver with per-request errors."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from bad_inputs import corpus
 from serving import assert_same_detections, infer_raw, local_detections, running_server
 
+from damo_yolo import contract as C
 from damo_yolo.data.preprocess import ResizeInfo, decode_image, preprocess
+from damo_yolo.serving import platform
 
 dali = pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed (pip install -e .[dali])")
 from damo_yolo.serving.dali_preprocess import build_pipeline  # noqa: E402
@@ -61,12 +65,21 @@ def test_dali_handles_the_awkward_inputs_like_opencv():
                       min_identical=0.0 if name == "cmyk.jpg" else 0.8)
 
 
+def _decoder_device(pipe) -> str:
+    """The device of a defined graph's image decoder, from DALI's operator specs."""
+    (spec,) = [str(op.spec) for op in pipe._ops if "decoders__Image" in str(op.spec)]
+    return re.search(r"device: (\w+)", spec).group(1)
+
+
+@pytest.mark.parametrize("decode_path", C.DALI_DECODE_PATHS)
 @pytest.mark.parametrize("mode", ["stretch", "letterbox"])
-def test_gpu_graph_is_valid_under_the_executor_of_the_dali_backend(tmp_path, mode):
+def test_gpu_graph_is_valid_under_the_executor_of_the_dali_backend(tmp_path, mode, decode_path):
     """The GPU graph exactly as model.dali holds it (nvJPEG "mixed" decoder, GPU resize), defined with the
     real DALI under the legacy executor that Triton's DALI backend runs: DALI refuses any GPU -> CPU
     transition at definition, so defining it proves the graph loads there. Serialized as damo-export writes it,
-    but without CUDA (``device_id=None``, which this DALI allows; on a GPU host it is written for device 0)."""
+    but without CUDA (``device_id=None``, which this DALI allows; on a GPU host it is written for device 0).
+    Each decode path (damo-export --dali-decode): DALI checks every argument name against the operator's schema
+    as the graph is defined, so ``hw_decoder_load`` exists in this DALI's decoder."""
     import nvidia.dali.fn as fn
     import nvidia.dali.types as types
     from nvidia.dali import pipeline_def
@@ -83,12 +96,16 @@ def test_gpu_graph_is_valid_under_the_executor_of_the_dali_backend(tmp_path, mod
     with pytest.raises(RuntimeError, match="transition from GPU to CPU"):
         reads_gpu_shape()
 
-    pipe = build_pipeline(SIZE, mode, 114.0, max_batch_size=8, device="gpu", device_id=None, build=False)
+    pipe = build_pipeline(SIZE, mode, 114.0, max_batch_size=8, device="gpu", device_id=None, build=False,
+                          decode_path=decode_path)
     assert pipe.exec_dynamic is False
+    pipe.serialize()  # defines the graph
+    assert _decoder_device(pipe) == ("cpu" if decode_path == "cpu" else "mixed")  # decoded on the GPU or the CPU
     path = serialize_pipeline(tmp_path / "model.dali", SIZE, mode, 114.0, max_batch_size=8, device="gpu",
-                              device_id=None)
+                              device_id=None, decode_path=decode_path)
     serialized = path.read_bytes()
-    assert b"mixed" in serialized and b"PeekImageShape" in serialized  # decoded on the GPU, sized on the CPU
+    assert b"PeekImageShape" in serialized  # sized on the CPU
+    assert (b"hw_decoder_load" in serialized) == (decode_path == "cuda")  # the hardware JPEG decoder left out
 
 
 def test_bad_options():
@@ -96,6 +113,10 @@ def test_bad_options():
         build_pipeline(SIZE, "crop", device="cpu")
     with pytest.raises(ValueError, match="unknown DALI device"):
         build_pipeline(SIZE, device="tpu")
+    with pytest.raises(ValueError, match="unknown DALI decode path 'hardware'; choose auto or cuda or cpu"):
+        build_pipeline(SIZE, device="gpu", device_id=None, build=False, decode_path="hardware")
+    with pytest.raises(ValueError, match="decode path 'cuda' is the GPU graph's"):
+        build_pipeline(SIZE, device="cpu", decode_path="cuda")
 
 
 @pytest.fixture(scope="module")
@@ -204,14 +225,15 @@ def test_serialized_pipeline_equals_opencv_on_every_photo_and_the_corpus(tmp_pat
         assert _dali(pipe, [data])[0].shape == (1, 3, *SIZE), name
 
 
-OTHER_DALI = "1.53.0"  # the 1.x line (the serving container's DALI is 1.45, on NVIDIA's index only)
+OTHER_DALI = "2.1.1"  # before 2.2: its main operators ignore EXIF orientation (the container's do not)
 
 
-def test_the_graph_holds_on_the_dali_1x_line(shared_dir):
-    """DALI 1.x's main header reader and decoder ignore EXIF orientation (its nvImageCodec twins in
-    fn.experimental apply it); the graph picks the orientation-aware pair on each release. Run on the newest
-    1.x on PyPI, installed beside this DALI: the GPU graph defines under the legacy executor and the CPU twin
-    equals OpenCV, EXIF-rotated JPEG included."""
+def test_the_graph_holds_on_the_other_dali_line(shared_dir):
+    """Before DALI 2.2 the main header reader and decoder ignore EXIF orientation (their nvImageCodec twins in
+    fn.experimental apply it); the graph picks the orientation-aware pair on each release. The tests here run
+    the serving container's DALI (its main operators); this runs the fn.experimental pair on an older DALI,
+    installed in its own environment: the GPU graph defines under the legacy executor and the CPU twin equals OpenCV,
+    EXIF-rotated JPEG included."""
     import json
     import subprocess
     import sys
@@ -221,7 +243,7 @@ def test_the_graph_holds_on_the_dali_1x_line(shared_dir):
     if not (venv / ".ready").is_file():
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True, timeout=300)
         run = subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                              "--only-binary=:all:", f"nvidia-dali-cuda120=={OTHER_DALI}", "numpy==1.26.4",
+                              "--only-binary=:all:", f"{platform.DALI_PACKAGE}=={OTHER_DALI}", "numpy==1.26.4",
                               "opencv-python-headless==4.11.0.86"], capture_output=True, text=True, timeout=900)
         assert run.returncode == 0, run.stderr[-1000:]
         (venv / ".ready").touch()
@@ -232,10 +254,15 @@ def test_the_graph_holds_on_the_dali_1x_line(shared_dir):
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result["dali"] == OTHER_DALI and result["images"] >= 8, result
     assert result["sizes_equal"] and result["max_diff"] <= 1.0 and result["gpu_graph_legacy"], result
+    assert result["decode_paths"] == list(C.DALI_DECODE_PATHS), result  # each decode path's GPU graph defined
 
 
-def test_model_dali_is_written_by_the_serving_containers_dali():
+def test_the_graph_tests_run_the_serving_containers_dali():
+    """CI defines and runs the graph on exactly the DALI of the serving container's DALI backend; a model.dali
+    written by another release is refused by damo-export --target gpu."""
     from damo_yolo.serving import platform
-    assert platform.dali_mismatch(platform.DALI) == "" and platform.dali_mismatch("1.45.2") == ""
-    problem = platform.dali_mismatch(dali.__version__)  # the DALI here, 2.x, is not the container's
-    assert f"DALI {dali.__version__} is installed, but the serving container runs DALI {platform.DALI}" in problem
+    assert dali.__version__ == platform.DALI
+    assert platform.dali_mismatch(platform.DALI) == "" and platform.dali_mismatch("2.2.1") == ""
+    problem = platform.dali_mismatch(OTHER_DALI)
+    assert f"DALI {OTHER_DALI} is installed, but the serving container runs DALI {platform.DALI}" in problem
+    assert f"pip install {platform.DALI_PACKAGE}=={platform.DALI}" in problem

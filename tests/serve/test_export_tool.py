@@ -60,8 +60,28 @@ def test_checkpoint_paths_that_are_not_files(tmp_path):
     (["--precision", "fp16"], "--precision fp16 is not served by the cpu target: choose fp32 or int8"),
     (["--precision", "int8"], "--precision int8 needs --calibration-images DIR"),
     (["--precision", "int8", "--calibration-images", "nowhere"], "--calibration-images nowhere is not a folder"),
+    (["--dali-decode", "cuda"], "--dali-decode cuda is for --target gpu (Triton's DALI backend): the cpu target "
+                                "decodes on the CPU"),
+    (["--dali-decode", "auto", "--preprocess", "dali"], "--dali-decode auto is for --target gpu"),
 ])
 def test_precisions_the_target_cannot_serve_are_refused(tmp_path, small_checkpoint, args, message):
     run = _export(small_checkpoint, "--out", tmp_path / "repo", *args)
     assert run.returncode == 1 and message in run.stderr and "Traceback" not in run.stderr, run.stderr[-2000:]
+    assert len(run.stderr.splitlines()) == 1, run.stderr
     assert not (tmp_path / "repo").exists()
+
+
+def test_the_dali_decode_path_goes_into_the_gpu_repositorys_configuration():
+    """--dali-decode (GPU target only) is what the served configuration states; the default is DALI's own choice."""
+    from damo_yolo.tools.export import ExportOptions
+    meta = CheckpointMeta.for_variant("Ns", 2, ["a", "b"])
+    assert ExportOptions(target="gpu").serving_config(meta).dali_decode == "auto"
+    for path in ("auto", "cuda", "cpu"):
+        serving = ExportOptions(target="gpu", dali_decode=path).serving_config(meta)
+        assert serving.decoder == "dali" and serving.dali_decode == path
+    assert ExportOptions().serving_config(meta).decoding == "opencv"
+    assert ExportOptions(preprocess="dali").serving_config(meta).dali_decode == "auto"  # DALI's CPU operators
+    with pytest.raises(ValueError, match="unknown --dali-decode 'hardware'"):
+        ExportOptions(target="gpu", dali_decode="hardware")
+    text = " ".join(_export("--help").stdout.split())
+    assert "--dali-decode [auto|cuda|cpu]" in text

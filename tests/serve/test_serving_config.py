@@ -24,11 +24,13 @@ SERVING = ServingConfig(input_size=(256, 320), class_names=("disc", "square"))
 
 def test_parameters_and_json_read_back_the_same():
     other = replace(SERVING, score_threshold=0.25, iou_threshold=0.4, max_detections=7, resize="letterbox",
-                    pad_value=114, precision="int8", decoder="dali", threads=3, allow_spinning=True, max_pixels=0,
-                    model_file="detector.onnx")
+                    pad_value=114, precision="int8", decoder="dali", dali_decode="cuda", threads=3,
+                    allow_spinning=True, max_pixels=0, model_file="detector.onnx")
     for config in (SERVING, other, replace(other, plan_score_threshold=0.05)):
         params = config.to_parameters()
-        assert set(params) == {f.name for f in fields(ServingConfig)}
+        # the DALI decode path where DALI decodes (elsewhere it is "auto", left out)
+        assert set(params) == {f.name for f in fields(ServingConfig)} - (
+            set() if config.decoder == "dali" else {"dali_decode"})
         assert all(isinstance(v, str) for v in params.values())
         assert ServingConfig.from_parameters({**params, "export": "{}", "damo_yolo_version": "0.1.0"}) == config
         assert ServingConfig.from_json(json.loads(json.dumps(config.to_json()))) == config
@@ -41,6 +43,8 @@ def test_parameters_and_json_read_back_the_same():
     (dict(iou_threshold=0.0), r"iou_threshold must be in \(0, 1\]"), (dict(max_detections=0), "max_detections"),
     (dict(max_detections=5000), "max_detections"), (dict(resize="crop"), "unknown resize"),
     (dict(decoder="pillow"), "unknown decoder"), (dict(precision="int4"), "unknown precision"),
+    (dict(decoder="dali", dali_decode="hardware"), "unknown dali_decode 'hardware'; choose auto or cuda or cpu"),
+    (dict(dali_decode="cpu"), "dali_decode 'cpu' needs DALI decoding, but the decoder is opencv"),
     (dict(input_size=(250, 320)), "multiples of 32"), (dict(class_names=()), "class_names"),
     (dict(threads=-1), "threads"), (dict(model_file="../x.onnx"), "file name"),
     (dict(plan_score_threshold=0.6), "below 0.6, the threshold of the NMS inside the TensorRT plan")])
@@ -134,7 +138,7 @@ def test_the_gpu_ensemble_and_its_map_back_read_back_the_same(tmp_path):
         with_served_defaults,
         write_repository,
     )
-    serving = replace(SERVING, decoder="dali", score_threshold=0.5, plan_score_threshold=0.03)
+    serving = replace(SERVING, decoder="dali", dali_decode="cuda", score_threshold=0.5, plan_score_threshold=0.03)
     repo = write_repository(RepositorySpec(serving, target="gpu"), tmp_path / "repo", num_priors=1680)
     (repo / "damo_yolo_preprocess" / "1" / "model.dali").write_bytes(b"pipeline")
     (repo / "damo_yolo_detector" / "1" / "model.plan").write_bytes(b"engine")
@@ -148,6 +152,21 @@ def test_the_gpu_ensemble_and_its_map_back_read_back_the_same(tmp_path):
     with pytest.raises(ValueError, match="cannot be honoured"):
         with_served_defaults(repo, tmp_path / "iou", iou_threshold=0.5)
     assert not (tmp_path / "low").exists() and not (tmp_path / "iou").exists()  # nothing half-written
+
+
+def test_the_dali_decode_path_is_recorded_where_dali_decodes():
+    """Where DALI decodes JPEGs (damo-export --dali-decode) is part of the served configuration and of its summary;
+    repositories written before it (the committed one, OpenCV decoding) read back as they are."""
+    from damo_yolo.serving.repository import parse_config, repository_serving
+    committed = repository_serving(COMMITTED)
+    assert committed.dali_decode == "auto" and committed.decoding == "opencv"
+    assert "dali_decode" not in parse_config((COMMITTED / "damo_yolo" / "config.pbtxt").read_text()).parameters
+    assert "dali_decode" not in committed.to_parameters()  # what an export writes for it today
+    for path in C.DALI_DECODE_PATHS:
+        gpu = replace(SERVING, decoder="dali", dali_decode=path, plan_score_threshold=0.03)
+        assert gpu.to_parameters()["dali_decode"] == path and ServingConfig.from_parameters(gpu.to_parameters()) == gpu
+        assert gpu.decoding == f"dali (JPEG: {path})" and f", dali (JPEG: {path}) decoding, " in gpu.summary()
+    assert replace(SERVING, decoder="dali").to_parameters()["dali_decode"] == "auto"
 
 
 def test_a_repository_without_a_serving_configuration_is_refused(tmp_path):
