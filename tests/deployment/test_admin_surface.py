@@ -12,13 +12,12 @@ import shlex
 import shutil
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
-from test_manifests import DEPLOY, OVERLAYS, ROOT, render
+from test_manifests import DEPLOY, OVERLAYS, ROOT, render, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -112,20 +111,6 @@ def read_only_root_script(writable: list[str], keep: list[str], command: list[st
     return "\n".join(lines)
 
 
-def wait_ready(port: int, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
-    deadline = time.time() + timeout
-    while True:
-        try:
-            if urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2).status == 200:
-                return
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail(f"the Deployment's container did not get ready:\n{log.read_text()[-3000:]}")
-        time.sleep(0.3)
-
-
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory):
     """The CPU overlay's container, its Secret set, served on free localhost ports from a read-only root."""
@@ -152,7 +137,7 @@ def deployed(tmp_path_factory):
     with open(log, "w") as out:
         proc = subprocess.Popen(["unshare", "--mount", "bash", "-c", script], env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
-    wait_ready(http, proc, log)
+    wait_ready(http, proc, log, "the Deployment's container")
     try:
         yield {"http": http, "grpc": grpc, "log": log, "proc": proc, "writable": writable}
     finally:

@@ -9,12 +9,11 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
-from test_manifests import DEPLOY, GPU_ONLY_SERIES, ROOT, promql_expressions
+from test_manifests import DEPLOY, GPU_ONLY_SERIES, ROOT, promql_expressions, wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -48,17 +47,7 @@ def entrypoint_server(tmp_path_factory):
     with open(log, "w") as out:
         proc = subprocess.Popen(["bash", str(DEPLOY / "docker" / "entrypoint.sh")], env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
-    deadline = time.time() + 180
-    while True:
-        try:
-            if urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/health/ready", timeout=2).status == 200:
-                break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail(f"the entrypoint's server did not get ready:\n{log.read_text()[-3000:]}")
-        time.sleep(0.3)
+    wait_ready(http, proc, log, "the entrypoint's server")
     try:
         yield {"proc": proc, "http": http, "metrics": metrics, "log": log}
     finally:
