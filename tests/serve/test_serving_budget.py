@@ -138,6 +138,12 @@ def test_requests_whose_client_gave_up_are_not_computed(t_server, shared_dir):
         assert len(errors) == 6, "the impatient requests were answered within their timeout"
         assert len(patient.detect(data)) > 0
         threads[0].join()
+        # Triton records an execution's statistics after its responses are sent: wait until the patient
+        # request is counted, then once more so that work run late would show.
+        deadline = time.monotonic() + 10
+        while (counts(patient) - before)[0] < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
         executions, images, failed = counts(patient) - before
     assert (executions, images) == (2, 8 + 1), f"{executions} executions of {images} images: abandoned work ran"
     assert failed == 6  # the cancelled requests, as Triton counts them
