@@ -15,7 +15,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
-K8S_VERSION = "1.31"  # the oldest Kubernetes the manifests are checked against (autoscaling/v2, policy/v1)
+K8S_MINIMUM = "1.30"  # the oldest Kubernetes the manifests run on: the preStop sleep action is on from 1.30
+K8S_VERSIONS = (K8S_MINIMUM, "1.34")  # checked against the minimum and a current release
+STACK_ENV = DEPLOY / "monitoring" / "stack" / "stack.env"
 OVERLAYS = ("cpu", "gpu")
 
 
@@ -37,21 +39,24 @@ def wait_ready(port: int, proc: subprocess.Popen, log: Path, what: str, timeout:
         time.sleep(0.3)
 
 
-def render(overlay: str) -> dict[str, dict]:
-    """kind → object of ``kubectl kustomize deploy/k8s/overlays/<overlay>``."""
+def render(overlay: "str | Path") -> dict[str, dict]:
+    """``kubectl kustomize`` of deploy/k8s/overlays/<overlay> (or of a kustomization folder): kind → object for the
+    objects named damo-yolo, kind/name for the others."""
     import yaml
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         if os.environ.get("CI"):
             pytest.fail("kubectl (with its kustomize) is needed to render the manifests in CI")
         pytest.skip("kubectl is not installed: the manifests cannot be rendered here")
-    run = subprocess.run([kubectl, "kustomize", str(DEPLOY / "k8s" / "overlays" / overlay)], capture_output=True,
-                         text=True)
+    folder = DEPLOY / "k8s" / "overlays" / overlay if isinstance(overlay, str) else overlay
+    run = subprocess.run([kubectl, "kustomize", str(folder)], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     objects = {}
     for doc in yaml.safe_load_all(run.stdout):
-        assert doc["kind"] not in objects, f"two {doc['kind']} objects"
-        objects[doc["kind"]] = doc
+        name = doc["metadata"]["name"]
+        key = doc["kind"] if name == "damo-yolo" else f"{doc['kind']}/{name}"
+        assert key not in objects, f"two {key} objects"
+        objects[key] = doc
     return objects
 
 
@@ -63,10 +68,25 @@ def rendered(request):
 def test_every_object_validates_against_the_kubernetes_schemas(rendered):
     import kubernetes_validate
     overlay, objects = rendered
-    assert set(objects) == {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget",
-                            "NetworkPolicy"}, overlay
-    for kind, obj in objects.items():
-        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)  # raises on any unknown or mistyped field
+    assert set(objects) == {"Deployment", "Service", "Service/damo-yolo-headless", "HorizontalPodAutoscaler",
+                            "PodDisruptionBudget", "NetworkPolicy"}, overlay
+    for version in K8S_VERSIONS:
+        for kind, obj in objects.items():
+            kubernetes_validate.validate(obj, version, strict=True)  # raises on any unknown or mistyped field
+
+
+def test_the_minimum_kubernetes_is_the_one_the_manifests_need():
+    """The preStop sleep action is beta and on by default from Kubernetes 1.30 (1.28's API has no such field and
+    rejects the Deployment; 1.29 accepts it behind an off feature gate and drops it): README states the minimum."""
+    import kubernetes_validate
+    objects = render("cpu")
+    pre_stop = _container(objects)["lifecycle"]["preStop"]
+    if "sleep" in pre_stop:
+        assert tuple(map(int, K8S_MINIMUM.split("."))) >= (1, 30)
+        with pytest.raises(kubernetes_validate.ValidationError):
+            kubernetes_validate.validate(objects["Deployment"], "1.28", strict=True)
+    readme = (ROOT / "README.md").read_text()
+    assert f"Kubernetes {K8S_MINIMUM} or newer" in readme
 
 
 def test_a_schema_error_is_caught():
@@ -75,7 +95,7 @@ def test_a_schema_error_is_caught():
     broken = json.loads(json.dumps(objects["Deployment"]))
     broken["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["prot"] = "http"
     with pytest.raises(kubernetes_validate.ValidationError):
-        kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
+        kubernetes_validate.validate(broken, K8S_MINIMUM, strict=True)
 
 
 def _container(objects):
@@ -117,7 +137,7 @@ def test_probes_ports_and_selectors_are_wired(rendered):
 
 def test_overlays_differ_where_they_should():
     cpu, gpu = render("cpu"), render("gpu")
-    assert _container(cpu)["image"].endswith(":cpu") and _container(gpu)["image"].endswith(":gpu")
+    assert ":cpu-" in _container(cpu)["image"] and ":gpu-" in _container(gpu)["image"]
     assert "nvidia.com/gpu" not in _container(cpu)["resources"].get("limits", {})
     assert _container(gpu)["resources"]["limits"]["nvidia.com/gpu"] == 1
     env = {e["name"]: e.get("value") for e in _container(gpu)["env"]}
@@ -225,13 +245,17 @@ def test_rollouts_and_pod_security(rendered):
     assert "replicas" not in deployment["spec"], "an applied replicas field fights the HorizontalPodAutoscaler"
     pod = deployment["spec"]["template"]["spec"]
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-    (spread,) = pod["topologySpreadConstraints"]
-    assert spread["topologyKey"] == "kubernetes.io/hostname"
-    assert (spread["labelSelector"]["matchLabels"].items()
-            <= deployment["spec"]["template"]["metadata"]["labels"].items())
-    if overlay == "gpu":
-        product = pod["nodeSelector"]["nvidia.com/gpu.product"]
-        assert product and " " not in product  # GPU Feature Discovery's form of the name damo-export records
+    spreads = pod["topologySpreadConstraints"]
+    assert [s["topologyKey"] for s in spreads] == ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]
+    for spread in spreads:  # never Pending for want of a zone or node; each rollout's pods spread by themselves
+        assert spread["whenUnsatisfiable"] == "ScheduleAnyway" and spread["matchLabelKeys"] == ["pod-template-hash"]
+        assert (spread["labelSelector"]["matchLabels"].items()
+                <= deployment["spec"]["template"]["metadata"]["labels"].items())
+    # node drains and upgrades take one pod at a time, however many the autoscaler runs
+    assert objects["PodDisruptionBudget"]["spec"]["maxUnavailable"] == 1
+    assert "minAvailable" not in objects["PodDisruptionBudget"]["spec"]
+    # scheduled by the device plugin's resource alone: clusters without GPU Feature Discovery schedule it too
+    assert "nodeSelector" not in pod
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".venv", ".git", "data", "work_dirs"} <= set(ignored)
 
@@ -249,7 +273,7 @@ def test_kube_prometheus_stack_objects_select_what_they_should():
     assert set(objects) == {"ServiceMonitor", "PrometheusRule"}
     for obj in objects.values():
         assert obj["apiVersion"] == "monitoring.coreos.com/v1"
-        assert obj["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+        assert obj["metadata"]["labels"]["release"] == "kube-prometheus-stack"  # stack.env's default
     service = render("cpu")["Service"]
     monitor = objects["ServiceMonitor"]["spec"]
     assert monitor["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
@@ -259,6 +283,90 @@ def test_kube_prometheus_stack_objects_select_what_they_should():
     assert 'job="damo-yolo"' in promql_expressions()["alert DamoYoloReplicaDown"]
     assert service["metadata"]["name"] == "damo-yolo"  # the job label the operator gives the targets
     adapter = yaml.safe_load((DEPLOY / "monitoring" / "prometheus-adapter.yaml").read_text())
-    assert adapter["prometheus"]["url"].startswith("http://kube-prometheus-stack-prometheus.monitoring")
+    # the operator's Service for its namespace's Prometheus: no release name in it
+    assert (adapter["prometheus"]["url"], adapter["prometheus"]["port"]) == ("http://prometheus-operated", 9090)
     for expr in [r["expr"] for r in alert_rules()[:2]]:
         assert "sum by (namespace)" in expr  # alerts per namespace
+
+
+def _stack_objects(folder: Path) -> dict[str, dict]:
+    import yaml
+    run = subprocess.run(["kubectl", "kustomize", str(folder)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    return {doc["kind"]: doc for doc in yaml.safe_load_all(run.stdout)}
+
+
+def test_another_release_name_and_namespace_are_one_value_each(tmp_path):
+    """kube-prometheus-stack installed as `helm install kps ... -n observability`: changing stack.env alone
+    relabels the ServiceMonitor and PrometheusRule for that release's selectors and opens the metrics port to that
+    namespace's Prometheus; no other file under deploy/ names the release."""
+    shutil.which("kubectl") or pytest.skip("kubectl is not installed")
+    copy = tmp_path / "deploy"
+    shutil.copytree(DEPLOY, copy)
+    stack_env = copy / "monitoring" / "stack" / "stack.env"
+    text = stack_env.read_text()
+    assert re.findall(r"^(\w+)=", text, re.MULTILINE) == ["release", "namespace"]
+    stack_env.write_text(text.replace("release=kube-prometheus-stack", "release=kps")
+                         .replace("namespace=monitoring", "namespace=observability"))
+    for kind, obj in _stack_objects(copy / "monitoring" / "kube-prometheus-stack").items():
+        assert obj["metadata"]["labels"] == {"release": "kps"}, kind
+    for overlay in OVERLAYS:
+        objects = render(copy / "k8s" / "overlays" / overlay)
+        (_, metrics_rule) = objects["NetworkPolicy"]["spec"]["ingress"]
+        assert metrics_rule["ports"] == [{"port": "metrics"}]
+        (source,) = metrics_rule["from"]
+        assert source["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "observability"}
+        assert source["podSelector"]["matchExpressions"] == [
+            {"key": "app.kubernetes.io/name", "operator": "In", "values": ["prometheus"]}]
+        assert not any(key.startswith("ConfigMap") for key in objects)  # stack.env is read, never applied
+    # the shipped value is the stack's default release, and it is written nowhere else
+    default = render("cpu")["NetworkPolicy"]["spec"]["ingress"][1]["from"][0]["namespaceSelector"]["matchLabels"]
+    assert default == {"kubernetes.io/metadata.name": "monitoring"}
+    for path in DEPLOY.rglob("*"):
+        if path.is_file() and path != STACK_ENV and path.suffix in (".yaml", ".json", ".env"):
+            code = re.sub(r"#.*", "", path.read_text())
+            assert "release: kube-prometheus-stack" not in code and "kube-prometheus-stack-prometheus" not in code, path
+
+
+def test_the_headless_service_lists_every_ready_pod_for_per_request_balancing():
+    objects = render("cpu")
+    headless, service = objects["Service/damo-yolo-headless"], objects["Service"]
+    assert headless["spec"]["clusterIP"] == "None" and headless["spec"]["publishNotReadyAddresses"] is False
+    assert headless["spec"]["selector"] == service["spec"]["selector"]
+    # inference only: a metrics port here would make the ServiceMonitor scrape every pod twice
+    assert {p["name"]: p["port"] for p in headless["spec"]["ports"]} == {"http": 8000, "grpc": 8001}
+
+
+def test_the_gpu_product_selector_is_a_component(tmp_path):
+    """The GPU overlay schedules by nvidia.com/gpu alone; the gpu-product component adds GPU Feature Discovery's
+    product label for clusters of several GPU products."""
+    overlay = tmp_path / "gpu-gfd"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources: [{os.path.relpath(DEPLOY / 'k8s' / 'overlays' / 'gpu', overlay)}]\n"
+        f"components: [{os.path.relpath(DEPLOY / 'k8s' / 'components' / 'gpu-product', overlay)}]\n")
+    pod = render(overlay)["Deployment"]["spec"]["template"]["spec"]
+    product = pod["nodeSelector"]["nvidia.com/gpu.product"]
+    assert product and " " not in product  # GPU Feature Discovery's form of the name damo-export records
+    assert "nodeSelector" not in render("gpu")["Deployment"]["spec"]["template"]["spec"]
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    kubernetes_validate.validate(render(overlay)["Deployment"], K8S_MINIMUM, strict=True)
+
+
+def test_each_build_gets_its_own_tag_and_readmes_update_path_rolls_it_out(tmp_path):
+    """A re-pushed tag never rolls out (the kubelet keeps the image it has): the overlays name a per-build tag, and
+    README's update line, run on a copy, changes the Deployment's image to the new build's."""
+    readme = (ROOT / "README.md").read_text()
+    (line,) = [text for text in readme.splitlines() if text.startswith("sed -i") and "newTag" in text]
+    for overlay in OVERLAYS:
+        image = _container(render(overlay))["image"]
+        assert not re.search(r":(cpu|gpu|latest)$", image), image
+        copy = tmp_path / overlay
+        shutil.copytree(DEPLOY, copy / "deploy")
+        command = line.split("#")[0].replace("overlays/cpu", f"overlays/{overlay}")
+        run = subprocess.run(["bash", "-c", command], cwd=copy, capture_output=True, text=True,
+                             env={**os.environ, "TAG": f"{overlay}-20270101-120000-abc1234"})
+        assert run.returncode == 0, run.stderr
+        new = _container(render(copy / "deploy" / "k8s" / "overlays" / overlay))
+        assert new["image"] == f"registry.example.com/damo-yolo:{overlay}-20270101-120000-abc1234"
