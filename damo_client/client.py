@@ -7,13 +7,17 @@
 
 On first use the client reads the model's metadata and config and checks the contract it relies on
 (input IMAGE BYTES; outputs num_detections, boxes, scores, classes), the batch limit and the class names.
-Connection failures are retried with exponential backoff (a host name that does not resolve is not);
-errors the server answers with are not retried and keep the server's message.
+Connection failures are retried with jittered exponential backoff (a host name that does not resolve is not),
+and so are the answers of a server that is going away — stopping, or its model unloading at shutdown (the model
+is unknown or not ready after the client has seen it served) — so a rolling update or a scale-down fails no
+request. Other errors the server answers with (a bad image, a bad threshold) are not retried and keep the
+server's message.
 """
 from __future__ import annotations
 
 import asyncio
 import json
+import random
 import socket
 import time
 from types import ModuleType
@@ -53,6 +57,14 @@ DEFAULT_PORTS = {"http": 8000, "grpc": 8001}
 OUTPUTS = tuple(t.name for t in C.ENSEMBLE_OUTPUTS)
 ADMIN_HEADER = "admin-key"  # the header the images' entrypoint guards the admin APIs with (its ADMIN_HEADER)
 RESTRICTED = "is restricted, expecting header"  # Triton's answer to a restricted API called without its header
+# Triton's answers while it shuts down: it refuses new work, then unloads its models while still listening
+STOPPING = ("Server is stopping",)
+UNLOADING = ("Request for unknown model", "Model version not ready", "is not ready")
+MAX_DELAY = 10.0  # seconds: the longest wait between two attempts, however many are allowed
+# A connection (HTTP keep-alive pool, gRPC channel) is made again once this old: behind a Kubernetes Service the
+# new one may reach a pod added since, and a stopping Triton, which waits for its open HTTP connections before it
+# unloads (until --exit-timeout-secs, after which the bundled 2.51 crashes), sees them go within this time.
+MAX_CONNECTION_AGE = 10.0
 
 
 def default_url(protocol: str) -> str:
@@ -73,6 +85,8 @@ def _connection_error(exc: BaseException) -> bool:
         return False
     if isinstance(exc, (ConnectionError, OSError)):
         return True
+    if type(exc).__name__ == "HTTPConnectionClosed":  # geventhttpclient: closed with no answer (a server going away)
+        return True
     try:
         import aiohttp
         if isinstance(exc, aiohttp.ClientConnectionError) and not isinstance(exc, aiohttp.ServerTimeoutError):
@@ -81,6 +95,16 @@ def _connection_error(exc: BaseException) -> bool:
         pass
     status = getattr(exc, "status", None)
     return callable(status) and str(status()) == "StatusCode.UNAVAILABLE"
+
+
+def _going_away(exc: BaseException, model_was_served: bool) -> bool:
+    """Is this the answer of a server that is shutting down (so another attempt, perhaps on another replica,
+    will be served)? "unknown model" counts only once the client has seen the model served: before that it is
+    a wrong model name, which no retry mends."""
+    text = _server_message(exc)
+    if any(marker in text for marker in STOPPING):
+        return True
+    return model_was_served and any(marker in text for marker in UNLOADING)
 
 
 def spoken_protocol(url: str, timeout: float = 2.0) -> Optional[str]:
@@ -117,11 +141,12 @@ class _ClientBase:
 
     def __init__(self, url: Optional[str] = None, protocol: str = "http", model: str = "damo_yolo",
                  timeout: float = 60.0, retries: int = 3, backoff: float = 0.5,
-                 score_threshold: Optional[float] = None, iou_threshold: Optional[float] = None):
+                 score_threshold: Optional[float] = None, iou_threshold: Optional[float] = None,
+                 max_connection_age: float = MAX_CONNECTION_AGE):
         if protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {protocol!r}; choose http or grpc")
-        if retries < 0 or backoff < 0 or timeout <= 0:
-            raise ValueError("retries and backoff must be >= 0 and timeout > 0")
+        if retries < 0 or backoff < 0 or timeout <= 0 or max_connection_age <= 0:
+            raise ValueError("retries and backoff must be >= 0, timeout and max_connection_age > 0")
         url = url or default_url(protocol)
         for prefix in ("http://", "https://", "grpc://"):
             url = url[len(prefix):] if url.startswith(prefix) else url
@@ -135,6 +160,12 @@ class _ClientBase:
         self.image_datatype = C.IMAGE.datatype  # UINT8 where Triton's DALI backend preprocesses
         self._mod: Optional[ModuleType] = None
         self._client: Optional[Union[SyncTriton, AsyncTriton]] = None  # the tritonclient client, made on first use
+        self.max_connection_age = float(max_connection_age)
+        self._connected_at = 0.0  # when _client was made (time.monotonic())
+
+    @property
+    def _connection_too_old(self) -> bool:
+        return self._client is not None and time.monotonic() - self._connected_at > self.max_connection_age
 
     @property
     def module(self) -> ModuleType:
@@ -154,7 +185,9 @@ class _ClientBase:
         return int(self.timeout * 1_000_000)
 
     def _delay(self, attempt: int) -> float:
-        return self.backoff * (2 ** attempt)
+        """backoff × 2^attempt, stretched by up to half at random so that the clients of a server that went away
+        do not all come back in the same instant; never more than MAX_DELAY."""
+        return min(self.backoff * (2 ** attempt) * random.uniform(1.0, 1.5), MAX_DELAY)
 
     def _wrong_protocol(self) -> Optional[WrongProtocol]:
         """The error to raise when the address speaks the other protocol (checked after a failure only)."""
@@ -177,6 +210,8 @@ class _ClientBase:
             wrong = self._wrong_protocol()  # the address answered, but not in this protocol?
             if wrong is not None:
                 return wrong
+        if _going_away(exc, self.max_batch_size is not None):
+            return self._unavailable(exc, what) if last_attempt else None
         if not _connection_error(exc):
             return self._error(exc, what)
         unknown = self._unknown_host()  # a name no retry will resolve
@@ -316,12 +351,15 @@ class DamoClient(_ClientBase):
                                                                  network_timeout=self.timeout)
             else:
                 self._client = self.module.InferenceServerClient(self.url)
+            self._connected_at = time.monotonic()
         return self._client
 
     def _call(self, what: str, method: str, *args: object, **kwargs: object) -> Any:
         """``self.triton.<method>(...)``, retried with backoff on connection errors only."""
         if self.protocol == "grpc":
             kwargs.setdefault("client_timeout", self.timeout)
+        if self._connection_too_old:
+            self.close()
         for attempt in range(self.retries + 1):
             try:
                 return getattr(self.triton, method)(*args, **kwargs)
@@ -402,6 +440,11 @@ class AsyncDamoClient(_ClientBase):
 
     _client: Optional[AsyncTriton]
 
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._in_flight: dict[AsyncTriton, int] = {}  # calls running on each connection pool, old ones included
+        self._closing: set[asyncio.Task] = set()
+
     @property
     def triton(self) -> AsyncTriton:
         if self._client is None:
@@ -411,18 +454,41 @@ class AsyncDamoClient(_ClientBase):
             else:
                 import tritonclient.grpc.aio as aio
                 self._client = aio.InferenceServerClient(self.url)
+            self._connected_at = time.monotonic()
         return self._client
 
     async def _call(self, what: str, name: str, *args: object, **kwargs: object) -> Any:
+        """``self.triton.<name>(...)`` awaited, retried as the sync client does. Many calls share one connection
+        pool: a pool that is too old or failed is retired — new calls get a new one — and closed once the calls
+        still running on it are done."""
         for attempt in range(self.retries + 1):
+            if self._connection_too_old:
+                self._retire()
+            client = self.triton
+            self._in_flight[client] = self._in_flight.get(client, 0) + 1
             try:
-                return await asyncio.wait_for(getattr(self.triton, name)(*args, **kwargs), self.timeout)
+                return await asyncio.wait_for(getattr(client, name)(*args, **kwargs), self.timeout)
             except Exception as exc:
                 error = await asyncio.to_thread(self._failure, exc, what, attempt == self.retries)
                 if error is not None:
                     raise error from exc
-                await self.close()
+                if client is self._client:
+                    self._retire()
                 await asyncio.sleep(self._delay(attempt))
+            finally:
+                self._in_flight[client] -= 1
+                if client is not self._client and not self._in_flight[client]:
+                    del self._in_flight[client]
+                    await client.close()
+
+    def _retire(self) -> None:
+        """New calls get a new connection pool; the old one is closed by the last call running on it."""
+        if self._client is not None and not self._in_flight.get(self._client):
+            self._in_flight.pop(self._client, None)
+            closing = asyncio.get_running_loop().create_task(self._client.close())
+            self._closing.add(closing)  # held until done (the loop keeps only a weak reference)
+            closing.add_done_callback(self._closing.discard)
+        self._client = None
 
     async def connect(self) -> "AsyncDamoClient":
         if self.max_batch_size is None:
@@ -454,11 +520,10 @@ class AsyncDamoClient(_ClientBase):
         return bool(await self._call("liveness", "is_server_live"))
 
     async def close(self) -> None:
-        if self._client is not None:
-            try:
-                await self._client.close()
-            finally:
-                self._client = None
+        clients = set(self._in_flight) | ({self._client} if self._client is not None else set())
+        self._client, self._in_flight = None, {}
+        for client in clients:
+            await client.close()
 
     async def __aenter__(self) -> AsyncDamoClient:
         return self

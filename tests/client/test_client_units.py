@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from damo_client import DamoClient, Detection, ImageError, ServerUnavailable
 from damo_client.cli import cli
-from damo_client.client import _connection_error
+from damo_client.client import MAX_DELAY, _connection_error, _going_away
 from damo_client.images import expand_paths, to_bytes
 from damo_client.perf import (
     RowWriter,
@@ -158,8 +158,38 @@ def test_only_connection_errors_are_retried():
     assert _connection_error(ConnectionRefusedError(111, "refused"))
     assert _connection_error(InferenceServerException("x", status="StatusCode.UNAVAILABLE"))
     assert not _connection_error(TimeoutError("timed out"))
+    from geventhttpclient.response import HTTPConnectionClosed
+    assert _connection_error(HTTPConnectionClosed("connection closed."))  # the server went away mid-request
     assert not _connection_error(InferenceServerException("image 0: not a JPEG", status="400"))
     assert not _connection_error(ValueError("bad"))
+
+
+def test_a_server_going_away_is_retried_and_a_bad_request_is_not():
+    """Triton's own answers while it shuts down (the strings its 2.51 binary holds): "stopping" always; "unknown
+    model" / "not ready" only once the model was seen served (before that it is a wrong name). A 400 never."""
+    from tritonclient.utils import InferenceServerException
+    stopping = InferenceServerException("Server is stopping to serve requests.", status="StatusCode.UNAVAILABLE")
+    unloaded = InferenceServerException("Request for unknown model: 'damo_yolo' is not found",
+                                        status="StatusCode.NOT_FOUND")
+    not_ready = InferenceServerException("Model version not ready", status="400")
+    bad_image = InferenceServerException("image 0: not a JPEG", status="400")
+    assert _going_away(stopping, model_was_served=False) and _going_away(stopping, model_was_served=True)
+    assert _going_away(unloaded, model_was_served=True) and not _going_away(unloaded, model_was_served=False)
+    assert _going_away(not_ready, model_was_served=True)
+    assert not _going_away(bad_image, model_was_served=True)
+    client = DamoClient("127.0.0.1:1", "grpc", retries=2)
+    assert client._failure(unloaded, "inference", last_attempt=False) is not None  # not served yet: a wrong name
+    client.max_batch_size = 8  # the contract was read: the model was served here
+    assert client._failure(unloaded, "inference", last_attempt=False) is None  # retried
+    assert isinstance(client._failure(unloaded, "inference", last_attempt=True), ServerUnavailable)
+    assert client._failure(bad_image, "inference", last_attempt=False) is not None  # answered at once
+
+
+def test_backoff_is_jittered_and_bounded():
+    client = DamoClient("127.0.0.1:1", "http", backoff=0.5)
+    delays = [client._delay(1) for _ in range(200)]
+    assert all(1.0 <= d <= 1.5 for d in delays) and len(set(delays)) > 100  # spread, never below the schedule
+    assert client._delay(30) == MAX_DELAY
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
