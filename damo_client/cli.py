@@ -26,12 +26,17 @@ def _connection_options(fn: CommandFunction) -> CommandFunction:
     fn = click.option("--protocol", "-p", type=click.Choice(["http", "grpc"]), default="http", show_default=True,
                       envvar="DAMO_PROTOCOL")(fn)
     fn = click.option("--url", "-u", envvar="DAMO_URL",
-                      help="Server host:port [default: 127.0.0.1:8000 for http, :8001 for grpc; env DAMO_URL].")(fn)
+                      help="Server host:port [default: 127.0.0.1:8000 for http, :8001 for grpc; env DAMO_URL]; "
+                           "with grpc also dns:///NAME:PORT (every address of NAME, e.g. a headless Service, "
+                           "balanced per request) or ipv4:ADDR:PORT,ADDR:PORT.")(fn)
     return fn
 
 
 def _client(url: Optional[str], protocol: str, model: str, timeout: float, **kwargs: int) -> DamoClient:
-    return DamoClient(url or default_url(protocol), protocol, model, timeout=timeout, **kwargs)
+    try:
+        return DamoClient(url or default_url(protocol), protocol, model, timeout=timeout, **kwargs)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--url'") from exc
 
 
 def _fail(exc: Exception) -> NoReturn:

@@ -65,6 +65,34 @@ MAX_DELAY = 10.0  # seconds: the longest wait between two attempts, however many
 # new one may reach a pod added since, and a stopping Triton, which waits for its open HTTP connections before it
 # unloads (until --exit-timeout-secs, after which the bundled 2.51 crashes), sees them go within this time.
 MAX_CONNECTION_AGE = 10.0
+# gRPC's own name-resolver targets: every address a name resolves to (dns:///damo-yolo-headless.ns.svc:8001, the
+# headless Service's every ready pod) or a list (ipv4:10.0.0.1:8001,10.0.0.2:8001), balanced request by request
+BALANCED_TARGETS = ("dns:", "ipv4:", "ipv6:")
+
+
+def balanced(url: str) -> bool:
+    """Is ``url`` one of gRPC's resolver targets, whose addresses the client balances over per request?"""
+    return url.startswith(BALANCED_TARGETS)
+
+
+def grpc_channel_args(url: str) -> Optional[list[tuple[str, Any]]]:
+    """The gRPC channel's options for ``url``: tritonclient's own (message sizes, keep-alive) and, for a balanced
+    target, the round_robin policy — a channel to every address, each request on the next ready one, a refused
+    or closed address skipped. With the channel made again every MAX_CONNECTION_AGE, the name is resolved again
+    and pods the autoscaler adds get requests within that time (gRPC's DNS resolver alone re-resolves only when
+    a connection is lost). None: tritonclient's defaults."""
+    if not balanced(url):
+        return None
+    from tritonclient.grpc import KeepAliveOptions
+    from tritonclient.grpc._client import MAX_GRPC_MESSAGE_SIZE
+    keepalive = KeepAliveOptions()
+    return [("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+            ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+            ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
+            ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
+            ("grpc.keepalive_permit_without_calls", keepalive.keepalive_permit_without_calls),
+            ("grpc.http2.max_pings_without_data", keepalive.http2_max_pings_without_data),
+            ("grpc.lb_policy_name", "round_robin")]
 
 
 def default_url(protocol: str) -> str:
@@ -148,6 +176,9 @@ class _ClientBase:
         if retries < 0 or backoff < 0 or timeout <= 0 or max_connection_age <= 0:
             raise ValueError("retries and backoff must be >= 0, timeout and max_connection_age > 0")
         url = url or default_url(protocol)
+        if balanced(url) and protocol != "grpc":
+            raise ValueError(f"{url} is a gRPC resolver target (balanced per request over its addresses): use it "
+                             f"with protocol grpc; over HTTP, give the Service's host:port")
         for prefix in ("http://", "https://", "grpc://"):
             url = url[len(prefix):] if url.startswith(prefix) else url
         self.url, self.protocol, self.model = url.rstrip("/"), protocol, model
@@ -191,6 +222,8 @@ class _ClientBase:
 
     def _wrong_protocol(self) -> Optional[WrongProtocol]:
         """The error to raise when the address speaks the other protocol (checked after a failure only)."""
+        if balanced(self.url):
+            return None  # many addresses: gRPC reports what it found at them
         spoken = spoken_protocol(self.url, min(self.timeout, 2.0))
         if spoken is None or spoken == self.protocol:
             return None
@@ -222,6 +255,8 @@ class _ClientBase:
     def _unknown_host(self) -> Optional[ServerUnavailable]:
         """The error to raise when the address's host name does not resolve (checked after a failure only). A
         resolver that is down for now (EAI_AGAIN) is not this: that is retried like a refused connection."""
+        if balanced(self.url):
+            return None  # gRPC resolves these itself
         host, colon, port = self.url.rpartition(":")
         host, port = (host.strip("[]"), port) if colon else (self.url, "")
         try:
@@ -350,7 +385,7 @@ class DamoClient(_ClientBase):
                 self._client = self.module.InferenceServerClient(self.url, connection_timeout=self.timeout,
                                                                  network_timeout=self.timeout)
             else:
-                self._client = self.module.InferenceServerClient(self.url)
+                self._client = self.module.InferenceServerClient(self.url, channel_args=grpc_channel_args(self.url))
             self._connected_at = time.monotonic()
         return self._client
 
@@ -453,7 +488,7 @@ class AsyncDamoClient(_ClientBase):
                 self._client = aio.InferenceServerClient(self.url, conn_timeout=self.timeout)
             else:
                 import tritonclient.grpc.aio as aio
-                self._client = aio.InferenceServerClient(self.url)
+                self._client = aio.InferenceServerClient(self.url, channel_args=grpc_channel_args(self.url))
             self._connected_at = time.monotonic()
         return self._client
 

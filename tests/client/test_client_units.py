@@ -294,3 +294,16 @@ def test_label_ink_stays_inside_a_large_image():
     text = out.max(axis=2) < 60
     rows, columns = np.flatnonzero(text.any(axis=1)), np.flatnonzero(text.any(axis=0))
     assert rows.size and rows.min() >= 1 and columns.min() >= 1
+
+
+def test_grpc_resolver_targets_are_balanced_per_request_and_grpc_only():
+    from damo_client.client import balanced, grpc_channel_args
+    assert balanced("dns:///damo-yolo-headless.ns.svc:8001") and balanced("ipv4:10.0.0.1:8001,10.0.0.2:8001")
+    assert not balanced("damo-yolo:8001") and grpc_channel_args("damo-yolo:8001") is None  # tritonclient's own
+    options = dict(grpc_channel_args("dns:///damo-yolo-headless:8001") or [])
+    assert options["grpc.lb_policy_name"] == "round_robin"
+    assert options["grpc.max_receive_message_length"] == 2 ** 31 - 1  # tritonclient's defaults kept
+    with pytest.raises(ValueError, match="gRPC resolver target"):
+        DamoClient("dns:///damo-yolo-headless:8000", "http")
+    result = CliRunner().invoke(cli, ["detect", __file__, "-u", "dns:///x:8000", "-p", "http"])
+    assert result.exit_code == 2 and "Invalid value for '--url'" in result.output
