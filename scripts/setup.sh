@@ -27,6 +27,8 @@ fi
 # Prometheus and promtool (Debian's prometheus package): the tests evaluate deploy/monitoring's queries and
 # alert rules in a real Prometheus
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+# HAProxy (Debian's package): the entrypoint serves through it (damo_yolo/serving/supervisor.py)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         say "installing system packages: ${missing[*]}"

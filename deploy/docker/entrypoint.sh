@@ -64,14 +64,18 @@ unset ADMIN_KEY  # the models' processes do not inherit it
 
 # strict readiness: ready only when every model is; summary latencies: the p50/p99 series
 # (nv_inference_request_summary_us) the dashboard and alerts read; no model control, SageMaker or Vertex AI
-# front ends (Triton's secure-deployment guide)
+# front ends (Triton's secure-deployment guide).
+# HTTP and gRPC reach Triton through HAProxy (damo_yolo/serving/supervisor.py), which drains at SIGTERM: new
+# connections refused, open ones told to go (Connection: close, GOAWAY) within 15 s, in-flight requests answered;
+# then Triton stops with no client connected and its 15 s exit timeout for the unload alone. Metrics stay Triton's.
 address="${LISTEN_ADDRESS:-0.0.0.0}"
-exec "${TRITONSERVER:-tritonserver}" \
+exec python3 -m damo_yolo.serving.supervisor --address="$address" --drain=15 \
+    --http-port="${HTTP_PORT:-8000}" --grpc-port="${GRPC_PORT:-8001}" -- \
+    "${TRITONSERVER:-tritonserver}" \
     --model-repository="$repo" \
-    --http-address="$address" --grpc-address="$address" --metrics-address="$address" \
     --http-restricted-api="$apis:$header=$key" --grpc-restricted-protocol="$apis:$header=$key" \
     --model-control-mode=none --allow-sagemaker=false --allow-vertex-ai=false \
-    --http-port="${HTTP_PORT:-8000}" --grpc-port="${GRPC_PORT:-8001}" --metrics-port="${METRICS_PORT:-8002}" \
+    --metrics-address="$address" --metrics-port="${METRICS_PORT:-8002}" \
     --allow-metrics=true --metrics-config=summary_latencies=true \
-    --strict-readiness=true --exit-on-error=true --exit-timeout-secs=30 \
+    --strict-readiness=true --exit-on-error=true --exit-timeout-secs=15 \
     "$@"

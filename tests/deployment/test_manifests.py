@@ -122,9 +122,10 @@ def test_probes_ports_and_selectors_are_wired(rendered):
     target = objects["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]
     assert (target["apiVersion"], target["kind"], target["name"]) == ("apps/v1", "Deployment",
                                                                         deployment["metadata"]["name"])
-    # a pod keeps serving while it leaves the endpoints (preStop) and while tritonserver drains
-    # (--exit-timeout-secs in the entrypoint): the grace period covers both
-    drain = int(re.search(r"--exit-timeout-secs=(\d+)", (DEPLOY / "docker" / "entrypoint.sh").read_text())[1])
+    # a pod keeps serving while it leaves the endpoints (preStop), then its open connections go (the supervisor's
+    # --drain in the entrypoint), then tritonserver unloads (--exit-timeout-secs): the grace period covers all three
+    entrypoint = (DEPLOY / "docker" / "entrypoint.sh").read_text()
+    drain = sum(int(re.search(rf"{option}=(\d+)", entrypoint)[1]) for option in ("--drain", "--exit-timeout-secs"))
     pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
     assert pre_stop >= 5 and deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > pre_stop + drain
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
@@ -160,6 +161,7 @@ def test_images_agree_with_the_deployment_and_the_platform():
         assert re.findall(r"^FROM (\S+)", text, re.MULTILINE) == [CONTAINER], name
         assert "check_python_backend.sh \\" in text and '--ignore-installed "setuptools' in text, name
         assert "TRITONSERVER=/opt/tritonserver/bin/tritonserver" in text, name
+        assert "apt-get install -y --no-install-recommends haproxy" in text, name  # the entrypoint's proxy
     cpu = (DEPLOY / "docker" / "Dockerfile.cpu").read_text()
     code = re.sub(r"#.*", "", cpu)
     assert 'pip install ".[backend]"' in cpu and "torch" not in code and "server]" not in code  # no bundled 2.51
