@@ -1,11 +1,12 @@
-"""A server stopped under load from damo_client (HTTP and gRPC, sync and async) drains and exits 0.
+"""A server stopped mid-load drains without failing a request and exits 0.
 
-Triton at SIGTERM refuses new connections at once (so the kubelet's probes see it not ready) but keeps serving the
-HTTP keep-alive connections already open, and waits for them to close before it unloads its models — until
---exit-timeout-secs, after which the bundled 2.51 crashes (SIGSEGV, exit 139). damo_client makes its connections
-again once they are MAX_CONNECTION_AGE old, so they go within that time, and what the stopping server answers or
-refuses is retried (on another replica behind a Service): every failure here is a refused connection after the
-retries, never an error answer."""
+The entrypoint serves HTTP and gRPC through HAProxy (damo_yolo/serving/supervisor.py). At SIGTERM new connections
+are refused at once (the kubelet's readiness probe fails: the pod leaves the Service), every open HTTP keep-alive
+connection's next response carries `Connection: close` and every HTTP/2 (gRPC) connection gets GOAWAY, requests in
+flight are answered; only once the connections have gone is Triton stopped, so it unloads with no client connected
+and exits 0. Checked with plain tritonclient and urllib3 clients that hold their connections (the server's side)
+and with damo_client, which retries what a stopping server refuses (on another replica behind a Service): every
+failure is a refused connection, never an error answer."""
 from __future__ import annotations
 
 import asyncio
@@ -114,3 +115,197 @@ def test_sigterm_under_damo_client_load_drains_and_exits_0(tmp_path, sample_imag
     assert drain < grace - 10  # inside the grace period with the preStop pause before it
     # nothing the stopping server answered surfaced as an error: only refused connections once it was gone
     assert all(name.endswith(ServerUnavailable.__name__) for name in failed), failed
+
+
+# what a client sees when it reaches no server (the listener closed): a retrying client redoes it elsewhere
+GRPC_CONNECTION_FAILURES = ("failed to connect", "Connection refused", "Socket closed", "Connection reset")
+
+
+class Load:
+    """Requests from several keep-alive clients until ``done``: each recorded as (client, sent at, outcome, whether
+    the answer said ``Connection: close``); outcome "ok", "connection" (no answer: the connection was refused or
+    closed) or the error answer."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.records: list[tuple[str, float, str, bool]] = []
+        self._lock = threading.Lock()
+
+    def record(self, client: str, sent: float, outcome: str, close: bool = False) -> None:
+        with self._lock:
+            self.records.append((client, sent, outcome, close))
+        if outcome != "ok":
+            time.sleep(0.1)  # a refused client tries again, not in a tight loop
+
+    def urllib3_http(self, name: str, port: int, image: bytes) -> None:
+        """One keep-alive connection (urllib3's pool of one), the request built and the answer read by tritonclient:
+        the answer's headers are visible."""
+        import numpy as np
+        import tritonclient.http as httpclient
+        import urllib3
+        request = httpclient.InferInput("IMAGE", [1, 1], "BYTES")
+        request.set_data_from_numpy(np.array([[image]], dtype=object))
+        body, json_size = httpclient.InferenceServerClient.generate_request_body([request])
+        headers = {"Inference-Header-Content-Length": str(json_size)} if json_size is not None else {}
+        pool = urllib3.HTTPConnectionPool("127.0.0.1", port, maxsize=1, retries=False, timeout=20)
+        while not self.done.is_set():
+            sent = time.monotonic()
+            try:
+                answer = pool.request("POST", "/v2/models/damo_yolo/infer", body=body, headers=headers)
+            except urllib3.exceptions.HTTPError:  # refused, reset or closed without an answer
+                self.record(name, sent, "connection")
+                continue
+            close = answer.headers.get("Connection", "").lower() == "close"
+            if answer.status != 200:
+                self.record(name, sent, f"HTTP {answer.status}: {answer.data[:100]!r}", close)
+                continue
+            result = httpclient.InferenceServerClient.parse_response_body(
+                answer.data, header_length=answer.headers.get("Inference-Header-Content-Length"))
+            self.record(name, sent, "ok" if result.as_numpy("num_detections") is not None else "no output", close)
+        pool.close()
+
+    def tritonclient_http(self, name: str, port: int, image: bytes) -> None:
+        import numpy as np
+        import tritonclient.http as httpclient
+        from tritonclient.utils import InferenceServerException
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{port}", network_timeout=20)
+        while not self.done.is_set():
+            request = httpclient.InferInput("IMAGE", [1, 1], "BYTES")
+            request.set_data_from_numpy(np.array([[image]], dtype=object))
+            sent = time.monotonic()
+            try:
+                client.infer("damo_yolo", [request])
+                self.record(name, sent, "ok")
+            except InferenceServerException as exc:  # an answer: the server refused the request
+                self.record(name, sent, f"answer: {exc}")
+            except OSError:  # geventhttpclient: refused, reset or closed without an answer
+                self.record(name, sent, "connection")
+        client.close()
+
+    def tritonclient_grpc(self, name: str, port: int, image: bytes) -> None:
+        import numpy as np
+        import tritonclient.grpc as grpcclient
+        from tritonclient.utils import InferenceServerException
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
+        while not self.done.is_set():
+            request = grpcclient.InferInput("IMAGE", [1, 1], "BYTES")
+            request.set_data_from_numpy(np.array([[image]], dtype=object))
+            sent = time.monotonic()
+            try:
+                client.infer("damo_yolo", [request], client_timeout=20)
+                self.record(name, sent, "ok")
+            except InferenceServerException as exc:
+                unreached = exc.status() == "StatusCode.UNAVAILABLE" and any(
+                    said in str(exc) for said in GRPC_CONNECTION_FAILURES)
+                self.record(name, sent, "connection" if unreached else f"answer: {exc}")
+        client.close()
+
+
+class RawGrpcConnection:
+    """One HTTP/2 connection to the gRPC port (the h2 library), to see the frames a gRPC client's transport gets."""
+
+    def __init__(self, port: int) -> None:
+        import socket
+
+        import h2.config
+        import h2.connection
+        self.port, self.sock = port, socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        self.conn.initiate_connection()
+        self.sock.sendall(self.conn.data_to_send())
+
+    def events(self) -> list:
+        data = self.sock.recv(65536)
+        if not data:
+            raise ConnectionError("closed without GOAWAY")
+        events = self.conn.receive_data(data)
+        self.sock.sendall(self.conn.data_to_send())
+        return events
+
+    def server_live(self) -> bool:
+        """Triton's ServerLive RPC on this connection (an empty message: gRPC's 5-byte frame header)."""
+        import h2.events
+        stream = self.conn.get_next_available_stream_id()
+        self.conn.send_headers(stream, [(":method", "POST"), (":scheme", "http"),
+                                        (":authority", f"127.0.0.1:{self.port}"),
+                                        (":path", "/inference.GRPCInferenceService/ServerLive"),
+                                        ("content-type", "application/grpc"), ("te", "trailers")])
+        self.conn.send_data(stream, b"\0\0\0\0\0", end_stream=True)
+        self.sock.sendall(self.conn.data_to_send())
+        status = None
+        while True:
+            for event in self.events():
+                if isinstance(event, h2.events.TrailersReceived):
+                    status = dict(event.headers).get(b"grpc-status")
+                if isinstance(event, h2.events.StreamEnded):
+                    return status == b"0"
+
+    def goaway(self, timeout: float) -> int:
+        """The error code of the GOAWAY the server sends within ``timeout`` seconds (0: NO_ERROR, a graceful one)."""
+        import h2.events
+        self.sock.settimeout(timeout)
+        while True:
+            for event in self.events():
+                if isinstance(event, h2.events.ConnectionTerminated):
+                    return int(event.error_code)
+
+
+def test_sigterm_under_keep_alive_load_tells_connections_to_go_and_exits_0(tmp_path, sample_images):
+    """Plain keep-alive clients (urllib3, tritonclient HTTP and gRPC) under load, SIGTERM mid-load: every request
+    sent before it is answered, the later ones fail only to connect (never an error answer: no 5xx, no unknown
+    model), open connections are told to go, the server is not ready before it exits, and exits 0 within the
+    Deployment's grace period; the models unload only after the connections have gone."""
+    proc, http, grpc = _serve(tmp_path)
+    image = sample_images[0].read_bytes()
+    load = Load()
+    clients = {"urllib3 http 1": (load.urllib3_http, http), "urllib3 http 2": (load.urllib3_http, http),
+               "tritonclient http": (load.tritonclient_http, http),
+               "tritonclient grpc 1": (load.tritonclient_grpc, grpc),
+               "tritonclient grpc 2": (load.tritonclient_grpc, grpc)}
+    threads = [threading.Thread(target=run, args=(name, port, image)) for name, (run, port) in clients.items()]
+    raw = RawGrpcConnection(grpc)
+    for thread in threads:
+        thread.start()
+    try:
+        assert raw.server_live()
+        time.sleep(3)  # every client connected and served
+        assert {r[0] for r in load.records if r[2] == "ok"} == set(clients), load.records
+        stopped = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        while _accepts_new_connections(http):  # the readiness probe's view (a new connection each time)
+            assert time.monotonic() - stopped < 2, "still accepting 2 s after SIGTERM"
+        not_ready = time.monotonic() - stopped
+        running_when_not_ready = proc.poll() is None
+        goaway = raw.goaway(timeout=10)
+        told_grpc = time.monotonic() - stopped
+        raw.sock.close()  # as a gRPC client does once its streams are done
+        code = proc.wait(timeout=60)
+        drain = time.monotonic() - stopped
+    finally:
+        load.done.set()
+        for thread in threads:
+            thread.join(timeout=30)
+        if proc.poll() is None:
+            proc.kill()
+    spec = render("cpu")["Deployment"]["spec"]["template"]["spec"]
+    grace = spec["terminationGracePeriodSeconds"]
+    (container,) = spec["containers"]
+    pause = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    before = [r for r in load.records if r[1] < stopped]
+    after = [r for r in load.records if r[1] >= stopped]
+    failed = Counter(f"{r[0]}: {r[2]}" for r in load.records if r[2] != "ok")
+    log = (tmp_path / "server.log").read_text()
+    print(f"\n[drain] {len(before)} requests before SIGTERM, {sum(r[2] == 'ok' for r in after)} answered after it; "
+          f"not ready after {not_ready:.2f} s, gRPC GOAWAY after {told_grpc:.2f} s, exit {code} after {drain:.1f} s "
+          f"(preStop {pause} s + grace {grace} s); failures {dict(failed)}")
+    assert code == 0, log[-3000:]
+    assert running_when_not_ready and not_ready < 1  # not ready (refused) at once, long before the exit
+    assert all(r[2] == "ok" for r in before), [r for r in before if r[2] != "ok"]  # in flight at SIGTERM: answered
+    assert all(r[2] in ("ok", "connection") for r in after), failed  # no 5xx, no NOT_FOUND: only unreached
+    for name in ("urllib3 http 1", "urllib3 http 2"):  # each keep-alive connection kept, then told to go once:
+        closing = [r[3] for r in load.records if r[0] == name and r[2] == "ok"]  # its last answer, then refused
+        assert closing == [False] * (len(closing) - 1) + [True], (name, closing)
+    assert goaway == 0 and told_grpc < 2  # a graceful GOAWAY (NO_ERROR) on the open gRPC connection
+    # the models unloaded only after the connections had gone
+    assert log.index("supervisor: connections closed") < log.index("unloading models")
+    assert drain < grace - pause  # inside the grace period with the preStop pause before it
