@@ -3,6 +3,11 @@ comparisons the serving tests share."""
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +15,9 @@ import pytest
 
 from damo_yolo import contract as C
 from damo_yolo.serving.tritonserver import LocalServer
+
+ROOT = Path(__file__).resolve().parents[1]
+ENTRYPOINT = ROOT / "deploy" / "docker" / "entrypoint.sh"
 
 
 def start_server(repo: Path, log_path: Path, **kwargs) -> LocalServer:
@@ -26,6 +34,36 @@ def running_server(repo: Path, log_path: Path, **kwargs):
         yield server
     finally:
         server.stop()
+
+
+def start_entrypoint(log: Path, ports: tuple[int, int, int], address: str = "127.0.0.1",
+                     **environment: str) -> subprocess.Popen:
+    """The images' entrypoint on this host, serving triton_models/ with the bundled tritonserver on ``address`` at
+    ``ports`` (HTTP, gRPC, metrics), its output in ``log``; ``environment`` adds to its environment (the bundled
+    server serves loopback addresses only)."""
+    http, grpc, metrics = ports
+    env = {**os.environ, "MODEL_REPOSITORY": str(ROOT / "triton_models"), "LISTEN_ADDRESS": address,
+           "HTTP_PORT": str(http), "GRPC_PORT": str(grpc), "METRICS_PORT": str(metrics),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **environment}
+    with open(log, "w") as out:
+        return subprocess.Popen(["bash", str(ENTRYPOINT)], env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def wait_ready(port: int, proc: subprocess.Popen, log: Path, what: str, timeout: float = 180,
+               host: str = "127.0.0.1") -> None:
+    """Until the server ``proc`` started (its output in ``log``) answers ready at ``host:port``; the test fails with
+    the log's tail when it exits or the time is up."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if urllib.request.urlopen(f"http://{host}:{port}/v2/health/ready", timeout=2).status == 200:
+                return
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"{what} did not get ready:\n{log.read_text()[-3000:]}")
+        time.sleep(0.3)
 
 
 def local_detections(model, meta, data: bytes, score_threshold=None, chw_info=None):

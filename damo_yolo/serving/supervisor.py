@@ -18,12 +18,18 @@ requests in flight are answered by Triton, which is still fully up. Once HAProxy
 closed, or ``--drain`` seconds passed), Triton gets SIGTERM with no client connection left: it finishes any
 execution, unloads its models within its whole exit timeout, and exits 0. This process exits with Triton's code.
 
+In a container this process is PID 1: processes whose parent died become its children, and it must collect
+(reap) them when they exit, or they stay as zombies in the process table. It makes itself their reaper anywhere
+(Linux's child subreaper), so a python-backend stub orphaned by a crashed tritonserver is reaped here, and stopped
+when the supervisor ends instead of running on, on a container or a shared host alike.
+
     python3 -m damo_yolo.serving.supervisor --address 0.0.0.0 --http-port 8000 --grpc-port 8001 -- \\
         tritonserver --model-repository /models ...
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -112,9 +118,61 @@ def dies_with_parent(sig: int) -> Callable[[], None]:
     return preexec
 
 
+def adopt_orphans() -> None:
+    """Make this process the reaper of its orphaned descendants (Linux's PR_SET_CHILD_SUBREAPER), as PID 1 is."""
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
+
+
+def adopted(ours: Sequence[subprocess.Popen]) -> list[int]:
+    """This process's children other than ``ours``: orphans it adopted."""
+    me, mine, found = os.getpid(), {p.pid for p in ours}, []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):  # gone meanwhile
+            continue
+        if ppid == me and int(stat.parent.name) not in mine:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def reap(ours: Sequence[subprocess.Popen]) -> int:
+    """Collect the adopted children that have exited (never ``ours``: Popen waits for those); how many."""
+    reaped = 0
+    for pid in adopted(ours):
+        try:
+            reaped += os.waitpid(pid, os.WNOHANG)[0] == pid
+        except ChildProcessError:
+            pass
+    return reaped
+
+
+def stop_adopted(ours: Sequence[subprocess.Popen], grace: float = 5) -> None:
+    """SIGTERM the adopted children still running (orphans of a server that died), SIGKILL after ``grace`` s, and
+    reap them all."""
+    pids = adopted(ours)
+    if not pids:
+        return
+    say(f"stopping {len(pids)} process(es) the server left behind: {' '.join(map(str, sorted(pids)))}")
+    deadline = time.monotonic() + grace
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        while adopted(ours) and time.monotonic() < deadline:
+            reap(ours)
+            time.sleep(0.05)
+        reap(ours)
+        pids, deadline = adopted(ours), time.monotonic() + grace
+        if not pids:
+            return
+
+
 def wait_for_first(procs: Sequence[subprocess.Popen], stop: threading.Event) -> None:
-    """Until a signal asks to stop or one of ``procs`` exits."""
+    """Until a signal asks to stop or one of ``procs`` exits; adopted children that exit meanwhile are reaped."""
     while not stop.is_set() and all(p.poll() is None for p in procs):
+        reap(procs)
         stop.wait(0.2)
 
 
@@ -143,8 +201,17 @@ def supervise(proxy_cmd: list[str], server_cmd: list[str], limit: float) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    adopt_orphans()
     server = subprocess.Popen(server_cmd, preexec_fn=dies_with_parent(signal.SIGTERM))
     proxy = subprocess.Popen(proxy_cmd, preexec_fn=dies_with_parent(signal.SIGKILL))
+    try:
+        return serve_until_stopped(proxy, server, stop, limit)
+    finally:
+        stop_adopted([server, proxy])
+
+
+def serve_until_stopped(proxy: subprocess.Popen, server: subprocess.Popen, stop: threading.Event,
+                        limit: float) -> int:
     wait_for_first([server, proxy], stop)
     if server.poll() is not None:  # the server failed (or was stopped by someone else): nothing left to drain
         proxy.kill()

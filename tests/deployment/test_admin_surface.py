@@ -17,7 +17,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from test_manifests import DEPLOY, OVERLAYS, ROOT, render, wait_ready
+from serving import wait_ready
+from test_manifests import DEPLOY, OVERLAYS, ROOT, render
 
 pytestmark = pytest.mark.slow
 

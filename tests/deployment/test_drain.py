@@ -13,7 +13,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -21,7 +20,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from test_manifests import DEPLOY, ROOT, render, wait_ready
+from serving import start_entrypoint, wait_ready
+from test_manifests import render
 
 pytestmark = pytest.mark.slow
 
@@ -29,13 +29,8 @@ pytestmark = pytest.mark.slow
 def _serve(tmp_path: Path) -> tuple[subprocess.Popen, int, int]:
     from damo_yolo.serving.tritonserver import free_ports
     http, grpc, metrics = free_ports(3)
-    env = {**os.environ, "MODEL_REPOSITORY": str(ROOT / "triton_models"), "LISTEN_ADDRESS": "127.0.0.1",
-           "HTTP_PORT": str(http), "GRPC_PORT": str(grpc), "METRICS_PORT": str(metrics),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     log = tmp_path / "server.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(["bash", str(DEPLOY / "docker" / "entrypoint.sh")], env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
+    proc = start_entrypoint(log, (http, grpc, metrics))
     wait_ready(http, proc, log, "the entrypoint's server")
     return proc, http, grpc
 
@@ -309,3 +304,48 @@ def test_sigterm_under_keep_alive_load_tells_connections_to_go_and_exits_0(tmp_p
     # the models unloaded only after the connections had gone
     assert log.index("supervisor: connections closed") < log.index("unloading models")
     assert drain < grace - pause  # inside the grace period with the preStop pause before it
+
+
+def _descendants(pid: int) -> dict[int, tuple[str, str]]:
+    """Every descendant of ``pid``: pid → (name, state)."""
+    table: dict[int, tuple[int, str, str]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            head, tail = stat.read_text().rsplit(")", 1)
+        except OSError:
+            continue
+        state, ppid = tail.split()[:2]
+        table[int(stat.parent.name)] = (int(ppid), head.split("(", 1)[1], state)
+    found, frontier = {}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, (ppid, name, state) in table.items():
+            if ppid == parent:
+                found[child] = (name, state)
+                frontier.append(child)
+    return found
+
+
+def test_processes_orphaned_by_a_crashed_server_are_reaped_and_stopped(tmp_path):
+    """The supervisor is PID 1 in a container: the python-backend stubs of a tritonserver that died become its
+    children. It collects them (no zombies) and stops those still running before it exits with the server's status,
+    rather than leaving them to run on."""
+    proc, _, _ = _serve(tmp_path)
+    try:
+        tree = _descendants(proc.pid)
+        (server,) = [pid for pid, (name, _) in tree.items() if name == "tritonserver"]
+        stubs = [pid for pid, (name, _) in tree.items() if name.startswith("triton_python")]
+        assert stubs, tree  # the CPU model's instances run in stubs
+        os.kill(server, signal.SIGKILL)  # a crash: no unload, the stubs are left without their parent
+        code = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log = (tmp_path / "server.log").read_text()
+    left = {pid: Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            for pid in stubs if Path(f"/proc/{pid}/stat").exists()}
+    print(f"\n[orphans] tritonserver killed with {len(stubs)} python-backend stubs; the supervisor exited {code}; "
+          f"stubs left: {left or 'none'}")
+    assert code == 128 + signal.SIGKILL, log[-2000:]  # the server's status, as a shell reports it
+    assert not left, (left, log[-2000:])  # neither running nor zombies

@@ -4,16 +4,13 @@ series the dashboard, the alerts and the autoscaler read, moving as requests suc
 cleanly."""
 from __future__ import annotations
 
-import os
 import re
 import signal
-import subprocess
-import sys
 import urllib.request
-from pathlib import Path
 
 import pytest
-from test_manifests import DEPLOY, GPU_ONLY_SERIES, ROOT, promql_expressions, wait_ready
+from serving import start_entrypoint, wait_ready
+from test_manifests import GPU_ONLY_SERIES, promql_expressions
 
 pytestmark = pytest.mark.slow
 
@@ -40,13 +37,7 @@ def entrypoint_server(tmp_path_factory):
     from damo_yolo.serving.tritonserver import free_ports
     http, grpc, metrics = free_ports(3)
     log = tmp_path_factory.mktemp("entrypoint") / "server.log"
-    env = {**os.environ, "MODEL_REPOSITORY": str(ROOT / "triton_models"), "SCORE_THRESHOLD": "0.8",
-           "LISTEN_ADDRESS": "127.0.0.1",  # the bundled server serves this host only
-           "HTTP_PORT": str(http), "GRPC_PORT": str(grpc), "METRICS_PORT": str(metrics),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # the bundled tritonserver
-    with open(log, "w") as out:
-        proc = subprocess.Popen(["bash", str(DEPLOY / "docker" / "entrypoint.sh")], env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
+    proc = start_entrypoint(log, (http, grpc, metrics), SCORE_THRESHOLD="0.8")
     wait_ready(http, proc, log, "the entrypoint's server")
     try:
         yield {"proc": proc, "http": http, "metrics": metrics, "log": log}

@@ -21,24 +21,6 @@ STACK_ENV = DEPLOY / "monitoring" / "stack" / "stack.env"
 OVERLAYS = ("cpu", "gpu")
 
 
-def wait_ready(port: int, proc: subprocess.Popen, log: Path, what: str, timeout: float = 180) -> None:
-    """Until the server ``proc`` started (its output in ``log``) answers ready on ``port``; the test fails with the
-    log's tail when it exits or the time is up."""
-    import time
-    import urllib.request
-    deadline = time.time() + timeout
-    while True:
-        try:
-            if urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2).status == 200:
-                return
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail(f"{what} did not get ready:\n{log.read_text()[-3000:]}")
-        time.sleep(0.3)
-
-
 def render(overlay: "str | Path") -> dict[str, dict]:
     """``kubectl kustomize`` of deploy/k8s/overlays/<overlay> (or of a kustomization folder): kind → object for the
     objects named damo-yolo, kind/name for the others."""

@@ -148,20 +148,30 @@ def _load(servers: dict, images: list[bytes], clients: int, seconds: float) -> i
     return answered[0]
 
 
+def _image_inputs(name: str, image: bytes, score_threshold: float | None = None) -> list:
+    """tritonclient inputs of one encoded image for the CPU target (BYTES) or the GPU ensemble (UINT8), with a
+    score threshold when one is given."""
+    import tritonclient.http as httpclient
+    if name == "cpu":
+        inputs = [httpclient.InferInput("IMAGE", [1, 1], "BYTES")]
+        inputs[0].set_data_from_numpy(np.array([[image]], dtype=object))
+    else:
+        inputs = [httpclient.InferInput("IMAGE", [1, len(image)], "UINT8")]
+        inputs[0].set_data_from_numpy(np.frombuffer(image, np.uint8)[None])
+    if score_threshold is not None:
+        inputs.append(httpclient.InferInput("SCORE_THRESHOLD", [1, 1], "FP32"))
+        inputs[1].set_data_from_numpy(np.full((1, 1), score_threshold, np.float32))
+    return inputs
+
+
 def _bad_requests(servers: dict, image: bytes) -> None:
     """Client errors each target counts in damo_yolo_request_errors_total: a bad image on the CPU target, a NaN
     threshold at the GPU ensemble's map-back step."""
     import tritonclient.http as httpclient
     for name, server in servers.items():
         client = httpclient.InferenceServerClient(server.http_url)
-        if name == "cpu":
-            inputs = [httpclient.InferInput("IMAGE", [1, 1], "BYTES")]
-            inputs[0].set_data_from_numpy(np.array([[b"\xff\xd8\xff not a JPEG"]], dtype=object))
-        else:
-            inputs = [httpclient.InferInput("IMAGE", [1, len(image)], "UINT8"),
-                      httpclient.InferInput("SCORE_THRESHOLD", [1, 1], "FP32")]
-            inputs[0].set_data_from_numpy(np.frombuffer(image, np.uint8)[None])
-            inputs[1].set_data_from_numpy(np.full((1, 1), np.nan, np.float32))
+        inputs = (_image_inputs(name, b"\xff\xd8\xff not a JPEG") if name == "cpu"
+                  else _image_inputs(name, image, score_threshold=np.nan))
         for _ in range(3):
             with pytest.raises(Exception):
                 client.infer("damo_yolo", inputs)
@@ -179,12 +189,7 @@ def _rejected_only(servers: dict, image: bytes, clients: int, seconds: float) ->
         client = httpclient.InferenceServerClient(server.http_url)
         # a valid image with a NaN score threshold: the CPU model refuses it before decoding, the GPU ensemble
         # at its map-back step, after preprocessing and the detector
-        inputs = [httpclient.InferInput("IMAGE", [1, 1] if name == "cpu" else [1, len(image)],
-                                        "BYTES" if name == "cpu" else "UINT8"),
-                  httpclient.InferInput("SCORE_THRESHOLD", [1, 1], "FP32")]
-        inputs[0].set_data_from_numpy(np.array([[image]], dtype=object) if name == "cpu"
-                                      else np.frombuffer(image, np.uint8)[None])
-        inputs[1].set_data_from_numpy(np.full((1, 1), np.nan, np.float32))
+        inputs = _image_inputs(name, image, score_threshold=np.nan)
         while time.monotonic() < stop:
             try:
                 client.infer("damo_yolo", inputs)
