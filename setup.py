@@ -38,10 +38,10 @@ EXTRAS = {
     # kubernetes-validate: deploy/'s manifests against the API schemas offline; promql-parser: its PromQL;
     # prometheus-client: reading the server's /metrics; polygraphy: NVIDIA's model inspector reads the end2end graphs
     # ruff (lint + import order) and mypy: the house's checks, run by scripts/test.sh and .pre-commit-config.yaml
-    # h2: the HTTP/2 frames a stopping server sends a gRPC connection (GOAWAY)
+    # h2: the HTTP/2 frames a stopping server sends a gRPC connection (GOAWAY); dnspython: asks the test's DNS server
     "test": ["pytest==9.2.0", "cuda-python==13.3.0", "kubernetes-validate==1.37.0", "promql-parser==0.11.0",
              "prometheus-client==0.26.0", "pyyaml>=6.0.3,<7", "polygraphy==0.53.6", "ruff==0.17.6", "mypy==2.4.1",
-             "h2==4.4.1"],
+             "h2==4.4.1", "dnspython==2.9.2"],
     # NVIDIA DALI: the GPU target's preprocessing, the serving container's DALI; its CPU operators run (and are
     # tested) anywhere
     "dali": ["nvidia-dali-cuda130==2.2.0"],

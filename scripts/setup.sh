@@ -29,6 +29,8 @@ fi
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 # HAProxy (Debian's package): the entrypoint serves through it (damo_yolo/serving/supervisor.py)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+# dnsmasq (Debian's dnsmasq-base, no service): the DNS server the rollout test's clients resolve pods through
+command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || missing+=(dnsmasq-base)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         say "installing system packages: ${missing[*]}"

@@ -1,15 +1,17 @@
-"""Two real servers behind damo_client's per-request gRPC balancing (gRPC's round_robin over every address of the
-target, as a headless Service's name gives it): both serve, and one stopped with SIGTERM mid-load costs no
-request — the stopping server's refusals and shutdown answers are retried on the other — and exits 0; a third
-server started mid-run gets requests without the client doing anything."""
+"""Two real servers behind damo_client's per-request gRPC balancing: the client asks a real DNS server (Debian's
+dnsmasq) for the name a headless Service would have, and gRPC's round_robin spreads requests over every address it
+answers. Both serve; one stopped with SIGTERM mid-load (and taken out of DNS, as Kubernetes takes a terminating pod
+out of the Service's endpoints) costs no request — the stopping server's refusals and shutdown answers are retried
+on the other — and exits 0; a third server started mid-run and added to DNS when ready gets requests without the
+client doing anything: it resolves the name again when it renews its connections."""
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -17,34 +19,51 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from serving import start_entrypoint, wait_ready
 
-ROOT = Path(__file__).resolve().parents[2]
 ADDRESSES = ("127.0.0.2", "127.0.0.3")  # loopback addresses: two "pods" on the same ports
 LATE = "127.0.0.4"  # a third, started mid-run (a pod the autoscaler adds)
+NAME = "damo-yolo-headless.damo.svc.cluster.local"  # the headless Service's name in namespace damo
 
 pytestmark = pytest.mark.slow
 
 
-def _serve(address: str, ports: tuple[int, int, int], log: Path) -> subprocess.Popen:
-    http, grpc, metrics = ports
-    env = {**os.environ, "MODEL_REPOSITORY": str(ROOT / "triton_models"), "LISTEN_ADDRESS": address,
-           "HTTP_PORT": str(http), "GRPC_PORT": str(grpc), "METRICS_PORT": str(metrics),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # the bundled tritonserver
-    with open(log, "w") as out:
-        return subprocess.Popen(["bash", str(ROOT / "deploy" / "docker" / "entrypoint.sh")], env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
+class DNS:
+    """dnsmasq answering for NAME on 127.0.0.1:``port`` with the addresses last published (a hosts file it reads
+    again at SIGHUP), with a TTL of 1 s, as the cluster's DNS answers for a headless Service's ready pods."""
 
+    def __init__(self, folder: Path, port: int):
+        dnsmasq = shutil.which("dnsmasq") or shutil.which("dnsmasq", path="/usr/sbin:/sbin")
+        if dnsmasq is None:
+            message = "dnsmasq (Debian's dnsmasq-base; scripts/setup.sh installs it) serves the test's DNS"
+            pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
+        self.hosts, self.port = folder / "hosts", port
+        self.hosts.write_text("")
+        self.proc = subprocess.Popen(
+            [dnsmasq, "--keep-in-foreground", "--conf-file=/dev/null", f"--port={port}", "--listen-address=127.0.0.1",
+             "--bind-interfaces", "--no-resolv", "--no-hosts", f"--addn-hosts={self.hosts}", "--local-ttl=1",
+             "--local=/cluster.local/", "--log-queries", f"--log-facility={folder / 'dns.log'}",
+             # as root it would drop to its own user, which cannot read the test's private folder
+             *(["--user=root"] if os.geteuid() == 0 else [])],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
-def _wait_ready(address: str, port: int, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and proc.poll() is None:
+    def publish(self, *addresses: str) -> None:
+        self.hosts.write_text("".join(f"{a} {NAME}\n" for a in addresses))
+        self.proc.send_signal(signal.SIGHUP)
+
+    def resolve(self) -> set[str]:
+        """The addresses the server answers now, asked over the wire as the client's resolver asks."""
+        import dns.resolver  # dnspython
+        resolver = dns.resolver.Resolver(configure=False)
+        resolver.nameservers, resolver.port = ["127.0.0.1"], self.port
         try:
-            if urllib.request.urlopen(f"http://{address}:{port}/v2/health/ready", timeout=2).status == 200:
-                return
-        except OSError:
-            time.sleep(0.3)
-    proc.kill()
-    pytest.fail(f"the server at {address} did not get ready:\n{log.read_text()[-3000:]}")
+            return {r.address for r in resolver.resolve(NAME, "A", lifetime=2)}
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            return set()
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
 
 
 def _inferences(address: str, port: int) -> int:
@@ -58,11 +77,14 @@ def test_a_replica_stopped_mid_load_fails_no_request_of_a_balanced_client(tmp_pa
     from damo_yolo.serving.tritonserver import free_ports
     ports = tuple(free_ports(3))
     http, grpc, _ = ports
-    procs = {a: _serve(a, ports, tmp_path / f"{a}.log") for a in ADDRESSES}  # type: ignore[arg-type]
+    dns = DNS(tmp_path, free_ports(1)[0])
+    procs = {a: start_entrypoint(tmp_path / f"{a}.log", ports, a) for a in ADDRESSES}  # type: ignore[arg-type]
     try:
         for address, proc in procs.items():
-            _wait_ready(address, http, proc, tmp_path / f"{address}.log")
-        target = "ipv4:" + ",".join(f"{a}:{grpc}" for a in (*ADDRESSES, LATE))
+            wait_ready(http, proc, tmp_path / f"{address}.log", f"the server at {address}", host=address)
+        dns.publish(*ADDRESSES)  # ready: in the Service's endpoints
+        assert dns.resolve() == set(ADDRESSES), (tmp_path / "dns.log").read_text()[-2000:]
+        target = f"dns://127.0.0.1:{dns.port}/{NAME}:{grpc}"  # a named DNS server, as gRPC's resolver takes it
         image = sample_images[0].read_bytes()
         done = threading.Event()
         served: Counter = Counter()
@@ -101,13 +123,15 @@ def test_a_replica_stopped_mid_load_fails_no_request_of_a_balanced_client(tmp_pa
             at_stop = sum(served.values())
             started = time.monotonic()
             procs[stopped].send_signal(signal.SIGTERM)
+            dns.publish(survivor)  # terminating: out of the endpoints (the client may still hold its connection)
             code = procs[stopped].wait(timeout=60)
             drain = time.monotonic() - started
             survivor_before = _inferences(survivor, http)
             time.sleep(2)
             survivor_after = _inferences(survivor, http)
-            procs[LATE] = _serve(LATE, ports, tmp_path / f"{LATE}.log")  # type: ignore[arg-type]
-            _wait_ready(LATE, http, procs[LATE], tmp_path / f"{LATE}.log")
+            procs[LATE] = start_entrypoint(tmp_path / f"{LATE}.log", ports, LATE)  # type: ignore[arg-type]
+            wait_ready(http, procs[LATE], tmp_path / f"{LATE}.log", f"the server at {LATE}", host=LATE)
+            dns.publish(survivor, LATE)
             ready = time.monotonic()
             while _inferences(LATE, http) == 0 and time.monotonic() - ready < 30:
                 time.sleep(0.2)
@@ -124,6 +148,7 @@ def test_a_replica_stopped_mid_load_fails_no_request_of_a_balanced_client(tmp_pa
         assert survivor_after > survivor_before  # the other replica keeps serving
         assert _inferences(LATE, http) > 0, "the server started mid-run got no request in 30 s"
     finally:
+        dns.close()
         for proc in procs.values():
             if proc.poll() is None:
                 proc.kill()
