@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import re
 import tempfile
 import threading
@@ -48,21 +46,6 @@ CHANGES_AN_HOUR_TARGET = 4
 
 
 # -- measurement -------------------------------------------------------------------------------------------------
-
-def cpu_isa() -> str:
-    """The CPU model and the vector extensions onnxruntime can use: the curve is this machine's."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        found = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
-        model = found.group(1).strip() if found else model
-        found = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
-        flags = set(found.group(1).split()) if found else set()
-    except OSError:
-        pass
-    isa = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags]
-    return f"{model}, {os.cpu_count()} cores, {' '.join(isa) or 'no AVX2'}"
-
 
 def _counters(port: int) -> dict[str, float]:
     """damo_yolo's request counters from the server's /metrics (sums over the failure reasons)."""
@@ -87,6 +70,7 @@ def _metrics(a: tuple[float, dict], b: tuple[float, dict]) -> dict[str, float]:
 
 def measure_curve(levels, interval_ms: int) -> dict:
     from damo_client.perf import sweep
+    from damo_yolo.serving.resources import cpu_isa
     from damo_yolo.serving.tritonserver import LocalServer
     from damo_yolo.tools.export import export_repository
     images = [p.read_bytes() for p in sorted((SHARED / "data" / "images").glob("*.jpg"))]

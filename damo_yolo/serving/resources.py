@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 import os
+import platform
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -42,3 +44,19 @@ def cpu_limit(cgroup: Path = CGROUP, environ=os.environ) -> int:
         except ValueError:
             raise ValueError(f"{CPU_LIMIT_ENV}={given!r} is not a number of CPUs") from None
     return max(1, min(counts))
+
+
+def cpu_isa() -> str:
+    """The CPU model, its count of cores and the vector extensions the runtimes use (AVX2, AVX-512, VNNI, BF16,
+    AMX): what every benchmark prints beside its figures, since they differ from one CPU to the next."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        found = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+        model = found.group(1).strip() if found else model
+        found = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
+        flags = set(found.group(1).split()) if found else set()
+    except OSError:
+        pass
+    isa = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags]
+    return f"{model}, {os.cpu_count()} cores, {' '.join(isa) or 'no AVX2'}"
