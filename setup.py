@@ -32,8 +32,10 @@ EXTRAS = {
     # pillow: an image's size from its header, before decoding (the pixel limit)
     # the python-backend models' own dependencies, inside NVIDIA's Triton containers (both images)
     "backend": ["onnxruntime==1.32.0", "pillow==13.0.0"],
+    # the CPU target's other detector runtime (damo-export --cpu-runtime openvino): the CPU image, development
+    "openvino": ["openvino==2026.4.1"],
     # the bundled tritonserver 2.51 (development and tests on this host only) and the models' dependencies
-    "server": ["nvidia-pytriton==0.7.0", "onnxruntime==1.32.0", "pillow==13.0.0"],
+    "server": ["nvidia-pytriton==0.7.0", "onnxruntime==1.32.0", "openvino==2026.4.1", "pillow==13.0.0"],
     # cuda-python: the GPU detection runs for real in the tests (and says there is no GPU)
     # kubernetes-validate: deploy/'s manifests against the API schemas offline; promql-parser: its PromQL;
     # prometheus-client: reading the server's /metrics; polygraphy: NVIDIA's model inspector reads the end2end graphs

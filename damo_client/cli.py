@@ -53,11 +53,22 @@ def _describe_export(client: DamoClient) -> None:
     parts = [f"damo_yolo {info.get('damo_yolo', '?')}", f"target {info.get('target', '?')}"]
     parts += [f"variant {info['variant']}"] if "variant" in info else []
     parts += [f"precision {serving.precision}"] if serving is not None else []
+    parts += [f"runtime {serving.runtime}"] if serving is not None and serving.plan_score_threshold is None else []
     if "tensorrt" in info:
         gpu = info.get("gpu", {})
         parts.append(f"TensorRT {info['tensorrt']} on {gpu.get('name', '?')} "
                      f"(compute {gpu.get('compute_capability', '?')})")
     click.echo("exported: " + ", ".join(parts))
+    quantization = info.get("quantization", {})
+    if "layout" in quantization:
+        click.echo(f"INT8: {quantization['layout']} layout, calibrated on {quantization.get('calibration_images')} "
+                   f"images")
+    accuracy = quantization.get("accuracy")
+    if accuracy:
+        floats = accuracy.get("float_layers", [])
+        click.echo(f"INT8 accuracy on {accuracy.get('validation')}: mAP {accuracy['int8_map']:.4f} against FP32 "
+                   f"{accuracy['fp32_map']:.4f} (budget {100 * accuracy['budget']:.2f} points); "
+                   + (f"{len(floats)} layer(s) kept in float: {', '.join(floats)}" if floats else "every layer INT8"))
     if serving is not None:
         click.echo(f"served defaults (a request's thresholds override them): {serving.summary()}")
     for problem in platform_warnings(info):

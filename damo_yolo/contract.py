@@ -91,6 +91,7 @@ DECODERS = ("opencv", "dali")  # decode + resize with OpenCV, or NVIDIA DALI (CP
 # nvJPEG on CUDA), nvJPEG on CUDA only, or the CPU with the pixels moved to the GPU (damo_yolo.serving.dali_preprocess)
 DALI_DECODE_PATHS = ("auto", "cuda", "cpu")
 PRECISIONS = ("fp32", "fp16", "int8")
+RUNTIMES = ("onnxruntime", "openvino")  # the CPU target's detector runtime (damo_yolo.serving.runtimes)
 IOU_MATCH = 1e-6  # an IoU threshold this close to the plan's is the plan's
 
 
@@ -151,6 +152,7 @@ class ServingConfig:
     decoder: str = "opencv"
     dali_decode: str = "auto"  # where DALI decodes JPEGs (DALI_DECODE_PATHS); recorded where DALI decodes
     threads: int = 0  # the detector's and decoder's threads (0: the pod's CPU limit)
+    runtime: str = "onnxruntime"  # the CPU target's detector runtime (RUNTIMES)
     allow_spinning: bool = False  # onnxruntime's idle threads spin instead of sleeping
     max_pixels: int = MAX_PIXELS  # larger images are refused from their header (0: no limit)
     model_file: str = MODEL_FILE
@@ -183,6 +185,9 @@ class ServingConfig:
         if self.dali_decode != "auto" and self.decoder != "dali":
             raise ValueError(f"dali_decode {self.dali_decode!r} needs DALI decoding, but the decoder is {self.decoder}")
         _choice("precision", self.precision, PRECISIONS)
+        _choice("runtime", self.runtime, RUNTIMES)
+        if self.runtime != "onnxruntime" and self.plan_score_threshold is not None:
+            raise ValueError(f"runtime {self.runtime!r} runs the CPU target's detector; the GPU target's is a plan")
         if self.threads < 0 or self.max_pixels < 0:
             raise ValueError("threads and max_pixels must be >= 0 (0: the pod's CPU limit / no limit)")
         if not self.model_file or "/" in self.model_file:

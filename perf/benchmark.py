@@ -68,19 +68,19 @@ def measure_stages(repo: Path, images: list[bytes], runs: int) -> dict:
     size, mode, pad = serving.input_size, serving.resize, serving.pad_value
     decoded = [decode_image(d) for d in images]
     inputs = [preprocess(im, size, mode, pad)[0][None] for im in decoded]
-    outputs = [pipe.session.run(None, {"images": x}) for x in inputs]
+    outputs = [pipe.detector.run(x) for x in inputs]
     n = len(images)
     stages = {
         "decode": _stats(_timed(lambda i: decode_image(images[i % n]), runs)),
         "resize": _stats(_timed(lambda i: preprocess(decoded[i % n], size, mode, pad), runs)),
-        "detector": _stats(_timed(lambda i: pipe.session.run(None, {"images": inputs[i % n]}), runs)),
+        "detector": _stats(_timed(lambda i: pipe.detector.run(inputs[i % n]), runs)),
         "nms": _stats(_timed(lambda i: postprocess(outputs[i % n][0][0], outputs[i % n][1][0],
                                                    serving.score_threshold, serving.iou_threshold,
                                                    serving.max_detections), runs)),
     }
     batch = np.concatenate([inputs[i % n] for i in range(8)])
     stages["detector_batch8_per_image"] = {k: v / 8 for k, v in _stats(
-        _timed(lambda i: pipe.session.run(None, {"images": batch}), max(5, runs // 4))).items()}
+        _timed(lambda i: pipe.detector.run(batch), max(5, runs // 4))).items()}
     pipe.close()
     return {"input_size": list(size), "threads": os.cpu_count(), "stages": stages,
             "defaults": {k: serving.to_json()[k] for k in ("score_threshold", "iou_threshold", "max_detections")}}

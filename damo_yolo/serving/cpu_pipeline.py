@@ -1,5 +1,5 @@
 """The CPU target's whole detection in one process: encoded images → decode + resize → the detector's ONNX
-graph in onnxruntime → score filter, NMS, top-K → boxes in original pixels.
+graph in onnxruntime or OpenVINO (``runtimes``) → score filter, NMS, top-K → boxes in original pixels.
 
 The served CPU model (``triton/pipeline.py``) is this class behind Triton's python backend: one model
 instead of three python-backend steps, so no tensor crosses a process boundary between decode, detector
@@ -7,7 +7,7 @@ and NMS (each hop would add a queue and a copy: README, "Export and serving"). E
 here is Triton-free, so the benchmark runs the very same code in-process.
 
 Requests are batched as Triton's dynamic batcher delivers them: all their images are decoded in a thread
-pool (OpenCV releases the GIL), run through one onnxruntime call, and post-processed in the pool. One
+pool (OpenCV releases the GIL), run through one detector call, and post-processed in the pool. One
 bad image or threshold fails its own request only; a request found cancelled before the detector runs
 costs nothing more.
 """
@@ -19,12 +19,12 @@ from typing import Callable, Hashable, Optional, Sequence, Union
 
 import numpy as np
 
-from damo_yolo import contract as C
 from damo_yolo.contract import ServingConfig
 from damo_yolo.data.preprocess import MAX_PIXELS, ImageDecodeError, check_image, decode_image, preprocess
 from damo_yolo.postprocess import postprocess
 from damo_yolo.serving.detections import pack
 from damo_yolo.serving.resources import cpu_limit
+from damo_yolo.serving.runtimes import build_detector
 
 Decoded = tuple[np.ndarray, np.ndarray, np.ndarray]  # images [n, 3, H, W] float32, scales [n, 2], sizes [n, 2]
 Detections = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # the contract's four outputs
@@ -166,20 +166,13 @@ class CpuPipeline:
     """Decode, detect and post-process batches of requests (see the module's docstring)."""
 
     def __init__(self, onnx_path, serving: ServingConfig, max_batch_size: int = 8):
-        import onnxruntime as ort
         self.serving = serving
         threads = serving.threads or cpu_limit()  # the container's CPU limit, not the node's count
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="damo-yolo")
         decode = (serving.input_size, serving.resize, serving.pad_value)
         self.decoder = (OpenCVDecoder(*decode, self.pool, serving.max_pixels) if serving.decoder == "opencv"
                         else DaliDecoder(*decode, max_batch_size, threads, serving.max_pixels))
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        # idle threads sleep instead of spinning: decoding and NMS share these cores
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if serving.allow_spinning else "0")
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        self.detector = build_detector(onnx_path, serving.runtime, threads, serving.allow_spinning)
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -209,7 +202,7 @@ class CpuPipeline:
         if not live:
             return results
         batch = np.concatenate([images for images, _, _ in live.values()])
-        scores, boxes = self.session.run([C.MODEL_SCORES.name, C.MODEL_BOXES.name], {C.MODEL_INPUT.name: batch})
+        scores, boxes = self.detector.run(batch)
         jobs, start = [], 0
         for key, (images, _, _) in live.items():
             _, score_thr, iou_thr = requests[key]
@@ -221,24 +214,6 @@ class CpuPipeline:
                               jobs))
         start = 0
         for key, (_, scales, sizes) in live.items():
-            n = len(scales)
-            results[key] = pack(per_image[start:start + n], scales, sizes, k)
-            start += n
-        return results
-        batch = np.concatenate([decoded[key][0] for key in live])
-        scores, boxes = self.session.run([C.MODEL_SCORES.name, C.MODEL_BOXES.name], {C.MODEL_INPUT.name: batch})
-        jobs, start = [], 0
-        for key in live:
-            _, score_thr, iou_thr = requests[key]
-            for j in range(len(decoded[key][0])):
-                jobs.append((start + j, float(score_thr[j]), float(iou_thr[j])))
-            start += len(decoded[key][0])
-        k = self.serving.max_detections
-        per_image = list(_map(self.pool, lambda job: postprocess(scores[job[0]], boxes[job[0]], job[1], job[2], k),
-                              jobs))
-        start = 0
-        for key in live:
-            _, scales, sizes = decoded[key]
             n = len(scales)
             results[key] = pack(per_image[start:start + n], scales, sizes, k)
             start += n

@@ -49,7 +49,10 @@ class ExportOptions:
     max_detections: Optional[int] = None
     precision: Optional[str] = None  # cpu: fp32 (default) or int8; gpu: fp16 (default), fp32 or int8
     calibration_images: Optional[Path] = None  # int8: images like those served
+    validation: Optional[tuple[Path, Path]] = None  # int8 on cpu: (COCO annotations, images) the budget is kept on
+    accuracy_budget: float = 1.0  # int8 with validation: mAP points INT8 may lose against FP32
     preprocess: Optional[str] = None  # opencv or dali (default: dali on gpu, opencv on cpu)
+    cpu_runtime: Optional[str] = None  # cpu: the detector's runtime, C.RUNTIMES (default onnxruntime); None on gpu
     dali_decode: Optional[str] = None  # gpu: where DALI decodes JPEGs, C.DALI_DECODE_PATHS (auto); None on cpu
     max_batch_size: int = 8
     instances: Optional[int] = None  # CPU: instances of the one model (2); GPU: plan instances (1)
@@ -76,11 +79,28 @@ class ExportOptions:
                                  "served (its Q/DQ scales are calibrated on them)")
             if not Path(self.calibration_images).is_dir():
                 raise ValueError(f"--calibration-images {self.calibration_images} is not a folder")
+        if self.validation is not None:
+            annotations, images = (Path(v) for v in self.validation)
+            if self.precision != "int8" or self.target != "cpu":
+                raise ValueError("--validation measures an INT8 export of the cpu target against its FP32 (--precision "
+                                 "int8): the GPU plan's agreement is scripts/gpu_smoke.sh's")
+            if not annotations.is_file():
+                raise ValueError(f"--validation: {annotations} is not a COCO annotations file")
+            if not images.is_dir():
+                raise ValueError(f"--validation: {images} is not a folder of images")
+            object.__setattr__(self, "validation", (annotations, images))
+        if not 0 <= self.accuracy_budget <= 100:
+            raise ValueError(f"--accuracy-budget {self.accuracy_budget:g}: mAP points, from 0 to 100")
         if self.target != "gpu" and self.dali_decode is not None:
             raise ValueError(f"--dali-decode {self.dali_decode} is for --target gpu (Triton's DALI backend): the "
                              f"{self.target} target decodes on the CPU")
         if self.target == "gpu":
             object.__setattr__(self, "dali_decode", self.dali_decode or "auto")
+            if self.cpu_runtime is not None:
+                raise ValueError(f"--cpu-runtime {self.cpu_runtime} is for --target cpu: the gpu target's detector "
+                                 f"is a TensorRT plan")
+        elif self.cpu_runtime not in (None, *C.RUNTIMES):
+            raise ValueError(f"unknown --cpu-runtime {self.cpu_runtime!r}; choose {' or '.join(C.RUNTIMES)}")
         if self.dali_decode not in (None, *C.DALI_DECODE_PATHS):
             raise ValueError(f"unknown --dali-decode {self.dali_decode!r}; choose {' or '.join(C.DALI_DECODE_PATHS)}")
 
@@ -98,6 +118,7 @@ class ExportOptions:
             iou_threshold=meta.iou_threshold if self.iou_threshold is None else self.iou_threshold,
             max_detections=k, resize=meta.resize, pad_value=meta.pad_value, precision=self.precision,
             decoder=self.preprocess, dali_decode=self.dali_decode or "auto", max_pixels=self.max_pixels,
+            runtime=self.cpu_runtime or "onnxruntime",
             # GPU: the plan's NMS keeps what the checkpoint's evaluation would, so requests may go as low
             plan_score_threshold=min(meta.score_threshold, score) if self.target == "gpu" else None)
 
@@ -186,11 +207,27 @@ def export_repository(checkpoint: Path, out: Path, options: Optional[ExportOptio
         progress(f"exporting ONNX: DAMO-YOLO-{meta.variant}, {len(serving.class_names)} classes, {h}x{w}")
         onnx_path = export_onnx(model, Path(tmp) / C.MODEL_FILE, input_size=(h, w))
         if serving.precision == "int8":
-            from damo_yolo.serving.quantize import quantization_record, quantize_onnx
-            progress(f"quantizing to INT8, calibrated on {options.calibration_images}")
-            onnx_path = quantize_onnx(onnx_path, Path(tmp) / "int8" / C.MODEL_FILE, options.calibration_images,
-                                      (h, w), serving.resize, serving.pad_value)
-            spec.extra["quantization"] = quantization_record(options.calibration_images)
+            from damo_yolo.serving.quantize import (
+                TARGET_LAYOUT,
+                Quantizer,
+                quantization_record,
+                quantize_within_budget,
+            )
+            layout = TARGET_LAYOUT[options.target]
+            progress(f"quantizing to INT8 for {layout}, calibrated on {options.calibration_images}")
+            assert options.calibration_images is not None  # ExportOptions requires them for int8
+            quantizer = Quantizer(onnx_path, options.calibration_images, (h, w), serving.resize, serving.pad_value,
+                                  layout=layout, workdir=Path(tmp) / "quantize")
+            record = quantization_record(options.calibration_images, layout=layout)
+            int8_path = Path(tmp) / "int8" / C.MODEL_FILE
+            if options.validation is None:
+                quantizer.quantize(int8_path)
+            else:
+                record["accuracy"] = quantize_within_budget(quantizer, onnx_path, int8_path, serving,
+                                                            *options.validation, options.accuracy_budget / 100,
+                                                            progress)
+            onnx_path = int8_path
+            spec.extra["quantization"] = record
         export = export_gpu if options.target == "gpu" else export_cpu
         return export(spec, onnx_path, Path(out), num_priors, Path(tmp), progress)
 
@@ -312,11 +349,20 @@ def _refuse(exc: Exception, checkpoint: Path, options: ExportOptions, verbose: b
                    "--calibration-images [default: fp32 on cpu, fp16 on gpu].")
 @click.option("--calibration-images", type=click.Path(path_type=Path),
               help="int8: a folder of images like those served (the first 128, sorted by name).")
+@click.option("--validation", nargs=2, type=click.Path(path_type=Path), metavar="ANNOTATIONS IMAGES",
+              help="int8 on cpu: a COCO annotations file and its images: FP32 and INT8 mAP measured through the "
+                   "served pipeline; over --accuracy-budget, the layers most sensitive to INT8 stay float until "
+                   "within it, or the export is refused.")
+@click.option("--accuracy-budget", type=click.FloatRange(min=0, max=100), default=ExportOptions.accuracy_budget,
+              show_default=True, help="with --validation: mAP points INT8 may lose against FP32.")
 @click.option("--preprocess", type=click.Choice(C.DECODERS),
               help="Decode + resize with OpenCV or NVIDIA DALI [default: opencv on cpu, dali on gpu].")
 @click.option("--dali-decode", type=click.Choice(C.DALI_DECODE_PATHS),
               help="GPU: where DALI decodes JPEGs: auto = DALI's default (the GPU's hardware JPEG decoder where it "
                    "has one), cuda = nvJPEG on CUDA only, cpu = on the CPU, then to the GPU [default: auto].")
+@click.option("--cpu-runtime", type=click.Choice(C.RUNTIMES),
+              help="CPU target: the detector's runtime: onnxruntime, or Intel's OpenVINO (its default precision: "
+                   "bfloat16 on CPUs with AVX-512 BF16 or AMX) [default: onnxruntime].")
 @click.option("--no-dynamic-batching", is_flag=True, help="One request per model execution.")
 @click.option("--max-queue-delay-us", type=click.IntRange(min=0), default=ExportOptions.max_queue_delay_us,
               show_default=True,
@@ -337,6 +383,9 @@ def cli(checkpoint: Path, out: Path, verbose: bool, quiet: bool, no_dynamic_batc
         damo-export best.pth --preprocess dali --out triton_models              # CPU target, DALI decoding
         damo-export best.pth --thresholds evaluation --out eval_models          # the checkpoint's thresholds
         damo-export best.pth --precision int8 --calibration-images data/synthetic/train --out triton_models
+        damo-export best.pth --precision int8 --calibration-images data/synthetic/train \\
+            --validation data/synthetic/annotations/instances_val.json data/synthetic/val --out triton_models
+        damo-export best.pth --cpu-runtime openvino --out triton_models        # OpenVINO runs the detector
     then: tritonserver --model-repository triton_models
 
     \b

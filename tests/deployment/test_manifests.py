@@ -146,7 +146,7 @@ def test_images_agree_with_the_deployment_and_the_platform():
         assert "apt-get install -y --no-install-recommends haproxy" in text, name  # the entrypoint's proxy
     cpu = (DEPLOY / "docker" / "Dockerfile.cpu").read_text()
     code = re.sub(r"#.*", "", cpu)
-    assert 'pip install ".[backend]"' in cpu and "torch" not in code and "server]" not in code  # no bundled 2.51
+    assert 'pip install ".[backend,openvino]"' in cpu and "torch" not in code and "server]" not in code  # no 2.51
 
 
 def test_the_images_check_the_python_backends_python():

@@ -54,6 +54,6 @@ def test_the_pipeline_sizes_its_threads_from_the_limit(monkeypatch, tmp_path):
     monkeypatch.setenv(CPU_LIMIT_ENV, "1")
     pipe = CpuPipeline(onnx_path, ExportOptions().serving_config(meta))
     try:
-        assert pipe.session.get_session_options().intra_op_num_threads == 1 and pipe.pool._max_workers == 1
+        assert pipe.detector.session.get_session_options().intra_op_num_threads == 1 and pipe.pool._max_workers == 1
     finally:
         pipe.close()

@@ -28,6 +28,10 @@ class TritonPythonModel:
         serving = serving_config(args)
         self.pipeline = CpuPipeline(Path(args["model_repository"]) / args["model_version"] / serving.model_file,
                                     serving, max(1, int(config.get("max_batch_size", 1))))
+        detector = self.pipeline.detector
+        pb_utils.Logger.log_info(f"{args['model_instance_name']}: the detector runs on {detector.name} "
+                                 f"{detector.version} ({serving.precision} graph, inference precision "
+                                 f"{detector.precision})")
         self.errors = ErrorCounter(pb_utils, args)
 
     def finalize(self):

@@ -1,0 +1,59 @@
+"""The CPU target's detector on Intel's OpenVINO (`damo-export --cpu-runtime openvino`): the repository records the
+runtime, the real tritonserver serves it through the same python-backend model, the server's log names the runtime
+and the inference precision OpenVINO chose on this CPU (bfloat16 where it has AVX-512 BF16 or AMX), and the COCO mAP
+on the synthetic val set stays within half a point of onnxruntime's FP32, for the FP32 graph at OpenVINO's default
+precision and for the CPU INT8 graph."""
+from __future__ import annotations
+
+import pytest
+from serving import running_server
+
+MAX_MAP_DROP = 0.005  # against onnxruntime FP32, mAP@[.5:.95] absolute
+MODELS = {"fp32": "fp32", "int8": "int8"}  # model name → precision, both on OpenVINO
+
+
+@pytest.fixture(scope="module")
+def openvino_repository(trained_synthetic, tmp_path_factory):
+    from damo_yolo.tools.export import export_repository
+    repo = tmp_path_factory.mktemp("openvino") / "triton_models"
+    for name, precision in MODELS.items():
+        export_repository(trained_synthetic["checkpoint"], repo, name=name, thresholds="evaluation",
+                          precision=precision, cpu_runtime="openvino",
+                          calibration_images=trained_synthetic["data"] / "train" if precision == "int8" else None)
+    return repo
+
+
+def test_the_repository_records_the_runtime(openvino_repository):
+    from damo_yolo.serving.repository import repository_serving
+    assert {repository_serving(openvino_repository, name).runtime for name in MODELS} == {"openvino"}
+
+
+def test_the_gpu_target_takes_no_cpu_runtime():
+    from damo_yolo.tools.export import ExportOptions
+    with pytest.raises(ValueError, match="--cpu-runtime openvino is for --target cpu"):
+        ExportOptions(target="gpu", cpu_runtime="openvino")
+
+
+@pytest.mark.slow
+def test_openvino_served_keeps_the_onnxruntime_map(openvino_repository, served_synthetic, trained_synthetic,
+                                                   capsys):
+    import openvino as ov
+
+    from damo_yolo.evaluation import evaluate_served
+    data = trained_synthetic["data"]
+    ann, images = data / "annotations" / "instances_val.json", data / "val"
+    reference = evaluate_served(served_synthetic.http_url, ann, images)  # onnxruntime FP32
+    log = openvino_repository.parent / "server.log"
+    with running_server(openvino_repository, log, model="int8") as server:
+        found = {name: evaluate_served(server.http_url, ann, images, model=name) for name in MODELS}
+    expected = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").to_string()  # this CPU's default
+    text = log.read_text()
+    for name, precision in MODELS.items():
+        assert (f"{name}_0_0: the detector runs on openvino {ov.__version__} ({precision} graph, inference "
+                f"precision {expected})") in text, text[-3000:]
+    with capsys.disabled():  # the measurement belongs in CI's log
+        print(f"\nsynthetic val, served on the CPU: onnxruntime FP32 mAP {reference['mAP']:.4f}; OpenVINO "
+              f"(default precision {expected} here) FP32 {found['fp32']['mAP']:.4f}, INT8 {found['int8']['mAP']:.4f}"
+              f" (limit: {MAX_MAP_DROP} below)")
+    for name in MODELS:
+        assert reference["mAP"] - found[name]["mAP"] <= MAX_MAP_DROP, (name, found[name]["mAP"], reference["mAP"])
