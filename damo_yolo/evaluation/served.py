@@ -61,7 +61,10 @@ def evaluate_pipeline(onnx_path, serving, ann_file, img_dir, batch_size: int = 8
     try:
         for start in range(0, len(coco["images"]), batch_size):
             chunk = coco["images"][start:start + batch_size]
-            data = [(Path(img_dir) / im["file_name"]).read_bytes() for im in chunk]
+            try:
+                data = [(Path(img_dir) / im["file_name"]).read_bytes() for im in chunk]
+            except OSError as exc:
+                raise ValueError(f"{ann_file} names an image {img_dir} does not hold: {exc}") from None
             answer = pipeline.run({0: (data, *pipeline.thresholds(len(data)))})[0]
             if isinstance(answer, Exception):
                 raise ValueError(f"images {start}-{start + len(chunk) - 1} of {ann_file}: {answer}")

@@ -101,7 +101,8 @@ class Quantizer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.prepared = self.workdir / "prepared.onnx"  # shapes inferred (symbolically: the batch is dynamic)
         quant_pre_process(str(fp32_path), str(self.prepared), auto_merge=True)
-        self.ranges = self.workdir / "ranges.json"  # the calibration cache
+        self.ranges = self.workdir / "ranges.json"  # the calibration cache, made by the first quantize
+        self.ranges.unlink(missing_ok=True)
         nodes = onnx.load(str(self.prepared), load_external_data=False).graph.node
         self.head = [n.name for n in nodes if n.name.startswith(FLOAT_SCOPE)] if layout == "cpu" else []
         if layout == "cpu" and not self.head:
@@ -201,8 +202,8 @@ def quantize_within_budget(quantizer: Quantizer, fp32_path: Union[str, Path], ou
             if len(float_layers) == len(ranked):
                 raise AccuracyBudgetExceeded(
                     f"INT8 mAP {int8:.4f} against FP32 {fp32:.4f} on {annotations}: {100 * (fp32 - int8):.2f} points "
-                    f"lost, over the budget of {100 * budget:.2f}, even with all {len(ranked)} convolutions in float: "
-                    f"export FP32, or give a larger --accuracy-budget")
+                    f"lost, over the budget of {100 * budget:.2f}, even with the weights of all {len(ranked)} "
+                    f"convolutions in float: export FP32, or give a larger --accuracy-budget")
             float_layers = ranked[:keep]
             int8 = measure(quantizer.quantize(out_path, float_layers))["mAP"]
             progress(f"{len(float_layers)} most sensitive layer(s) in float: INT8 mAP {int8:.4f}")

@@ -49,13 +49,16 @@ class OpenVinoDetector:
             raise RuntimeError("this repository's detector runs on OpenVINO (runtime openvino), which is not "
                                "installed: pip install 'damo-yolo[openvino]'") from None
         core = ov.Core()
+        # not pinned to cores: the pod's other instance and other pods on the node share them
         self.compiled = core.compile_model(str(onnx_path), "CPU", {
-            "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"})
+            "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
+            "ENABLE_CPU_PINNING": False})
         self.request = self.compiled.create_infer_request()
         self.precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()  # bf16 or f32
         self.version = ov.__version__
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One call at a time (the infer request is this detector's; a model instance executes serially)."""
         self.request.infer({C.MODEL_INPUT.name: batch})
         # copies: the request's buffers are reused by the next call
         return (np.array(self.request.get_tensor(C.MODEL_SCORES.name).data),

@@ -50,7 +50,7 @@ class ExportOptions:
     precision: Optional[str] = None  # cpu: fp32 (default) or int8; gpu: fp16 (default), fp32 or int8
     calibration_images: Optional[Path] = None  # int8: images like those served
     validation: Optional[tuple[Path, Path]] = None  # int8 on cpu: (COCO annotations, images) the budget is kept on
-    accuracy_budget: float = 1.0  # int8 with validation: mAP points INT8 may lose against FP32
+    accuracy_budget: Optional[float] = None  # int8 with validation: mAP points INT8 may lose against FP32 (1)
     preprocess: Optional[str] = None  # opencv or dali (default: dali on gpu, opencv on cpu)
     cpu_runtime: Optional[str] = None  # cpu: the detector's runtime, C.RUNTIMES (default onnxruntime); None on gpu
     dali_decode: Optional[str] = None  # gpu: where DALI decodes JPEGs, C.DALI_DECODE_PATHS (auto); None on cpu
@@ -89,7 +89,11 @@ class ExportOptions:
             if not images.is_dir():
                 raise ValueError(f"--validation: {images} is not a folder of images")
             object.__setattr__(self, "validation", (annotations, images))
-        if not 0 <= self.accuracy_budget <= 100:
+        if self.accuracy_budget is not None and self.validation is None:
+            raise ValueError("--accuracy-budget is kept on a validation set: give --validation ANNOTATIONS IMAGES")
+        if self.validation is not None:
+            object.__setattr__(self, "accuracy_budget", 1.0 if self.accuracy_budget is None else self.accuracy_budget)
+        if self.accuracy_budget is not None and not 0 <= self.accuracy_budget <= 100:
             raise ValueError(f"--accuracy-budget {self.accuracy_budget:g}: mAP points, from 0 to 100")
         if self.target != "gpu" and self.dali_decode is not None:
             raise ValueError(f"--dali-decode {self.dali_decode} is for --target gpu (Triton's DALI backend): the "
@@ -223,6 +227,7 @@ def export_repository(checkpoint: Path, out: Path, options: Optional[ExportOptio
             if options.validation is None:
                 quantizer.quantize(int8_path)
             else:
+                assert options.accuracy_budget is not None  # ExportOptions sets it with the validation set
                 record["accuracy"] = quantize_within_budget(quantizer, onnx_path, int8_path, serving,
                                                             *options.validation, options.accuracy_budget / 100,
                                                             progress)
@@ -353,8 +358,8 @@ def _refuse(exc: Exception, checkpoint: Path, options: ExportOptions, verbose: b
               help="int8 on cpu: a COCO annotations file and its images: FP32 and INT8 mAP measured through the "
                    "served pipeline; over --accuracy-budget, the layers most sensitive to INT8 stay float until "
                    "within it, or the export is refused.")
-@click.option("--accuracy-budget", type=click.FloatRange(min=0, max=100), default=ExportOptions.accuracy_budget,
-              show_default=True, help="with --validation: mAP points INT8 may lose against FP32.")
+@click.option("--accuracy-budget", type=click.FloatRange(min=0, max=100),
+              help="with --validation: mAP points INT8 may lose against FP32 [default: 1.0].")
 @click.option("--preprocess", type=click.Choice(C.DECODERS),
               help="Decode + resize with OpenCV or NVIDIA DALI [default: opencv on cpu, dali on gpu].")
 @click.option("--dali-decode", type=click.Choice(C.DALI_DECODE_PATHS),

@@ -43,6 +43,7 @@ class DNS:
             [dnsmasq, "--keep-in-foreground", "--conf-file=/dev/null", f"--port={port}", "--listen-address=127.0.0.1",
              "--bind-interfaces", "--no-resolv", "--no-hosts", f"--addn-hosts={self.hosts}", "--local-ttl=1",
              "--local=/cluster.local/", "--log-queries", f"--log-facility={folder / 'dns.log'}",
+             f"--pid-file={folder / 'dnsmasq.pid'}",  # not the system's /run/dnsmasq.pid
              # as root it would drop to its own user, which cannot read the test's private folder
              *(["--user=root"] if os.geteuid() == 0 else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
@@ -148,8 +149,8 @@ def test_a_replica_stopped_mid_load_fails_no_request_of_a_balanced_client(tmp_pa
         assert survivor_after > survivor_before  # the other replica keeps serving
         assert _inferences(LATE, http) > 0, "the server started mid-run got no request in 30 s"
     finally:
-        dns.close()
         for proc in procs.values():
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+        dns.close()

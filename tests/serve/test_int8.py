@@ -123,6 +123,20 @@ def test_the_cpu_int8_graph_is_what_onnxruntime_runs_in_integers(int8_export, tm
     assert accuracy["fp32_map"] - accuracy["int8_map"] <= 0.01 and accuracy["fp32_map"] > 0.3, accuracy
 
 
+def test_the_budget_needs_a_validation_set_and_the_cpu_target(tmp_path):
+    from damo_yolo.tools.export import ExportOptions
+    images = tmp_path / "images"
+    images.mkdir()
+    annotations = tmp_path / "val.json"
+    annotations.write_text("{}")
+    with pytest.raises(ValueError, match="--accuracy-budget is kept on a validation set"):
+        ExportOptions(precision="int8", calibration_images=images, accuracy_budget=0.5)
+    with pytest.raises(ValueError, match="--validation measures an INT8 export of the cpu target"):
+        ExportOptions(validation=(annotations, images))
+    options = ExportOptions(precision="int8", calibration_images=images, validation=(annotations, images))
+    assert options.accuracy_budget == 1.0
+
+
 def test_an_int8_export_over_its_budget_keeps_sensitive_layers_in_float_or_refuses(trained_synthetic, tmp_path):
     """A budget of 0 points on 30 validation images: the export keeps the layers most sensitive to INT8 in float
     (1, 2, 4, ...) until INT8 is as good as FP32 — the record says which and both mAPs — or refuses in one line
@@ -147,7 +161,7 @@ def test_an_int8_export_over_its_budget_keeps_sensitive_layers_in_float_or_refus
         message = str(exc)
         print(f"\n[budget] refused: {message}")
         assert "\n" not in message and re.search(r"INT8 mAP 0\.\d{4} against FP32 0\.\d{4}", message), message
-        assert "even with all" in message and "--accuracy-budget" in message
+        assert "even with the weights of all" in message and "--accuracy-budget" in message
         return
     from damo_yolo.serving.repository import repository_summary
     accuracy = repository_summary(repo)["quantization"]["accuracy"]
