@@ -2,11 +2,16 @@
 
 Candidates are the (prior, class) pairs scoring strictly above the threshold; at most ``NMS_PRE`` of them, the
 highest scoring, enter class-aware NMS (a box suppresses a same-class box whose IoU with it exceeds the
-threshold: ``cv2.dnn.NMSBoxesBatched``); the best ``max_detections`` are kept, highest score first. The cap
+threshold: ``cv2.dnn.NMSBoxes`` class by class); the best ``max_detections`` are kept, highest score first. The cap
 is the serving backend's: it bounds the work any request can cause (mmdet/mmyolo's ``nms_pre``), since a
 poorly trained 80-class model at 640 with threshold 0 sends 670,000 candidates into an O(n²) NMS.
 Evaluation passes ``nms_pre=None``, the reference's protocol (on the CI gate's model the cap changes no
 mAP figure).
+
+Served, this runs on every image, so it is kept cheap: the ``NMS_PRE``-th best prior's score is a floor under the
+``NMS_PRE`` best candidates, so only the scores above it are gathered and ranked; NMS runs class by class, where
+greedy suppression compares a box with the kept boxes of its own class only (12.6 → 3 ms on T's 320,000
+candidates of random weights).
 """
 from __future__ import annotations
 
@@ -36,11 +41,40 @@ def batched_nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou_
     if boxes.size == 0:
         return np.zeros(0, np.int64)
     boxes = np.asarray(boxes, np.float64)
+    scores = np.asarray(scores, np.float32)
     xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
-    keep = cv2.dnn.NMSBoxesBatched(xywh, np.asarray(scores, np.float32), np.asarray(classes, np.int32), -1.0,
-                                   float(iou_threshold))
-    keep = np.asarray(keep, np.int64).reshape(-1)
-    return keep[np.argsort(-scores[keep], kind="stable")]
+    by_class = np.argsort(classes, kind="stable")
+    starts = np.flatnonzero(np.diff(classes[by_class])) + 1
+    keep = []
+    for members in np.split(by_class, starts):
+        if len(members) == 1:
+            keep.append(members)
+            continue
+        # candidates score above a threshold ≥ 0, so NMSBoxes's floor of 0 drops none
+        kept = cv2.dnn.NMSBoxes(xywh[members], scores[members], 0.0, float(iou_threshold))
+        keep.append(members[np.asarray(kept, np.int64).reshape(-1)])
+    kept_all = np.sort(np.concatenate(keep))  # equal scores: the earlier candidate first, as OpenCV orders them
+    return kept_all[np.argsort(-scores[kept_all], kind="stable")]
+
+
+def _candidates(scores: np.ndarray, score_threshold: float, nms_pre: Optional[int]):
+    """(prior indices, classes, scores) of the pairs above ``score_threshold``, in (prior, class) order; at most
+    ``nms_pre`` of them, the best (of equal scores at the cut, the first)."""
+    above = None
+    if nms_pre is not None and len(scores) > nms_pre:
+        best_per_prior = scores.max(axis=1)  # the nms_pre-th best of these: nms_pre pairs score at least this much
+        floor = float(np.partition(best_per_prior, len(scores) - nms_pre)[-nms_pre])
+        if floor > score_threshold:
+            above = scores >= floor
+    prior_idx, classes = np.nonzero(scores > score_threshold if above is None else above)
+    cand_scores = scores[prior_idx, classes]
+    if nms_pre is not None and cand_scores.size > nms_pre:  # the best, equal scores in candidate order
+        kth = np.partition(cand_scores, cand_scores.size - nms_pre)[-nms_pre]
+        above_kth = cand_scores > kth
+        at_kth = np.flatnonzero(cand_scores == kth)[:nms_pre - int(above_kth.sum())]
+        top = np.sort(np.concatenate([np.flatnonzero(above_kth), at_kth]))
+        prior_idx, classes, cand_scores = prior_idx[top], classes[top], cand_scores[top]
+    return prior_idx, classes, cand_scores
 
 
 def postprocess(scores: np.ndarray, boxes: np.ndarray, score_threshold: float, iou_threshold: float,
@@ -51,11 +85,7 @@ def postprocess(scores: np.ndarray, boxes: np.ndarray, score_threshold: float, i
     entering NMS (the reference's behaviour; unbounded cost)."""
     scores = np.asarray(scores, np.float32)
     boxes = np.asarray(boxes, np.float32)
-    prior_idx, classes = np.nonzero(scores > score_threshold)
-    cand_scores = scores[prior_idx, classes]
-    if nms_pre is not None and cand_scores.size > nms_pre:
-        top = np.argpartition(-cand_scores, nms_pre - 1)[:nms_pre]
-        prior_idx, classes, cand_scores = prior_idx[top], classes[top], cand_scores[top]
+    prior_idx, classes, cand_scores = _candidates(scores, score_threshold, nms_pre)
     cand_boxes = boxes[prior_idx]
     keep = batched_nms(cand_boxes, cand_scores, classes, iou_threshold)[:max_detections]
     return cand_boxes[keep], cand_scores[keep], classes[keep].astype(np.int64)

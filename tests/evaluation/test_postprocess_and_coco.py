@@ -124,3 +124,21 @@ def test_candidates_are_capped_before_nms():
     assert all(np.array_equal(x, y) for x, y in zip(postprocess(small, boxes[:200], 0.1, 0.65, 50),
                                                      postprocess(small, boxes[:200], 0.1, 0.65, 50, nms_pre=None)))
     assert NMS_PRE == 1000
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_capped_candidates_are_the_best_with_ties_in_candidate_order(seed):
+    """The cap keeps the NMS_PRE best (prior, class) pairs, of equal scores the first — as a full stable sort would —
+    also where many scores saturate at 1.0 (random weights), through the prior-score floor that skips the rest."""
+    rng = np.random.default_rng(seed)
+    n, c = 3000, 20
+    xy = rng.uniform(0, 600, (n, 2))
+    boxes = np.c_[xy, xy + rng.uniform(8, 120, (n, 2))].astype(np.float32)
+    scores = rng.choice(np.float32([0.2, 0.5, 0.7, 1.0]), (n, c), p=[0.6, 0.3, 0.0995, 0.0005]).astype(np.float32)
+    for thr in (0.0, 0.3, 0.6):
+        prior, cls = np.nonzero(scores > thr)
+        cand = scores[prior, cls]
+        top = np.sort(np.argsort(-cand, kind="stable")[:NMS_PRE])
+        keep = batched_nms(boxes[prior[top]], cand[top], cls[top], 0.6)[:100]
+        got = postprocess(scores, boxes, thr, 0.6, 100)
+        assert np.array_equal(got[0], boxes[prior[top]][keep]) and np.array_equal(got[2], cls[top][keep])
