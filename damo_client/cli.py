@@ -59,10 +59,15 @@ def _describe_export(client: DamoClient) -> None:
         parts.append(f"TensorRT {info['tensorrt']} on {gpu.get('name', '?')} "
                      f"(compute {gpu.get('compute_capability', '?')})")
     click.echo("exported: " + ", ".join(parts))
+    choice = info.get("runtime_choice")
+    if choice:
+        timings = ", ".join(f"{name} {ms:.1f} ms" for name, ms in choice.get("median_ms", {}).items())
+        click.echo(f"runtime chosen at export: {choice.get('chosen')}, the faster on {choice.get('cpu', '?')} "
+                   f"({timings} per image)")
     quantization = info.get("quantization", {})
     if "layout" in quantization:
         click.echo(f"INT8: {quantization['layout']} layout, calibrated on {quantization.get('calibration_images')} "
-                   f"images")
+                   f"images" + ("; 7-bit weights (reduce_range)" if quantization.get("reduce_range") else ""))
     accuracy = quantization.get("accuracy")
     if accuracy:
         floats = accuracy.get("float_layers", [])

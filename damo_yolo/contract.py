@@ -7,7 +7,7 @@ models and the client all import it.
              optional)──► ensemble
       preprocess:  IMAGE → images [3, H, W] FP32, SCALE [2] FP32, ORIG_SIZE [2] INT32
       CPU target:
-        detector:    images → scores [N, C], boxes [N, 4]                (the ONNX graph in onnxruntime)
+        detector:    images → scores [N, C], boxes [N, 4]     (the ONNX graph in onnxruntime or OpenVINO)
         postprocess: raw_scores, raw_boxes, SCALE, ORIG_SIZE (+ thresholds) → the ensemble's outputs
       GPU target (NMS inside the TensorRT plan, EfficientNMS_TRT):
         detector:    images → num_dets [1], det_boxes [K, 4], det_scores [K], det_classes [K]
@@ -154,6 +154,7 @@ class ServingConfig:
     threads: int = 0  # the detector's and decoder's threads (0: the pod's CPU limit)
     runtime: str = "onnxruntime"  # the CPU target's detector runtime (RUNTIMES)
     allow_spinning: bool = False  # onnxruntime's idle threads spin instead of sleeping
+    reduce_range: bool = False  # INT8 weights in 7 bits: for CPUs without VNNI (damo_yolo.serving.quantize)
     max_pixels: int = MAX_PIXELS  # larger images are refused from their header (0: no limit)
     model_file: str = MODEL_FILE
 

@@ -17,9 +17,7 @@ Prints the ratios against the targets and writes benchmark.md, benchmark.json an
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -309,21 +307,17 @@ def main(argv=None) -> int:
     parser.add_argument("--interval-ms", type=int, default=3000, help="perf_analyzer measurement window")
     parser.add_argument("--out", type=Path, default=ROOT / "perf" / "results")
     args = parser.parse_args(argv)
+    from results_io import new_results, save  # perf/'s own helper, beside this script
     images = [p.read_bytes() for p in sorted(args.images.glob("*.jpg"))]
     if not images:
         raise SystemExit(f"no .jpg images in {args.images}")
-    results = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-               "machine": (f"{platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores"
-                           .replace(" ,", ",")),
-               "images": len(images), "runs": args.runs, "models": []}
+    results = new_results(images=len(images), runs=args.runs, models=[])
     with tempfile.TemporaryDirectory(prefix="damo-bench-") as tmp:
         results["models"].append(benchmark_model("Ns 256", args.checkpoint, None, images, args, Path(tmp), False))
         results["models"].append(benchmark_model("T 640", args.t_weights, "T", images, args, Path(tmp), True))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "benchmark.json").write_text(json.dumps(results, indent=2) + "\n")
-    _plots(results, args.out)
     report = _report(results)
-    (args.out / "benchmark.md").write_text(report)
+    save(args.out, "benchmark", results, report)
+    _plots(results, args.out)
     print(report.split("## Ns")[0])
     print(f"report: {args.out / 'benchmark.md'}")
     return 0

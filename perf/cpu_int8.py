@@ -1,7 +1,7 @@
 """The CPU target's INT8 and its runtimes served against its FP32: latency at concurrency 1 and throughput at 8,
 one interleaved run.
 
-    python perf/cpu_int8.py [--models Ns T S] [--runs 40] [--interval-ms 3000]
+    python perf/cpu_int8.py [--models Ns T S] [--runs 40] [--interval-ms 3000] [--demo CHECKPOINT DATA]
 
 For Ns at 416 and T at 640 (the shared official layouts with their fixed random weights) and S at 640 (weights
 drawn from a fixed seed), 80 classes, damo-export writes FP32 and INT8 (calibrated on the shared photographs;
@@ -13,13 +13,18 @@ precision), as four models of one repository, and one tritonserver serves them, 
        request: p50 latency;
 2. c8  perf_analyzer at concurrency 8, the models in turn window by window, twice: throughput.
 
-Prints each against onnxruntime FP32 (the CPU target's default today) with the CPU's ISA and writes cpu_int8.md
+The INT8 runtime export serves by default (``--cpu-runtime auto``) is the one its own timing picks on this host
+(damo_yolo.serving.runtimes.choose_runtime, run here on each model's INT8 graph); the targets are checked on it.
+With ``--demo CHECKPOINT DATA`` (a project checkpoint and its synthetic dataset: DATA/train calibrates,
+DATA/annotations/instances_val.json + DATA/val validate) the four are also exported from that trained model and
+their COCO mAP measured through the served pipeline in this process, beside the speeds.
+
+Prints each against onnxruntime FP32 (the CPU target's FP32 default) with the CPU's ISA and writes cpu_int8.md
 and cpu_int8.json under --out.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -29,9 +34,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 MODELS = {"Ns": 416, "T": 640, "S": 640}  # the official input sizes
-CONFIGS = {"fp32": {"precision": "fp32"}, "int8": {"precision": "int8"},  # model name → export options
+CONFIGS = {"fp32": {"precision": "fp32", "cpu_runtime": "onnxruntime"},  # model name → export options
+           "int8": {"precision": "int8", "cpu_runtime": "onnxruntime"},
            "fp32_openvino": {"precision": "fp32", "cpu_runtime": "openvino"},
            "int8_openvino": {"precision": "int8", "cpu_runtime": "openvino"}}
+INT8_MODEL = {"onnxruntime": "int8", "openvino": "int8_openvino"}  # the runtime export chooses → its model
 PRECISIONS = tuple(CONFIGS)
 TARGET_SPEEDUP = {"T": 2.0, "Ns": 1.0}  # the product's promise: INT8 at least this much faster (c1 and c8)
 
@@ -50,15 +57,42 @@ def checkpoint_for(variant: str, tmp: Path) -> Path:
     return path
 
 
-def export_both(variant: str, repo: Path, calibration: Path, tmp: Path) -> dict:
+def export_all(checkpoint: Path, variant, repo: Path, calibration: Path, **options) -> dict:
+    """The four CONFIGS of ``checkpoint`` into ``repo``: seconds each export took."""
     from damo_yolo.tools.export import export_repository
-    checkpoint, took = checkpoint_for(variant, tmp), {}
-    for name, options in CONFIGS.items():
+    took = {}
+    for name, config in CONFIGS.items():
         start = time.perf_counter()
-        export_repository(checkpoint, repo, name=name, variant=variant, **options,
-                          calibration_images=calibration if options["precision"] == "int8" else None)
+        export_repository(checkpoint, repo, name=name, variant=variant, **config, **options,
+                          calibration_images=calibration if config["precision"] == "int8" else None)
         took[name] = time.perf_counter() - start
     return took
+
+
+def export_choice(repo: Path, calibration: Path) -> dict:
+    """What ``--cpu-runtime auto`` chooses for this INT8 graph here: export's own timing of both runtimes."""
+    from damo_yolo.serving.quantize import CalibrationImages
+    from damo_yolo.serving.repository import repository_serving
+    from damo_yolo.serving.resources import cpu_limit
+    from damo_yolo.serving.runtimes import choose_runtime
+    serving = repository_serving(repo, "int8")
+    batch = next(iter(CalibrationImages(calibration, serving.input_size, serving.resize, serving.pad_value, 1, 1)))
+    return choose_runtime(repo / "int8" / "1" / serving.model_file, batch, cpu_limit())[1]
+
+
+def demo_accuracy(checkpoint: Path, data: Path, tmp: Path) -> dict:
+    """COCO mAP of the four CONFIGS of a trained checkpoint, each through its served pipeline and runtime."""
+    from damo_yolo.evaluation import evaluate_pipeline
+    from damo_yolo.serving.repository import repository_serving
+    repo = tmp / "demo" / "triton_models"
+    export_all(checkpoint, None, repo, data / "train", thresholds="evaluation")
+    found = {}
+    for name in CONFIGS:
+        serving = repository_serving(repo, name)
+        found[name] = evaluate_pipeline(repo / name / "1" / serving.model_file, serving,
+                                        data / "annotations" / "instances_val.json", data / "val")["mAP"]
+        print(f"[demo] {name}: mAP {found[name]:.4f}", flush=True)
+    return found
 
 
 def latency_c1(url: str, images: list[bytes], runs: int) -> dict:
@@ -102,17 +136,28 @@ def report(results: dict) -> str:
              "in turn, p50; c8 = perf_analyzer at concurrency 8, windows in turn, two per model. Served by the "
              "bundled tritonserver, the whole pipeline (decode, resize, detector, NMS), the shared photographs. "
              f"INT8: {results['method']}. OpenVINO at its default precision ({results['openvino_precision']} "
-             "on this CPU). Speed-up: against onnxruntime FP32, the CPU target's default.", "",
+             "on this CPU). Speed-up: against onnxruntime FP32, the CPU target's FP32 default. **chosen**: the INT8 "
+             "runtime `--cpu-runtime auto` (INT8's default) picks by timing both on this host.", "",
              "| model | served | c1 p50 ms | speed-up c1 | c8 images/s | speed-up c8 |", "|---|---|---|---|---|---|"]
     for m in results["models"]:
         c1, c8 = m["c1_p50_ms"], m["c8_images_per_s"]
         for name in PRECISIONS:
-            lines.append(f"| {m['variant']} @ {m['input_size']} | {name} | {c1[name]:.1f} | "
+            mark = " **chosen**" if name == m["chosen"] else ""
+            lines.append(f"| {m['variant']} @ {m['input_size']} | {name}{mark} | {c1[name]:.1f} | "
                          f"{c1['fp32'] / c1[name]:.2f}x | {c8[name]:.1f} | {c8[name] / c8['fp32']:.2f}x |")
-    lines += ["", "Targets (INT8 on onnxruntime against FP32): " + "; ".join(
+    lines += ["", "Export's timing of the INT8 detector (batch 1, median ms): " + "; ".join(
+        f"{m['variant']}: " + ", ".join(f"{k} {v:.1f}" for k, v in m["export_choice"]["median_ms"].items())
+        for m in results["models"]), "",
+        "Targets (the chosen INT8 against FP32): " + "; ".join(
         f"{m['variant']} ≥ {TARGET_SPEEDUP[m['variant']]:g}x at c1 and c8: "
         + ("met" if min(m["speedup_c1"], m["speedup_c8"]) >= TARGET_SPEEDUP[m["variant"]] else "NOT met")
+        + f" ({m['speedup_c1']:.2f}x, {m['speedup_c8']:.2f}x)"
         for m in results["models"] if m["variant"] in TARGET_SPEEDUP)]
+    if results.get("demo"):
+        demo = results["demo"]
+        lines += ["", f"Accuracy of the trained demo model ({demo['checkpoint']}), COCO mAP on its synthetic val set "
+                  "through each served pipeline and runtime: " + ", ".join(
+                      f"{name} {value:.4f}" for name, value in demo["mAP"].items())]
     return "\n".join(lines) + "\n"
 
 
@@ -123,36 +168,40 @@ def main(argv=None) -> int:
     parser.add_argument("--calibration-images", type=Path, default=SHARED / "data" / "images")
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--interval-ms", type=int, default=3000, help="perf_analyzer measurement window")
+    parser.add_argument("--demo", nargs=2, type=Path, metavar=("CHECKPOINT", "DATA"),
+                        help="a trained checkpoint and its synthetic dataset: mAP of each configuration")
     parser.add_argument("--out", type=Path, default=ROOT / "perf" / "results")
     args = parser.parse_args(argv)
+    from results_io import new_results, save  # perf/'s own helper, beside this script
+
     from damo_yolo.serving.quantize import METHODS
-    from damo_yolo.serving.resources import cpu_isa
     from damo_yolo.serving.tritonserver import LocalServer
     images = [p.read_bytes() for p in sorted(args.images.iterdir()) if p.suffix.lower() in (".jpg", ".jpeg", ".png")]
     import openvino as ov
     precision = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").to_string()
-    results = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": cpu_isa(),
-               "runs": args.runs, "method": METHODS["cpu"], "openvino_precision": precision, "models": []}
+    results = new_results(runs=args.runs, method=METHODS["cpu"], openvino_precision=precision, models=[])
     print(f"[cpu_int8] {results['machine']}", flush=True)
     with tempfile.TemporaryDirectory(prefix="damo-cpu-int8-") as tmp:
+        if args.demo:
+            results["demo"] = {"checkpoint": str(args.demo[0]), "mAP": demo_accuracy(*args.demo, Path(tmp))}
         for variant in args.models:
             repo = Path(tmp) / variant / "triton_models"
-            print(f"[{variant}] exporting FP32 and INT8 ...", flush=True)
-            took = export_both(variant, repo, args.calibration_images, Path(tmp))
+            print(f"[{variant}] exporting FP32 and INT8 on both runtimes ...", flush=True)
+            took = export_all(checkpoint_for(variant, Path(tmp)), variant, repo, args.calibration_images)
+            choice = export_choice(repo, args.calibration_images)
+            chosen = INT8_MODEL[choice["chosen"]]
             with LocalServer(repo, Path(tmp) / variant / "server.log", model="int8") as server:
                 print(f"[{variant}] c1 latency ...", flush=True)
                 c1 = latency_c1(server.http_url, images, args.runs)
                 print(f"[{variant}] c8 throughput ...", flush=True)
                 c8 = throughput_c8(server.http_url, images, args.interval_ms)
             row = {"variant": variant, "input_size": MODELS[variant], "export_s": took, "c1_p50_ms": c1,
-                   "c8_images_per_s": c8, "speedup_c1": c1["fp32"] / c1["int8"],
-                   "speedup_c8": c8["int8"] / c8["fp32"]}
-            print(f"[{variant}] c1 p50 ms {c1}, c8 images/s {c8}", flush=True)
+                   "c8_images_per_s": c8, "export_choice": choice, "chosen": chosen,
+                   "speedup_c1": c1["fp32"] / c1[chosen], "speedup_c8": c8[chosen] / c8["fp32"]}
+            print(f"[{variant}] c1 p50 ms {c1}, c8 images/s {c8}, INT8 chosen: {chosen}", flush=True)
             results["models"].append(row)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "cpu_int8.json").write_text(json.dumps(results, indent=2) + "\n")
     text = report(results)
-    (args.out / "cpu_int8.md").write_text(text)
+    save(args.out, "cpu_int8", results, text)
     print(text)
     return 0
 

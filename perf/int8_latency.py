@@ -13,7 +13,6 @@ is perf/cpu_int8.py.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -93,17 +92,13 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--out", type=Path, default=ROOT / "perf" / "results")
     args = parser.parse_args(argv)
-    from damo_yolo.serving.resources import cpu_isa
-    results = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-               "machine": cpu_isa(),
-               "runs": args.runs, "calibration": str(args.calibration_images), "models": []}
+    from results_io import new_results, save  # perf/'s own helper, beside this script
+    results = new_results(runs=args.runs, calibration=str(args.calibration_images), models=[])
     with tempfile.TemporaryDirectory(prefix="damo-int8-") as tmp:
         results["models"].append(measure("Ns", args.checkpoint, None, args.calibration_images, args.runs, Path(tmp)))
         results["models"].append(measure("T", args.t_weights, "T", args.calibration_images, args.runs, Path(tmp)))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "int8.json").write_text(json.dumps(results, indent=2) + "\n")
     text = report(results)
-    (args.out / "int8.md").write_text(text)
+    save(args.out, "int8", results, text)
     print(text)
     return 0
 

@@ -23,7 +23,7 @@ from damo_yolo.contract import ServingConfig
 from damo_yolo.data.preprocess import MAX_PIXELS, ImageDecodeError, check_image, decode_image, preprocess
 from damo_yolo.postprocess import postprocess
 from damo_yolo.serving.detections import pack
-from damo_yolo.serving.resources import cpu_limit
+from damo_yolo.serving.resources import cpu_limit, has_int8_dot_product
 from damo_yolo.serving.runtimes import build_detector
 
 Decoded = tuple[np.ndarray, np.ndarray, np.ndarray]  # images [n, 3, H, W] float32, scales [n, 2], sizes [n, 2]
@@ -160,6 +160,15 @@ def _attempt(fn, *args):
 
 def _map(pool: ThreadPoolExecutor, fn, items: Sequence):
     return pool.map(fn, items) if len(items) > 1 else map(fn, items)
+
+
+def int8_warning(serving: ServingConfig, flags: Optional[set[str]] = None) -> Optional[str]:
+    """What an INT8 repository exported for CPUs with VNNI risks on one without (None where nothing)."""
+    if (serving.precision != "int8" or serving.runtime != "onnxruntime" or serving.reduce_range
+            or has_int8_dot_product(flags)):
+        return None
+    return ("this CPU has no VNNI, and the repository's INT8 weights use 8 bits: onnxruntime's AVX2 kernels may "
+            "saturate and lose accuracy; export with --reduce-range for such nodes")
 
 
 class CpuPipeline:

@@ -24,6 +24,9 @@ QLinearConcat, ...), U8S8:
 - the head (the last convolutions, the distribution softmax and the box decoding) in float: quantizing it costs
   the demo model 5 mAP points, the rest of the network a quarter of one.
 
+On CPUs without VNNI (or AMX) the u8 x s8 products are summed pairwise in 16 bits by AVX2's vpmaddubsw, which
+saturates: there the weights keep to 7 bits (``reduce_range``; export chooses it from its host's flags, or as told).
+
 Activation ranges come from the calibration images (their extremes: MinMax), preprocessed as at serving time.
 """
 from __future__ import annotations
@@ -89,12 +92,14 @@ class Quantizer:
 
     def __init__(self, fp32_path: Union[str, Path], calibration_images: Union[str, Path], input_size: tuple[int, int],
                  resize: str = "stretch", pad_value: float = 0.0, max_images: int = CALIBRATION_IMAGES,
-                 layout: str = "tensorrt", workdir: Optional[Path] = None):
+                 layout: str = "tensorrt", workdir: Optional[Path] = None, reduce_range: bool = False):
         import onnx
         from onnxruntime.quantization.shape_inference import quant_pre_process
         if layout not in LAYOUTS:
             raise ValueError(f"unknown INT8 layout {layout!r}: choose {' or '.join(LAYOUTS)}")
-        self.layout = layout
+        if reduce_range and layout != "cpu":
+            raise ValueError("reduce_range is for the cpu layout (onnxruntime's u8 x s8 kernels without VNNI)")
+        self.layout, self.reduce_range = layout, reduce_range
         self.images = CalibrationImages(calibration_images, input_size, resize, pad_value, max_images)
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="damo-quantize-")
         self.workdir = Path(workdir or self._tmp.name)  # type: ignore[union-attr]
@@ -108,10 +113,12 @@ class Quantizer:
         if layout == "cpu" and not self.head:
             raise ValueError(f"{fp32_path}: no node named {FLOAT_SCOPE}…: not a detector ONNX of damo_yolo's export")
         self.layers = [n.name for n in nodes if n.op_type == "Conv" and n.name not in self.head]
+        self.chains = activation_chains(nodes, self.layers)
 
     def quantize(self, out_path: Union[str, Path], float_layers: Sequence[str] = (),
                  only: Optional[Sequence[str]] = None) -> Path:
-        """The Q/DQ graph at ``out_path``: every layer quantized but ``float_layers`` (or only those of ``only``)."""
+        """The Q/DQ graph at ``out_path``: every layer quantized but ``float_layers`` (or only those of ``only``). A
+        layer in float is its Conv with its activation (``chains``): weights, output and activation all float."""
         from onnxruntime.quantization import (
             CalibrationDataReader,
             CalibrationMethod,
@@ -139,27 +146,51 @@ class Quantizer:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         quantize_static(str(self.prepared), str(out_path), None if self.ranges.is_file() else Reader(),
                         quant_format=QuantFormat.QDQ, weight_type=QuantType.QInt8, per_channel=True,
-                        calibrate_method=CalibrationMethod.MinMax, calibration_cache_path=str(self.ranges),
-                        nodes_to_exclude=[*self.head, *float_layers], nodes_to_quantize=list(only or []), **options)
+                        reduce_range=self.reduce_range, calibrate_method=CalibrationMethod.MinMax,
+                        calibration_cache_path=str(self.ranges),
+                        nodes_to_exclude=[*self.head, *(n for layer in float_layers for n in self.chains[layer])],
+                        nodes_to_quantize=list(only or []), **options)
         return out_path
 
-    def sensitivity(self, images: Sequence[np.ndarray]) -> dict[str, float]:
-        """Each layer's sensitivity to INT8, as DAMO-YOLO's partial quantization ranks layers: the detector's
-        output error (mean relative error of scores and boxes against the float graph) with that layer alone
-        quantized, on ``images``."""
-        import onnxruntime as ort
+    def sensitivity(self, images: Sequence[np.ndarray], quantized: Union[str, Path],
+                    runtime: str = "onnxruntime") -> dict[str, float]:
+        """Each layer's sensitivity to INT8 (DAMO-YOLO's partial quantization ranks layers so): how much of the
+        detector's output error (mean relative error of scores and boxes against the float graph in onnxruntime,
+        on ``images``) keeping that layer alone in float removes from the ``quantized`` graph run on ``runtime`` —
+        what the fallback will do."""
+        from .resources import cpu_limit
+        from .runtimes import build_detector
+        reference = [build_detector(self.prepared, "onnxruntime", cpu_limit()).run(x) for x in images]
 
-        def outputs(path) -> list:
-            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-            return [session.run(None, {INPUT_NAME: x}) for x in images]
+        def error(path) -> float:
+            detector = build_detector(path, runtime, cpu_limit())
+            return float(np.mean([np.abs(o - r).mean() / (np.abs(r).mean() + 1e-12)
+                                  for x, ref in zip(images, reference) for o, r in zip(detector.run(x), ref)]))
 
-        reference = outputs(self.prepared)
-        found = {}
-        for layer in self.layers:
-            got = outputs(self.quantize(self.workdir / "alone.onnx", only=[layer]))
-            found[layer] = float(np.mean([np.abs(o - r).mean() / (np.abs(r).mean() + 1e-12)
-                                          for out, ref in zip(got, reference) for o, r in zip(out, ref)]))
-        return found
+        everything = error(quantized)
+        return {layer: everything - error(self.quantize(self.workdir / "one_float.onnx", float_layers=[layer]))
+                for layer in self.layers}
+
+
+FLOAT_ACTIVATIONS = ("Relu", "Sigmoid", "Mul", "LeakyRelu", "Clip")
+
+
+def activation_chains(nodes, layers: Sequence[str]) -> dict[str, list[str]]:
+    """Each Conv of ``layers`` with the activation that reads its output alone (ReLU; SiLU: Sigmoid and the Mul of
+    the output by it): the nodes a layer kept in float excludes from quantization."""
+    readers: dict[str, list] = {}
+    for node in nodes:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    chains = {}
+    for conv in (n for n in nodes if n.name in set(layers)):
+        after = readers.get(conv.output[0], [])
+        chains[conv.name] = [conv.name]
+        if after and all(n.op_type in FLOAT_ACTIVATIONS for n in after):
+            sigmoids = {n.output[0] for n in after if n.op_type == "Sigmoid"}
+            # a Mul is SiLU's when its other operand is the Sigmoid of the same output
+            chains[conv.name] += [n.name for n in after if n.op_type != "Mul" or sigmoids & set(n.input)]
+    return chains
 
 
 def quantize_onnx(fp32_path: Union[str, Path], out_path: Union[str, Path], calibration_images: Union[str, Path],
@@ -177,10 +208,11 @@ class AccuracyBudgetExceeded(ValueError):
 def quantize_within_budget(quantizer: Quantizer, fp32_path: Union[str, Path], out_path: Union[str, Path], serving,
                            annotations: Union[str, Path], images: Union[str, Path], budget: float = 0.01,
                            progress=lambda message: None) -> dict:
-    """Quantize as ``quantizer.quantize`` does, then measure FP32 and INT8 COCO mAP on the validation set
-    (``annotations``, ``images``) through the CPU target's own pipeline and runtime; over ``budget`` (mAP, absolute),
-    keep the layers most sensitive to INT8 in float — 1, 2, 4, ... of them, most sensitive first — until within
-    it. Returns the record (both mAPs, the budget, the float layers); AccuracyBudgetExceeded when no count does."""
+    """Measure FP32 (``fp32_path``) and INT8 (``out_path``, as ``quantizer.quantize`` made it) COCO mAP on the
+    validation set (``annotations``, ``images``) through the CPU target's own pipeline and runtime; over ``budget``
+    (mAP, absolute), keep the layers most sensitive to INT8 in float — 1, 2, 4, ... of them, most sensitive first —
+    rewriting ``out_path`` until within it. Returns the record (both mAPs, the budget, the float layers);
+    AccuracyBudgetExceeded when no count does."""
     import json
     from dataclasses import replace
 
@@ -189,21 +221,22 @@ def quantize_within_budget(quantizer: Quantizer, fp32_path: Union[str, Path], ou
     progress(f"measuring FP32 mAP on {annotations}")
     fp32 = measure(fp32_path, serving=replace(serving, precision="fp32"))["mAP"]
     float_layers: list[str] = []
-    int8 = measure(quantizer.quantize(out_path))["mAP"]
+    int8 = measure(out_path)["mAP"]
     progress(f"FP32 mAP {fp32:.4f}, INT8 {int8:.4f} (budget {budget:.4f} below FP32)")
     if fp32 - int8 > budget:
         count = len(json.loads(Path(annotations).read_text())["images"])
         progress(f"over the budget: ranking {len(quantizer.layers)} layers by their sensitivity to INT8")
         preprocessed = CalibrationImages(images, quantizer.images.input_size, quantizer.images.resize,
                                          quantizer.images.pad_value, min(SENSITIVITY_IMAGES, count), batch_size=1)
-        ranked = sorted(quantizer.layers, key=quantizer.sensitivity(list(preprocessed)).__getitem__, reverse=True)
+        sensitivity = quantizer.sensitivity(list(preprocessed), out_path, serving.runtime)
+        ranked = sorted(quantizer.layers, key=sensitivity.__getitem__, reverse=True)
         keep = 1
         while fp32 - int8 > budget:
             if len(float_layers) == len(ranked):
                 raise AccuracyBudgetExceeded(
                     f"INT8 mAP {int8:.4f} against FP32 {fp32:.4f} on {annotations}: {100 * (fp32 - int8):.2f} points "
-                    f"lost, over the budget of {100 * budget:.2f}, even with the weights of all {len(ranked)} "
-                    f"convolutions in float: export FP32, or give a larger --accuracy-budget")
+                    f"lost, over the budget of {100 * budget:.2f}, even with all {len(ranked)} convolutions and "
+                    f"their activations in float: export FP32, or give a larger --accuracy-budget")
             float_layers = ranked[:keep]
             int8 = measure(quantizer.quantize(out_path, float_layers))["mAP"]
             progress(f"{len(float_layers)} most sensitive layer(s) in float: INT8 mAP {int8:.4f}")
@@ -218,10 +251,12 @@ METHODS = {"tensorrt": "Q/DQ for TensorRT: symmetric INT8, per-channel weights, 
 
 
 def quantization_record(calibration_images: Union[str, Path], max_images: int = CALIBRATION_IMAGES,
-                        layout: str = "tensorrt") -> dict:
+                        layout: str = "tensorrt", reduce_range: bool = False) -> dict:
     """What the export's record (the repository's ``export`` parameter) says of an INT8 export."""
     import onnxruntime
-    return {"layout": layout, "method": METHODS[layout],
+
+    from .resources import cpu_isa
+    return {"layout": layout, "method": METHODS[layout], "reduce_range": reduce_range, "export_cpu": cpu_isa(),
             "tool": f"onnxruntime {onnxruntime.__version__}",
             "calibration_images": len(calibration_files(calibration_images, max_images)),
             "calibration_folder": str(calibration_images)}

@@ -1,6 +1,6 @@
 """The Triton model repository, generated from one checkpoint's metadata.
 
-CPU target: one python-backend model ``<name>`` that decodes, runs the detector in onnxruntime and
+CPU target: one python-backend model ``<name>`` that decodes, runs the detector in onnxruntime or OpenVINO and
 post-processes (damo_yolo.serving.cpu_pipeline). GPU target: an ensemble ``<name>`` over ``<name>_preprocess``
 (DALI backend) → ``<name>_detector`` (TensorRT plan with EfficientNMS) → ``<name>_postprocess`` (map-back).
 Clients see the same model either way: ``<name>`` with the contract's inputs and outputs.
@@ -149,7 +149,7 @@ def _client_facing(spec: RepositorySpec, config, sizes: dict) -> None:
 
 
 def _cpu_configs(spec: RepositorySpec, sizes: dict) -> dict:
-    """One python-backend model: decode, detector (onnxruntime), NMS (triton/pipeline.py)."""
+    """One python-backend model: decode, detector (onnxruntime or OpenVINO), NMS (triton/pipeline.py)."""
     pb = _pb()
     config = pb.ModelConfig(name=spec.name, backend="python", max_batch_size=spec.max_batch_size)
     _client_facing(spec, config, sizes)

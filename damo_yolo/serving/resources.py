@@ -46,17 +46,32 @@ def cpu_limit(cgroup: Path = CGROUP, environ=os.environ) -> int:
     return max(1, min(counts))
 
 
+def cpu_flags() -> set[str]:
+    """This CPU's feature flags (``/proc/cpuinfo``; empty where there is none)."""
+    try:
+        found = re.search(r"^flags\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+    except OSError:
+        return set()
+    return set(found.group(1).split()) if found else set()
+
+
+INT8_DOT_PRODUCT = ("avx512_vnni", "avx_vnni", "amx_int8")  # u8 x s8 products summed in 32 bits, no saturation
+
+
+def has_int8_dot_product(flags: Optional[set[str]] = None) -> bool:
+    """Whether the CPU multiplies uint8 by int8 without saturating (VNNI or AMX). Without, AVX2's vpmaddubsw sums
+    pairs of products in 16 bits and saturates: INT8 weights must keep to 7 bits there (reduce_range)."""
+    return bool(set(INT8_DOT_PRODUCT) & (cpu_flags() if flags is None else flags))
+
+
 def cpu_isa() -> str:
     """The CPU model, its count of cores and the vector extensions the runtimes use (AVX2, AVX-512, VNNI, BF16,
     AMX): what every benchmark prints beside its figures, since they differ from one CPU to the next."""
-    model, flags = platform.processor() or platform.machine(), set()
+    model, flags = platform.processor() or platform.machine(), cpu_flags()
     try:
-        text = Path("/proc/cpuinfo").read_text()
-        found = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+        found = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
         model = found.group(1).strip() if found else model
-        found = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
-        flags = set(found.group(1).split()) if found else set()
     except OSError:
         pass
-    isa = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags]
+    isa = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile") if f in flags]
     return f"{model}, {os.cpu_count()} cores, {' '.join(isa) or 'no AVX2'}"

@@ -7,9 +7,15 @@ Intel's OpenVINO, each with the threads the pod's CPU limit gives (``ServingConf
 - OpenVINO — compiled for the CPU plugin with one stream for latency and its default inference precision: bfloat16
   on CPUs with AVX-512 BF16 or AMX, float32 elsewhere (``precision`` says which it chose on this CPU); Q/DQ graphs
   run as INT8.
+
+Which is faster depends on the model and the CPU (perf/results/cpu_int8.md: on a CPU with AVX-512 VNNI and AMX,
+OpenVINO runs T's and S's INT8 graphs 1.3–1.6x faster than onnxruntime, Ns's SiLU network 1.6x slower), so an INT8
+export measures both on its host and serves the faster (``choose_runtime``; ``damo-export --cpu-runtime auto``, the
+INT8 default). FP32 stays on onnxruntime unless asked: OpenVINO's default precision would silently be bfloat16.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Union
 
@@ -72,3 +78,28 @@ def build_detector(onnx_path: Union[str, Path], runtime: str, threads: int, allo
     if runtime == "onnxruntime":
         return OnnxRuntimeDetector(onnx_path, threads, allow_spinning)
     raise ValueError(f"unknown runtime {runtime!r}: choose {' or '.join(RUNTIMES)}")
+
+
+def installed_runtimes() -> tuple[str, ...]:
+    """The RUNTIMES this Python can run (OpenVINO is an extra: ``damo-yolo[openvino]``)."""
+    import importlib.util
+    return tuple(r for r in RUNTIMES if r == "onnxruntime" or importlib.util.find_spec(r) is not None)
+
+
+def choose_runtime(onnx_path: Union[str, Path], batch: np.ndarray, threads: int, runs: int = 15,
+                   warmup: int = 3) -> tuple[str, dict]:
+    """The installed runtime that runs the detector ``onnx_path`` on ``batch`` fastest here: each compiled once,
+    warmed up, then timed call by call in turn (so both see the same load) → (runtime, the record: median ms of
+    each, the runs)."""
+    detectors = {name: build_detector(onnx_path, name, threads) for name in installed_runtimes()}
+    times: dict[str, list[float]] = {name: [] for name in detectors}
+    for i in range(warmup + runs):
+        for name, detector in detectors.items():
+            start = time.perf_counter()
+            detector.run(batch)
+            if i >= warmup:
+                times[name].append((time.perf_counter() - start) * 1e3)
+    medians = {name: round(float(np.median(t)), 2) for name, t in times.items()}
+    chosen = min(medians, key=medians.__getitem__)
+    return chosen, {"chosen": chosen, "median_ms": medians, "runs": runs, "batch": int(len(batch)),
+                    "threads": threads}

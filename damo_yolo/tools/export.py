@@ -33,6 +33,7 @@ THRESHOLD_SETS = ("serving", "evaluation")
 TARGETS = ("cpu", "gpu")
 PRECISIONS = {"cpu": ("fp32", "int8"), "gpu": ("fp32", "fp16", "int8")}
 DEFAULT_PRECISION = {"cpu": "fp32", "gpu": "fp16"}
+CPU_RUNTIMES = (*C.RUNTIMES, "auto")  # auto: the one that runs the detector faster on the export's host
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,9 @@ class ExportOptions:
     validation: Optional[tuple[Path, Path]] = None  # int8 on cpu: (COCO annotations, images) the budget is kept on
     accuracy_budget: Optional[float] = None  # int8 with validation: mAP points INT8 may lose against FP32 (1)
     preprocess: Optional[str] = None  # opencv or dali (default: dali on gpu, opencv on cpu)
-    cpu_runtime: Optional[str] = None  # cpu: the detector's runtime, C.RUNTIMES (default onnxruntime); None on gpu
+    # cpu: the detector's runtime, C.RUNTIMES, or "auto": the faster here (default: auto for int8, onnxruntime for fp32)
+    cpu_runtime: Optional[str] = None
+    reduce_range: Optional[bool] = None  # cpu int8: 7-bit weights, for CPUs without VNNI (default: this host's need)
     dali_decode: Optional[str] = None  # gpu: where DALI decodes JPEGs, C.DALI_DECODE_PATHS (auto); None on cpu
     max_batch_size: int = 8
     instances: Optional[int] = None  # CPU: instances of the one model (2); GPU: plan instances (1)
@@ -103,10 +106,29 @@ class ExportOptions:
             if self.cpu_runtime is not None:
                 raise ValueError(f"--cpu-runtime {self.cpu_runtime} is for --target cpu: the gpu target's detector "
                                  f"is a TensorRT plan")
-        elif self.cpu_runtime not in (None, *C.RUNTIMES):
-            raise ValueError(f"unknown --cpu-runtime {self.cpu_runtime!r}; choose {' or '.join(C.RUNTIMES)}")
+        elif self.cpu_runtime not in (None, *CPU_RUNTIMES):
+            raise ValueError(f"unknown --cpu-runtime {self.cpu_runtime!r}; choose {' or '.join(CPU_RUNTIMES)}")
+        if self.reduce_range is not None and (self.target, self.precision) != ("cpu", "int8"):
+            raise ValueError("--reduce-range/--no-reduce-range is for --precision int8 on the cpu target")
         if self.dali_decode not in (None, *C.DALI_DECODE_PATHS):
             raise ValueError(f"unknown --dali-decode {self.dali_decode!r}; choose {' or '.join(C.DALI_DECODE_PATHS)}")
+
+    @property
+    def runtime(self) -> Optional[str]:
+        """The CPU target's runtime as asked, or its default: auto (measured) for INT8, onnxruntime for FP32."""
+        if self.target != "cpu":
+            return None
+        return self.cpu_runtime or ("auto" if self.precision == "int8" else "onnxruntime")
+
+    @property
+    def int8_reduce_range(self) -> bool:
+        """7-bit INT8 weights: as asked, else where this host (the likely serving CPU) has no VNNI."""
+        if (self.target, self.precision) != ("cpu", "int8"):
+            return False
+        if self.reduce_range is None:
+            from damo_yolo.serving.resources import has_int8_dot_product
+            return not has_int8_dot_product()
+        return self.reduce_range
 
     def serving_config(self, meta) -> C.ServingConfig:
         """What the repository serves, from the checkpoint's metadata and these options."""
@@ -122,7 +144,8 @@ class ExportOptions:
             iou_threshold=meta.iou_threshold if self.iou_threshold is None else self.iou_threshold,
             max_detections=k, resize=meta.resize, pad_value=meta.pad_value, precision=self.precision,
             decoder=self.preprocess, dali_decode=self.dali_decode or "auto", max_pixels=self.max_pixels,
-            runtime=self.cpu_runtime or "onnxruntime",
+            runtime=self.runtime if self.runtime in C.RUNTIMES else "onnxruntime",  # auto: chosen at export
+            reduce_range=self.int8_reduce_range,
             # GPU: the plan's NMS keeps what the checkpoint's evaluation would, so requests may go as low
             plan_score_threshold=min(meta.score_threshold, score) if self.target == "gpu" else None)
 
@@ -218,23 +241,48 @@ def export_repository(checkpoint: Path, out: Path, options: Optional[ExportOptio
                 quantize_within_budget,
             )
             layout = TARGET_LAYOUT[options.target]
-            progress(f"quantizing to INT8 for {layout}, calibrated on {options.calibration_images}")
+            progress(f"quantizing to INT8 for {layout}, calibrated on {options.calibration_images}"
+                     + (" (7-bit weights: --reduce-range)" if serving.reduce_range else ""))
             assert options.calibration_images is not None  # ExportOptions requires them for int8
             quantizer = Quantizer(onnx_path, options.calibration_images, (h, w), serving.resize, serving.pad_value,
-                                  layout=layout, workdir=Path(tmp) / "quantize")
-            record = quantization_record(options.calibration_images, layout=layout)
-            int8_path = Path(tmp) / "int8" / C.MODEL_FILE
-            if options.validation is None:
-                quantizer.quantize(int8_path)
-            else:
+                                  layout=layout, workdir=Path(tmp) / "quantize",
+                                  reduce_range=serving.reduce_range)
+            record = quantization_record(options.calibration_images, layout=layout, reduce_range=serving.reduce_range)
+            int8_path = quantizer.quantize(Path(tmp) / "int8" / C.MODEL_FILE)
+            if options.runtime == "auto":
+                serving = spec.serving = _choose_runtime(int8_path, spec, options, progress)
+            if options.validation is not None:
                 assert options.accuracy_budget is not None  # ExportOptions sets it with the validation set
                 record["accuracy"] = quantize_within_budget(quantizer, onnx_path, int8_path, serving,
                                                             *options.validation, options.accuracy_budget / 100,
                                                             progress)
             onnx_path = int8_path
             spec.extra["quantization"] = record
+        elif options.runtime == "auto":
+            serving = spec.serving = _choose_runtime(onnx_path, spec, options, progress)
         export = export_gpu if options.target == "gpu" else export_cpu
         return export(spec, onnx_path, Path(out), num_priors, Path(tmp), progress)
+
+
+def _choose_runtime(onnx_path: Path, spec, options: ExportOptions, progress: Progress) -> C.ServingConfig:
+    """``--cpu-runtime auto``: the installed runtime that runs this detector faster on this host (one image of
+    the calibration folder, or a blank one), recorded with the timings and the CPU; the serving config with it."""
+    import numpy as np
+
+    from damo_yolo.serving.quantize import CalibrationImages
+    from damo_yolo.serving.resources import cpu_isa, cpu_limit
+    from damo_yolo.serving.runtimes import choose_runtime, installed_runtimes
+    serving = spec.serving
+    if options.calibration_images is not None:
+        batch = next(iter(CalibrationImages(options.calibration_images, serving.input_size, serving.resize,
+                                            serving.pad_value, max_images=1, batch_size=1)))
+    else:
+        batch = np.full((1, 3, *serving.input_size), serving.pad_value, np.float32)
+    progress(f"timing the detector on {' and '.join(installed_runtimes())} to serve it on the faster here")
+    chosen, record = choose_runtime(onnx_path, batch, serving.threads or cpu_limit())
+    spec.extra["runtime_choice"] = {**record, "cpu": cpu_isa()}
+    progress(f"serving on {chosen}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in record["median_ms"].items()))
+    return replace(serving, runtime=chosen)
 
 
 def export_cpu(spec, onnx_path: Path, out: Path, num_priors: int, tmp: Path,
@@ -365,9 +413,13 @@ def _refuse(exc: Exception, checkpoint: Path, options: ExportOptions, verbose: b
 @click.option("--dali-decode", type=click.Choice(C.DALI_DECODE_PATHS),
               help="GPU: where DALI decodes JPEGs: auto = DALI's default (the GPU's hardware JPEG decoder where it "
                    "has one), cuda = nvJPEG on CUDA only, cpu = on the CPU, then to the GPU [default: auto].")
-@click.option("--cpu-runtime", type=click.Choice(C.RUNTIMES),
-              help="CPU target: the detector's runtime: onnxruntime, or Intel's OpenVINO (its default precision: "
-                   "bfloat16 on CPUs with AVX-512 BF16 or AMX) [default: onnxruntime].")
+@click.option("--cpu-runtime", type=click.Choice(CPU_RUNTIMES),
+              help="CPU target: the detector's runtime: onnxruntime, Intel's OpenVINO (its default precision: "
+                   "bfloat16 on CPUs with AVX-512 BF16 or AMX), or auto: the faster on this host, timed here "
+                   "[default: auto for int8, onnxruntime for fp32].")
+@click.option("--reduce-range/--no-reduce-range", default=None,
+              help="CPU INT8: weights in 7 bits, for serving CPUs without VNNI (AVX2 saturates 8-bit products) "
+                   "[default: if this host has no VNNI].")
 @click.option("--no-dynamic-batching", is_flag=True, help="One request per model execution.")
 @click.option("--max-queue-delay-us", type=click.IntRange(min=0), default=ExportOptions.max_queue_delay_us,
               show_default=True,

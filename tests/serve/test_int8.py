@@ -25,6 +25,7 @@ def int8_export(trained_synthetic, tmp_path_factory):
     data = trained_synthetic["data"]
     repo = export_repository(trained_synthetic["checkpoint"], tmp_path_factory.mktemp("int8") / "triton_models",
                              thresholds="evaluation", precision="int8", calibration_images=data / "train",
+                             cpu_runtime="onnxruntime",
                              validation=(data / "annotations" / "instances_val.json", data / "val"))
     return repo
 
@@ -161,13 +162,19 @@ def test_an_int8_export_over_its_budget_keeps_sensitive_layers_in_float_or_refus
         message = str(exc)
         print(f"\n[budget] refused: {message}")
         assert "\n" not in message and re.search(r"INT8 mAP 0\.\d{4} against FP32 0\.\d{4}", message), message
-        assert "even with the weights of all" in message and "--accuracy-budget" in message
+        assert "even with all" in message and "and their activations in float" in message, message
+        assert "--accuracy-budget" in message
         return
     from damo_yolo.serving.repository import repository_summary
     accuracy = repository_summary(repo)["quantization"]["accuracy"]
     print(f"\n[budget] {len(accuracy['float_layers'])} layer(s) in float: {accuracy}")
     assert accuracy["budget"] == 0 and accuracy["int8_map"] >= accuracy["fp32_map"], accuracy
     assert any("ranking" in line for line in said) or not accuracy["float_layers"], said
+    model = onnx.load(str(repo / "damo_yolo" / "1" / "model.onnx"))
+    values, consumers = _initializers(model), _consumers(model)
+    for conv in (n for n in model.graph.node if n.name in accuracy["float_layers"]):  # weights, output, activation
+        assert values[conv.input[1]].dtype == np.float32, conv.name
+        assert "QuantizeLinear" not in consumers[conv.output[0]], conv.name
 
 
 @pytest.mark.slow

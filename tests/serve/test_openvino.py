@@ -5,6 +5,7 @@ on the synthetic val set stays within half a point of onnxruntime's FP32, for th
 precision and for the CPU INT8 graph."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from serving import running_server
 
@@ -26,6 +27,48 @@ def openvino_repository(trained_synthetic, tmp_path_factory):
 def test_the_repository_records_the_runtime(openvino_repository):
     from damo_yolo.serving.repository import repository_serving
     assert {repository_serving(openvino_repository, name).runtime for name in MODELS} == {"openvino"}
+
+
+def test_an_int8_export_serves_the_runtime_it_measured_faster(trained_synthetic, tmp_path):
+    """``--cpu-runtime auto``, INT8's default: the export times the Q/DQ detector on onnxruntime and on OpenVINO on
+    its host, serves the faster and records both timings with the CPU; ``damo-client models`` shows them. Asked
+    for, the weights keep to 7 bits (reduce_range, for serving CPUs without VNNI), also in the record."""
+    import onnx
+    from click.testing import CliRunner
+    from onnx import numpy_helper
+
+    from damo_yolo.serving.repository import repository_serving, repository_summary
+    from damo_yolo.tools.export import export_repository
+    said: list[str] = []
+    repo = export_repository(trained_synthetic["checkpoint"], tmp_path / "triton_models", precision="int8",
+                             calibration_images=trained_synthetic["data"] / "train", reduce_range=True,
+                             progress=said.append)
+    record = repository_summary(repo)
+    choice = record["runtime_choice"]
+    assert set(choice["median_ms"]) == {"onnxruntime", "openvino"} and choice["runs"] >= 10, choice
+    assert choice["chosen"] == min(choice["median_ms"], key=choice["median_ms"].get)
+    assert repository_serving(repo).runtime == choice["chosen"] and "avx" in choice["cpu"], choice
+    assert any(line.startswith(f"serving on {choice['chosen']}: ") for line in said), said
+    assert record["quantization"]["reduce_range"] is True and repository_serving(repo).reduce_range
+    graph = onnx.load(str(repo / "damo_yolo" / "1" / "model.onnx")).graph
+    weights = [numpy_helper.to_array(t) for t in graph.initializer if t.data_type == onnx.TensorProto.INT8 and t.dims]
+    assert weights and max(int(np.abs(w.astype(np.int16)).max()) for w in weights) <= 64
+    with running_server(repo, tmp_path / "server.log") as server:
+        from damo_client.cli import cli
+        shown = CliRunner().invoke(cli, ["models", "--url", server.http_url.replace("http://", "")])
+    assert shown.exit_code == 0, shown.output
+    assert f"runtime chosen at export: {choice['chosen']}, the faster on " in shown.output, shown.output
+    assert "7-bit weights (reduce_range)" in shown.output, shown.output
+
+
+def test_an_int8_repository_warns_on_a_cpu_without_vnni():
+    from damo_yolo.contract import ServingConfig
+    from damo_yolo.serving.cpu_pipeline import int8_warning
+    int8 = ServingConfig(input_size=(64, 64), class_names=("a",), precision="int8")
+    assert "export with --reduce-range" in int8_warning(int8, {"avx2", "fma"})
+    assert int8_warning(int8, {"avx2", "avx512_vnni"}) is None
+    assert int8_warning(ServingConfig(input_size=(64, 64), class_names=("a",), precision="int8", reduce_range=True),
+                        {"avx2"}) is None
 
 
 def test_the_gpu_target_takes_no_cpu_runtime():

@@ -1,5 +1,6 @@
 """Triton python backend, CPU target: the whole detection in one model (damo_yolo.serving.cpu_pipeline) —
-decode + resize, the detector's ONNX graph in onnxruntime, score filter + NMS + top-K, boxes in original pixels.
+decode + resize, the detector's ONNX graph in onnxruntime or OpenVINO, score filter + NMS + top-K, boxes in
+original pixels.
 
 Inputs:  IMAGE BYTES [1] (one encoded image per batch item), SCORE_THRESHOLD / IOU_THRESHOLD FP32 [1] (optional:
          the repository's defaults otherwise)
@@ -15,7 +16,7 @@ from typing import Hashable, Union
 import triton_python_backend_utils as pb_utils
 
 from damo_yolo import contract as C
-from damo_yolo.serving.cpu_pipeline import Cancelled, CpuPipeline
+from damo_yolo.serving.cpu_pipeline import Cancelled, CpuPipeline, int8_warning
 from damo_yolo.serving.triton.common import ErrorCounter, client_error, optional_input, serving_config
 
 
@@ -32,6 +33,9 @@ class TritonPythonModel:
         pb_utils.Logger.log_info(f"{args['model_instance_name']}: the detector runs on {detector.name} "
                                  f"{detector.version} ({serving.precision} graph, inference precision "
                                  f"{detector.precision})")
+        warning = int8_warning(serving)
+        if warning:
+            pb_utils.Logger.log_warn(f"{args['model_instance_name']}: {warning}")
         self.errors = ErrorCounter(pb_utils, args)
 
     def finalize(self):
