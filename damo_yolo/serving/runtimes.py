@@ -86,20 +86,26 @@ def installed_runtimes() -> tuple[str, ...]:
     return tuple(r for r in RUNTIMES if r == "onnxruntime" or importlib.util.find_spec(r) is not None)
 
 
-def choose_runtime(onnx_path: Union[str, Path], batch: np.ndarray, threads: int, runs: int = 15,
-                   warmup: int = 3) -> tuple[str, dict]:
+def choose_runtime(onnx_path: Union[str, Path], batch: np.ndarray, threads: int, runs: int = 15, warmup: int = 3,
+                   fp32_path: Union[str, Path, None] = None) -> tuple[str, dict]:
     """The installed runtime that runs the detector ``onnx_path`` on ``batch`` fastest here: each compiled once,
-    warmed up, then timed call by call in turn (so both see the same load) → (runtime, the record: median ms of
-    each, the runs)."""
+    warmed up, then timed call by call in turn (so all see the same load) → (runtime, the record: median ms of
+    each, the runs). With ``fp32_path`` (the FP32 graph of an INT8 one) that graph on onnxruntime is timed
+    alongside, as ``fp32_onnxruntime_ms``: what the INT8 gains here."""
     detectors = {name: build_detector(onnx_path, name, threads) for name in installed_runtimes()}
-    times: dict[str, list[float]] = {name: [] for name in detectors}
+    contenders = dict(detectors)
+    if fp32_path is not None:
+        contenders["fp32"] = build_detector(fp32_path, "onnxruntime", threads)
+    times: dict[str, list[float]] = {name: [] for name in contenders}
     for i in range(warmup + runs):
-        for name, detector in detectors.items():
+        for name, detector in contenders.items():
             start = time.perf_counter()
             detector.run(batch)
             if i >= warmup:
                 times[name].append((time.perf_counter() - start) * 1e3)
-    medians = {name: round(float(np.median(t)), 2) for name, t in times.items()}
+    medians = {name: round(float(np.median(times[name])), 2) for name in detectors}
     chosen = min(medians, key=medians.__getitem__)
-    return chosen, {"chosen": chosen, "median_ms": medians, "runs": runs, "batch": int(len(batch)),
-                    "threads": threads}
+    record = {"chosen": chosen, "median_ms": medians, "runs": runs, "batch": int(len(batch)), "threads": threads}
+    if fp32_path is not None:
+        record["fp32_onnxruntime_ms"] = round(float(np.median(times["fp32"])), 2)
+    return chosen, record

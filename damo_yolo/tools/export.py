@@ -34,6 +34,7 @@ TARGETS = ("cpu", "gpu")
 PRECISIONS = {"cpu": ("fp32", "int8"), "gpu": ("fp32", "fp16", "int8")}
 DEFAULT_PRECISION = {"cpu": "fp32", "gpu": "fp16"}
 CPU_RUNTIMES = (*C.RUNTIMES, "auto")  # auto: the one that runs the detector faster on the export's host
+NO_GAIN = 0.95  # an INT8 detector slower than this fraction of its FP32 time gains nothing worth its accuracy
 
 
 @dataclass(frozen=True)
@@ -250,7 +251,7 @@ def export_repository(checkpoint: Path, out: Path, options: Optional[ExportOptio
             record = quantization_record(options.calibration_images, layout=layout, reduce_range=serving.reduce_range)
             int8_path = quantizer.quantize(Path(tmp) / "int8" / C.MODEL_FILE)
             if options.runtime == "auto":
-                serving = spec.serving = _choose_runtime(int8_path, spec, options, progress)
+                serving = spec.serving = _choose_runtime(int8_path, spec, options, progress, fp32_path=onnx_path)
             if options.validation is not None:
                 assert options.accuracy_budget is not None  # ExportOptions sets it with the validation set
                 record["accuracy"] = quantize_within_budget(quantizer, onnx_path, int8_path, serving,
@@ -264,9 +265,11 @@ def export_repository(checkpoint: Path, out: Path, options: Optional[ExportOptio
         return export(spec, onnx_path, Path(out), num_priors, Path(tmp), progress)
 
 
-def _choose_runtime(onnx_path: Path, spec, options: ExportOptions, progress: Progress) -> C.ServingConfig:
+def _choose_runtime(onnx_path: Path, spec, options: ExportOptions, progress: Progress,
+                    fp32_path: Optional[Path] = None) -> C.ServingConfig:
     """``--cpu-runtime auto``: the installed runtime that runs this detector faster on this host (one image of
-    the calibration folder, or a blank one), recorded with the timings and the CPU; the serving config with it."""
+    the calibration folder, or a blank one), recorded with the timings and the CPU; the serving config with it.
+    An INT8 detector is timed beside its FP32 graph on onnxruntime, and the export says when it gains nothing."""
     import numpy as np
 
     from damo_yolo.serving.quantize import CalibrationImages
@@ -279,9 +282,13 @@ def _choose_runtime(onnx_path: Path, spec, options: ExportOptions, progress: Pro
     else:
         batch = np.full((1, 3, *serving.input_size), serving.pad_value, np.float32)
     progress(f"timing the detector on {' and '.join(installed_runtimes())} to serve it on the faster here")
-    chosen, record = choose_runtime(onnx_path, batch, serving.threads or cpu_limit())
+    chosen, record = choose_runtime(onnx_path, batch, serving.threads or cpu_limit(), fp32_path=fp32_path)
     spec.extra["runtime_choice"] = {**record, "cpu": cpu_isa()}
     progress(f"serving on {chosen}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in record["median_ms"].items()))
+    fp32_ms, int8_ms = record.get("fp32_onnxruntime_ms"), record["median_ms"][chosen]
+    if fp32_ms is not None and int8_ms > NO_GAIN * fp32_ms:
+        progress(f"note: INT8 gains nothing here ({int8_ms:.1f} ms per image against FP32's {fp32_ms:.1f} on "
+                 f"onnxruntime): FP32 keeps the model's full accuracy at this speed")
     return replace(serving, runtime=chosen)
 
 

@@ -31,8 +31,9 @@ def test_the_repository_records_the_runtime(openvino_repository):
 
 def test_an_int8_export_serves_the_runtime_it_measured_faster(trained_synthetic, tmp_path):
     """``--cpu-runtime auto``, INT8's default: the export times the Q/DQ detector on onnxruntime and on OpenVINO on
-    its host, serves the faster and records both timings with the CPU; ``damo-client models`` shows them. Asked
-    for, the weights keep to 7 bits (reduce_range, for serving CPUs without VNNI), also in the record."""
+    its host, beside the FP32 graph, serves the faster, records the timings with the CPU and says when INT8 gains
+    nothing; ``damo-client models`` shows the choice. Asked for, the weights keep to 7 bits (reduce_range, for
+    serving CPUs without VNNI), also in the record."""
     import onnx
     from click.testing import CliRunner
     from onnx import numpy_helper
@@ -49,6 +50,8 @@ def test_an_int8_export_serves_the_runtime_it_measured_faster(trained_synthetic,
     assert choice["chosen"] == min(choice["median_ms"], key=choice["median_ms"].get)
     assert repository_serving(repo).runtime == choice["chosen"] and "avx" in choice["cpu"], choice
     assert any(line.startswith(f"serving on {choice['chosen']}: ") for line in said), said
+    gains_nothing = choice["median_ms"][choice["chosen"]] > 0.95 * choice["fp32_onnxruntime_ms"]  # timed alongside
+    assert any(line.startswith("note: INT8 gains nothing here") for line in said) == gains_nothing, (choice, said)
     assert record["quantization"]["reduce_range"] is True and repository_serving(repo).reduce_range
     graph = onnx.load(str(repo / "damo_yolo" / "1" / "model.onnx")).graph
     weights = [numpy_helper.to_array(t) for t in graph.initializer if t.data_type == onnx.TensorProto.INT8 and t.dims]
