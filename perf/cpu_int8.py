@@ -77,7 +77,8 @@ def export_choice(repo: Path, calibration: Path) -> dict:
     from damo_yolo.serving.runtimes import choose_runtime
     serving = repository_serving(repo, "int8")
     batch = next(iter(CalibrationImages(calibration, serving.input_size, serving.resize, serving.pad_value, 1, 1)))
-    return choose_runtime(repo / "int8" / "1" / serving.model_file, batch, cpu_limit())[1]
+    return choose_runtime(repo / "int8" / "1" / serving.model_file, batch, cpu_limit(),
+                          fp32_path=repo / "fp32" / "1" / serving.model_file)[1]
 
 
 def demo_accuracy(checkpoint: Path, data: Path, tmp: Path) -> dict:
