@@ -160,7 +160,8 @@ class Quantizer:
         what the fallback will do."""
         from .resources import cpu_limit
         from .runtimes import build_detector
-        reference = [build_detector(self.prepared, "onnxruntime", cpu_limit()).run(x) for x in images]
+        float_graph = build_detector(self.prepared, "onnxruntime", cpu_limit())
+        reference = [float_graph.run(x) for x in images]
 
         def error(path) -> float:
             detector = build_detector(path, runtime, cpu_limit())
@@ -219,7 +220,7 @@ def quantize_within_budget(quantizer: Quantizer, fp32_path: Union[str, Path], ou
     from ..evaluation import evaluate_pipeline
     measure = functools.partial(evaluate_pipeline, serving=serving, ann_file=annotations, img_dir=images)
     progress(f"measuring FP32 mAP on {annotations}")
-    fp32 = measure(fp32_path, serving=replace(serving, precision="fp32"))["mAP"]
+    fp32 = measure(fp32_path, serving=replace(serving, precision="fp32", runtime="onnxruntime"))["mAP"]  # float32
     float_layers: list[str] = []
     int8 = measure(out_path)["mAP"]
     progress(f"FP32 mAP {fp32:.4f}, INT8 {int8:.4f} (budget {budget:.4f} below FP32)")

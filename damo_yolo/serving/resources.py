@@ -59,9 +59,14 @@ INT8_DOT_PRODUCT = ("avx512_vnni", "avx_vnni", "amx_int8")  # u8 x s8 products s
 
 
 def has_int8_dot_product(flags: Optional[set[str]] = None) -> bool:
-    """Whether the CPU multiplies uint8 by int8 without saturating (VNNI or AMX). Without, AVX2's vpmaddubsw sums
-    pairs of products in 16 bits and saturates: INT8 weights must keep to 7 bits there (reduce_range)."""
-    return bool(set(INT8_DOT_PRODUCT) & (cpu_flags() if flags is None else flags))
+    """Whether the CPU multiplies uint8 by int8 without saturating: an x86 CPU with VNNI or AMX, or a CPU that is
+    not x86 or does not list its flags (nothing known to saturate). An x86 CPU without them sums pairs of products
+    in 16 bits with AVX2's vpmaddubsw, which saturates: INT8 weights must keep to 7 bits there (reduce_range)."""
+    if flags is None:
+        if platform.machine().lower() not in ("x86_64", "amd64", "i686", "i386"):
+            return True
+        flags = cpu_flags()
+    return not flags or bool(set(INT8_DOT_PRODUCT) & flags)
 
 
 def cpu_isa() -> str:

@@ -9,7 +9,7 @@ Intel's OpenVINO, each with the threads the pod's CPU limit gives (``ServingConf
   run as INT8.
 
 Which is faster depends on the model and the CPU (perf/results/cpu_int8.md: on a CPU with AVX-512 VNNI and AMX,
-OpenVINO runs T's and S's INT8 graphs 1.3–1.6x faster than onnxruntime, Ns's SiLU network 1.6x slower), so an INT8
+OpenVINO runs T's and S's INT8 graphs 1.6–2.2x faster than onnxruntime, Ns's SiLU network 1.8x slower), so an INT8
 export measures both on its host and serves the faster (``choose_runtime``; ``damo-export --cpu-runtime auto``, the
 INT8 default). FP32 stays on onnxruntime unless asked: OpenVINO's default precision would silently be bfloat16.
 """

@@ -257,6 +257,8 @@ def export_repository(checkpoint: Path, out: Path, options: Optional[ExportOptio
                 record["accuracy"] = quantize_within_budget(quantizer, onnx_path, int8_path, serving,
                                                             *options.validation, options.accuracy_budget / 100,
                                                             progress)
+                if options.runtime == "auto" and record["accuracy"]["float_layers"]:  # the graph changed: re-timed
+                    _choose_runtime(int8_path, spec, options, progress, fp32_path=onnx_path, keep=serving.runtime)
             onnx_path = int8_path
             spec.extra["quantization"] = record
         elif options.runtime == "auto":
@@ -266,10 +268,11 @@ def export_repository(checkpoint: Path, out: Path, options: Optional[ExportOptio
 
 
 def _choose_runtime(onnx_path: Path, spec, options: ExportOptions, progress: Progress,
-                    fp32_path: Optional[Path] = None) -> C.ServingConfig:
+                    fp32_path: Optional[Path] = None, keep: Optional[str] = None) -> C.ServingConfig:
     """``--cpu-runtime auto``: the installed runtime that runs this detector faster on this host (one image of
     the calibration folder, or a blank one), recorded with the timings and the CPU; the serving config with it.
-    An INT8 detector is timed beside its FP32 graph on onnxruntime, and the export says when it gains nothing."""
+    An INT8 detector is timed beside its FP32 graph on onnxruntime, and the export says when it gains nothing.
+    ``keep``: the runtime stays this one (the accuracy budget was measured on it); the timings are recorded."""
     import numpy as np
 
     from damo_yolo.serving.quantize import CalibrationImages
@@ -283,6 +286,10 @@ def _choose_runtime(onnx_path: Path, spec, options: ExportOptions, progress: Pro
         batch = np.full((1, 3, *serving.input_size), serving.pad_value, np.float32)
     progress(f"timing the detector on {' and '.join(installed_runtimes())} to serve it on the faster here")
     chosen, record = choose_runtime(onnx_path, batch, serving.threads or cpu_limit(), fp32_path=fp32_path)
+    if keep is not None and keep != chosen:
+        progress(f"note: with its float layers the detector now runs faster on {chosen}; it stays on {keep}, where "
+                 f"its accuracy was measured (--cpu-runtime {chosen} measures it there)")
+        chosen = record["chosen"] = keep
     spec.extra["runtime_choice"] = {**record, "cpu": cpu_isa()}
     progress(f"serving on {chosen}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in record["median_ms"].items()))
     fp32_ms, int8_ms = record.get("fp32_onnxruntime_ms"), record["median_ms"][chosen]

@@ -142,3 +142,22 @@ def test_capped_candidates_are_the_best_with_ties_in_candidate_order(seed):
         keep = batched_nms(boxes[prior[top]], cand[top], cls[top], 0.6)[:100]
         got = postprocess(scores, boxes, thr, 0.6, 100)
         assert np.array_equal(got[0], boxes[prior[top]][keep]) and np.array_equal(got[2], cls[top][keep])
+
+
+def test_the_cap_keeps_the_threshold_and_the_count_at_its_edges():
+    """Scores equal to a threshold that float32 cannot hold (0.1) stay out, as without the cap; a NaN score does
+    not push a candidate out of the cap; a floor equal to the threshold changes nothing; nms_pre must be >= 1."""
+    rng = np.random.default_rng(3)
+    n = NMS_PRE + 200
+    xy = rng.uniform(0, 600, (n, 2))
+    boxes = np.c_[xy, xy + rng.uniform(8, 120, (n, 2))].astype(np.float32)
+    scores = np.full((n, 2), np.float32(0.1))
+    scores[:150, 0] = 0.5
+    capped, uncapped = postprocess(scores, boxes, 0.1, 0.6, 300), postprocess(scores, boxes, 0.1, 0.6, 300, None)
+    assert all(np.array_equal(a, b) for a, b in zip(capped, uncapped)) and len(capped[1]) > 0
+    scores = rng.uniform(0.2, 0.9, (n, 1)).astype(np.float32)
+    scores[7, 0] = np.nan
+    far = np.c_[np.arange(n) * 200.0, np.zeros(n), np.arange(n) * 200.0 + 10, np.full(n, 10.0)].astype(np.float32)
+    assert len(postprocess(scores, far, 0.0, 0.5, 2000)[1]) == NMS_PRE  # disjoint boxes: every candidate kept
+    with pytest.raises(ValueError, match="nms_pre must be at least 1"):
+        postprocess(scores, far, 0.0, 0.5, 100, nms_pre=0)
