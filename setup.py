@@ -2,8 +2,8 @@
 
 `pip install .` installs the client alone (no torch); extras add the rest:
 `.[train]` training + evaluation, `.[export]` ONNX export, `.[server]` the bundled tritonserver and the
-CPU serving backend, `.[dali]` NVIDIA DALI preprocessing, `.[test]` the test tools, `.[all]` everything that
-runs on a CPU host, `.[gpu]` TensorRT + DALI for GPU hosts.
+CPU serving backend, `.[dali]` NVIDIA DALI preprocessing, `.[video]` PyAV, `.[test]` the test tools, `.[all]`
+everything that runs on a CPU host, `.[gpu]` TensorRT + DALI for GPU hosts.
 """
 from pathlib import Path
 
@@ -32,6 +32,8 @@ EXTRAS = {
     # pillow: an image's size from its header, before decoding (the pixel limit)
     # the python-backend models' own dependencies, inside NVIDIA's Triton containers (both images)
     "backend": ["onnxruntime==1.32.0", "pillow==13.0.0"],
+    # PyAV (FFmpeg's libraries, H.264 included): videos written (damo-synthetic-video) and read
+    "video": ["av==18.1.0"],
     # the CPU target's other detector runtime (damo-export --cpu-runtime openvino): the CPU image, development
     "openvino": ["openvino==2026.4.1"],
     # the bundled tritonserver 2.51 (development and tests on this host only) and the models' dependencies
@@ -43,7 +45,9 @@ EXTRAS = {
     # h2: the HTTP/2 frames a stopping server sends a gRPC connection (GOAWAY); dnspython: asks the test's DNS server
     "test": ["pytest==9.2.0", "cuda-python==13.3.0", "kubernetes-validate==1.37.0", "promql-parser==0.11.0",
              "prometheus-client==0.26.0", "pyyaml>=6.0.3,<7", "polygraphy==0.53.6", "ruff==0.17.6", "mypy==2.4.1",
-             "h2==4.4.1", "dnspython==2.9.2"],
+             "h2==4.4.1", "dnspython==2.9.2",
+             # py-motmetrics: MOTA / IDF1 of tracks against the synthetic clips' ground truth (pandas<3: numpy<2)
+             "motmetrics==1.4.0", "pandas==2.3.3"],
     # NVIDIA DALI: the GPU target's preprocessing, the serving container's DALI; its CPU operators run (and are
     # tested) anywhere
     "dali": ["nvidia-dali-cuda130==2.2.0"],
@@ -52,7 +56,7 @@ EXTRAS = {
     # (pip --extra-index-url https://pypi.nvidia.com). cuda-python finds the GPU.
     "gpu": ["tensorrt-cu13==11.2.1.2", "nvidia-dali-cuda130==2.2.0", "cuda-python==13.3.0"],
 }
-EXTRAS["all"] = sorted({req for key in ("train", "export", "server", "dali", "test") for req in EXTRAS[key]})
+EXTRAS["all"] = sorted({req for key in ("train", "export", "server", "dali", "video", "test") for req in EXTRAS[key]})
 
 setup(
     name="damo-yolo",
@@ -70,6 +74,7 @@ setup(
         "console_scripts": [
             "damo-zoo=damo_yolo.tools.zoo:main",
             "damo-synthetic=damo_yolo.data.synthetic:main",
+            "damo-synthetic-video=damo_yolo.data.synthetic_video:main",
             "damo-train=damo_yolo.tools.train:main",
             "damo-browse-dataset=damo_yolo.tools.browse_dataset:main",
             "damo-test=damo_yolo.tools.test:main",

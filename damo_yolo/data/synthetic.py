@@ -53,7 +53,7 @@ def _polygon(cx: float, cy: float, radius: float, sides: int, rotation: float) -
     return np.stack([cx + radius * np.cos(angles), cy + radius * np.sin(angles)], 1)
 
 
-def _shape_mask(name: str, size: int, rng: np.random.Generator) -> np.ndarray:
+def shape_mask(name: str, size: int, rng: np.random.Generator) -> np.ndarray:
     """A binary mask (size×size, uint8) of one object, roughly filling the square."""
     mask = np.zeros((size, size), np.uint8)
     c, r = (size - 1) / 2, size / 2 * 0.98
@@ -90,7 +90,7 @@ def _shape_mask(name: str, size: int, rng: np.random.Generator) -> np.ndarray:
     return mask
 
 
-def _texture(cls: ShapeClass, size: int, rng: np.random.Generator) -> np.ndarray:
+def shape_texture(cls: ShapeClass, size: int, rng: np.random.Generator) -> np.ndarray:
     """An RGB float texture (size×size×3) in the class's colour family."""
     base = np.clip(np.array(cls.colour, np.float32) + rng.normal(0, 18, 3), 0, 255)
     dark = base * rng.uniform(0.35, 0.6)
@@ -112,14 +112,14 @@ def _texture(cls: ShapeClass, size: int, rng: np.random.Generator) -> np.ndarray
     return tex + rng.normal(0, 6, (size, size, 3))
 
 
-def _procedural_background(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+def procedural_background(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     coarse = rng.uniform(40, 215, (max(2, h // 40), max(2, w // 40), 3)).astype(np.float32)
     field = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC)
     fine = cv2.resize(rng.normal(0, 25, (h // 4 + 1, w // 4 + 1, 3)).astype(np.float32), (w, h))
     return np.clip(field + fine, 0, 255).astype(np.uint8)
 
 
-def _photo_background(photos: Sequence[np.ndarray], h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+def photo_background(photos: Sequence[np.ndarray], h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     photo = photos[int(rng.integers(len(photos)))]
     ph, pw = photo.shape[:2]
     scale = rng.uniform(0.25, 0.9)
@@ -163,15 +163,15 @@ def render_image(rng: np.random.Generator, h: int, w: int, photos: Sequence[np.n
     """One RGB image and its objects: dicts with ``label``, ``bbox`` (x, y, w, h), ``area`` and
     ``segmentation`` (the visible part's outline)."""
     use_photo = photos and rng.random() < 0.8
-    image = (_photo_background(photos, h, w, rng) if use_photo
-             else _procedural_background(h, w, rng)).astype(np.float32)
+    image = (photo_background(photos, h, w, rng) if use_photo
+             else procedural_background(h, w, rng)).astype(np.float32)
     owner = np.full((h, w), -1, np.int32)  # which object each pixel shows
     placed: list[tuple[int, int]] = []  # (label, full mask pixel count)
     min_size, max_size = 12, max(13, min(h, w) // 2)
     for _ in range(int(rng.integers(1, max_objects + 1))):
         label = int(rng.integers(len(CLASSES)))
         size = int(round(math.exp(rng.uniform(math.log(min_size), math.log(max_size)))))
-        mask = _shape_mask(CLASSES[label].name, size, rng).astype(bool)
+        mask = shape_mask(CLASSES[label].name, size, rng).astype(bool)
         for _attempt in range(10):
             x0, y0 = (int(rng.integers(-size // 4, w - size + size // 4 + 1)),
                       int(rng.integers(-size // 4, h - size + size // 4 + 1)))
@@ -192,7 +192,7 @@ def render_image(rng: np.random.Generator, h: int, w: int, photos: Sequence[np.n
                     break
             if not hidden_ok:
                 continue
-            tex = _texture(CLASSES[label], size, rng)
+            tex = shape_texture(CLASSES[label], size, rng)
             image[ys, xs] = tex[ys - y0, xs - x0]
             owner[ys, xs] = len(placed)
             placed.append((label, int(ys.size)))
