@@ -32,8 +32,9 @@ EXTRAS = {
     # pillow: an image's size from its header, before decoding (the pixel limit)
     # the python-backend models' own dependencies, inside NVIDIA's Triton containers (both images)
     "backend": ["onnxruntime==1.32.0", "pillow==13.0.0"],
-    # PyAV (FFmpeg's libraries, H.264 included): videos written (damo-synthetic-video) and read
-    "video": ["av==18.1.0"],
+    # PyAV (FFmpeg's libraries, H.264 included): videos written (damo-synthetic-video) and read; norfair: the
+    # SDK's tracker (damo_client.tracking; numpy<2, as the Triton wheels need)
+    "video": ["av==18.1.0", "norfair==2.3.0", "filterpy==1.4.5"],
     # the CPU target's other detector runtime (damo-export --cpu-runtime openvino): the CPU image, development
     "openvino": ["openvino==2026.4.1"],
     # the bundled tritonserver 2.51 (development and tests on this host only) and the models' dependencies
