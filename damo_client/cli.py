@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Callable, NoReturn, Optional, TypeVar
 
@@ -121,15 +122,29 @@ def _image_id(path: Path, index: int) -> int:
               help="Write copies of the images with labelled boxes here.")
 @click.option("--quiet", "-q", is_flag=True,
               help="No per-image tables (without --json or --save-dir: one summary line instead).")
+@click.option("--track", is_flag=True, help="Videos: track IDs that persist across frames (in the client).")
+@click.option("--in-flight", type=click.IntRange(min=1, max=64), default=8, show_default=True,
+              help="Videos: requests outstanding at once (the server batches them).")
 def detect(paths: tuple[Path, ...], url: Optional[str], protocol: str, model: str, timeout: float,
            score_thr: Optional[float], iou_thr: Optional[float], json_path: Optional[Path], save_dir: Optional[Path],
-           quiet: bool) -> None:
-    """Detect objects in images (files or folders of .jpg/.jpeg/.png).
+           quiet: bool, track: bool, in_flight: int) -> None:
+    """Detect objects in images (files or folders of .jpg/.jpeg/.png) and videos (.mp4 .mkv .avi .mov .webm .ts).
 
     \b
-    Prints a table per image. Exit code 0 when every image was answered; 1 (with the reasons on
-    stderr) when any image failed or the server cannot be reached.
+    Prints a table per image. A video's frames all go to the server, several at a time, answered in frame
+    order; with --save-dir it writes NAME.mp4 (annotated, the source's frame rate), NAME.jsonl (a line per
+    frame) and NAME.mot.txt (MOTChallenge); --track adds track IDs. Exit code 0 when every image and video was
+    answered; 1 (with the reasons on stderr) when any failed or the server cannot be reached.
     """
+    from damo_client.video import is_video
+    videos = [p for p in paths if p.is_file() and is_video(p)]
+    if videos:
+        _detect_videos(videos, url, protocol, model, timeout, score_thr, iou_thr, save_dir, quiet, track, in_flight)
+        paths = tuple(p for p in paths if p not in videos)
+        if not paths:
+            return
+    elif track:
+        raise click.UsageError("--track follows objects across a video's frames: give a video file")
     files = expand_paths(paths)
     if not files:
         raise click.ClickException(f"no .jpg/.jpeg/.png images in {', '.join(map(str, paths))}")
@@ -176,6 +191,47 @@ def detect(paths: tuple[Path, ...], url: Optional[str], protocol: str, model: st
                    f"(-q hides the tables; --json or --save-dir keep the detections)")
     if failures:
         raise click.ClickException(f"{failures} of {len(files)} image(s) failed")
+
+
+def _detect_videos(videos: list[Path], url: Optional[str], protocol: str, model: str, timeout: float,
+                   score_thr: Optional[float], iou_thr: Optional[float], save_dir: Optional[Path], quiet: bool,
+                   track: bool, in_flight: int) -> None:
+    """Each video through the server (damo_client.video), a progress bar each, the summary line after."""
+    import asyncio
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from damo_client.client import AsyncDamoClient
+    from damo_client.video import VideoError, detect_video_async
+
+    async def run() -> int:
+        failed = 0
+        async with AsyncDamoClient(url or default_url(protocol), protocol, model, timeout=timeout) as client:
+            for path in videos:
+                columns = (TextColumn(f"{path.name}"), BarColumn(), MofNCompleteColumn(), TextColumn("frames"),
+                           TextColumn("{task.fields[fps]:.1f} frames/s"), TimeElapsedColumn())
+                with Progress(*columns, disable=quiet, transient=False) as bar:
+                    task = bar.add_task(path.name, total=None, fps=0.0)
+                    started = time.perf_counter()
+
+                    def advance(result: object) -> None:
+                        done = bar.tasks[0].completed + 1
+                        bar.update(task, advance=1, fps=done / max(time.perf_counter() - started, 1e-9))
+                    try:
+                        summary = await detect_video_async(client, path, score_thr, iou_thr, track=track,
+                                                           save_dir=save_dir, in_flight=in_flight, on_frame=advance)
+                    except (VideoError, DamoClientError) as exc:
+                        failed += 1
+                        click.echo(f"{path}: {str(exc).splitlines()[0]}", err=True)
+                        continue
+                click.echo(f"{path}: {summary.line()}")
+                for written in summary.outputs:
+                    click.echo(f"  wrote {written}")
+        return failed
+
+    failed = asyncio.run(run())
+    if failed:
+        raise click.ClickException(f"{failed} of {len(videos)} video(s) failed")
 
 
 @cli.command(context_settings=CONTEXT)

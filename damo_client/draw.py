@@ -66,7 +66,8 @@ def place_labels(detections: list[Detection], height: int, width: int,
     labels: list[Optional[Label]] = [None] * len(detections)
     for i in sorted(range(len(detections)), key=lambda i: -detections[i].score):
         det = detections[i]
-        text = f"{det.class_name} {det.score:.2f}" if scores else det.class_name
+        track = f" #{det.track_id}" if hasattr(det, "track_id") else ""  # a TrackedDetection's ID
+        text = f"{det.class_name}{track} {det.score:.2f}" if scores else f"{det.class_name}{track}"
         colour, scale = _colour(det.class_id), base_scale
         patch = label_patch(text, colour, scale)
         while patch.size and (patch.shape[1] > width or patch.shape[0] > height) and scale > 0.05:
