@@ -137,14 +137,24 @@ def detect(paths: tuple[Path, ...], url: Optional[str], protocol: str, model: st
     answered; 1 (with the reasons on stderr) when any failed or the server cannot be reached.
     """
     from damo_client.video import is_video
-    videos = [p for p in paths if p.is_file() and is_video(p)]
+    videos = [p for p in paths if is_video(p)]
+    if track and not videos:
+        raise click.UsageError("--track follows objects across a video's frames: give a video file")
+    stems = [p.stem for p in videos]
+    if save_dir is not None and len(set(stems)) < len(stems):
+        raise click.UsageError("two videos share a name (their outputs in --save-dir would overwrite each other): "
+                               + ", ".join(sorted({str(p) for p in videos if stems.count(p.stem) > 1})))
+    if videos and json_path is not None:
+        click.echo("note: --json holds the images' detections; a video's go to NAME.jsonl with --save-dir", err=True)
+    video_failures = 0
     if videos:
-        _detect_videos(videos, url, protocol, model, timeout, score_thr, iou_thr, save_dir, quiet, track, in_flight)
+        video_failures = _detect_videos(videos, url, protocol, model, timeout, score_thr, iou_thr, save_dir, quiet,
+                                        track, in_flight)
         paths = tuple(p for p in paths if p not in videos)
         if not paths:
+            if video_failures:
+                raise click.ClickException(f"{video_failures} of {len(videos)} video(s) failed")
             return
-    elif track:
-        raise click.UsageError("--track follows objects across a video's frames: give a video file")
     files = expand_paths(paths)
     if not files:
         raise click.ClickException(f"no .jpg/.jpeg/.png images in {', '.join(map(str, paths))}")
@@ -189,29 +199,42 @@ def detect(paths: tuple[Path, ...], url: Optional[str], protocol: str, model: st
     if quiet and json_path is None and save_dir is None:  # say what came back, since it went nowhere else
         click.echo(f"{answered} of {len(files)} image(s) answered, {len(results)} detection(s) "
                    f"(-q hides the tables; --json or --save-dir keep the detections)")
-    if failures:
-        raise click.ClickException(f"{failures} of {len(files)} image(s) failed")
+    if failures or video_failures:
+        failed = ([f"{video_failures} of {len(videos)} video(s)"] if video_failures else []) + \
+            ([f"{failures} of {len(files)} image(s)"] if failures else [])
+        raise click.ClickException(" and ".join(failed) + " failed")
 
 
 def _detect_videos(videos: list[Path], url: Optional[str], protocol: str, model: str, timeout: float,
                    score_thr: Optional[float], iou_thr: Optional[float], save_dir: Optional[Path], quiet: bool,
-                   track: bool, in_flight: int) -> None:
-    """Each video through the server (damo_client.video), a progress bar each, the summary line after."""
+                   track: bool, in_flight: int) -> int:
+    """Each video through the server (damo_client.video), a progress bar each on stderr, a summary line after;
+    returns how many failed (each named on stderr in one line)."""
     import asyncio
+    try:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from damo_client.video import VideoError, detect_video_async, frame_count
+    except ImportError as exc:
+        raise click.ClickException(f"videos need the video extra ({exc.name} is missing): "
+                                   f"pip install 'damo-yolo[video]'") from None
+    import av
 
     from damo_client.client import AsyncDamoClient
-    from damo_client.video import VideoError, detect_video_async
 
     async def run() -> int:
         failed = 0
-        async with AsyncDamoClient(url or default_url(protocol), protocol, model, timeout=timeout) as client:
+        try:
+            client = AsyncDamoClient(url or default_url(protocol), protocol, model, timeout=timeout)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--url'") from exc
+        async with client:
             for path in videos:
-                columns = (TextColumn(f"{path.name}"), BarColumn(), MofNCompleteColumn(), TextColumn("frames"),
+                columns = (TextColumn(path.name), BarColumn(), MofNCompleteColumn(), TextColumn("frames"),
                            TextColumn("{task.fields[fps]:.1f} frames/s"), TimeElapsedColumn())
-                with Progress(*columns, disable=quiet, transient=False) as bar:
-                    task = bar.add_task(path.name, total=None, fps=0.0)
+                with Progress(*columns, console=Console(stderr=True), disable=quiet) as bar:
+                    task = bar.add_task(path.name, total=frame_count(path) if path.is_file() else None, fps=0.0)
                     started = time.perf_counter()
 
                     def advance(result: object) -> None:
@@ -220,18 +243,17 @@ def _detect_videos(videos: list[Path], url: Optional[str], protocol: str, model:
                     try:
                         summary = await detect_video_async(client, path, score_thr, iou_thr, track=track,
                                                            save_dir=save_dir, in_flight=in_flight, on_frame=advance)
-                    except (VideoError, DamoClientError) as exc:
+                    except (VideoError, DamoClientError, OSError, ValueError, RuntimeError, av.FFmpegError) as exc:
                         failed += 1
-                        click.echo(f"{path}: {str(exc).splitlines()[0]}", err=True)
+                        click.echo(f"{path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                                   err=True)
                         continue
                 click.echo(f"{path}: {summary.line()}")
                 for written in summary.outputs:
                     click.echo(f"  wrote {written}")
         return failed
 
-    failed = asyncio.run(run())
-    if failed:
-        raise click.ClickException(f"{failed} of {len(videos)} video(s) failed")
+    return asyncio.run(run())
 
 
 @cli.command(context_settings=CONTEXT)

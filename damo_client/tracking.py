@@ -7,8 +7,9 @@ costs well under a millisecond a frame beside the detection.
 
 The association is Tryolabs' norfair (a maintained tracker library): a constant-velocity Kalman filter per object,
 the frame's detections matched to the objects' predicted boxes by IoU, class by class; an object missed by the
-detector keeps its ID through ``max_missed`` frames, predicted where it moves, and takes the next detection that
-overlaps it.
+detector keeps its ID through as many missed frames as it has been detected in, up to ``max_missed``, predicted
+where it moves, and takes the next detection that overlaps it. A box of no area (clipped to the image's edge)
+cannot be matched by IoU: it gets the ID ``UNTRACKED``.
 """
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ import numpy as np
 
 from damo_client.results import Detection
 
-MAX_MISSED = 15  # frames an object keeps its ID without a detection (0.6 s at 25 fps)
+MAX_MISSED = 15  # most frames an object keeps its ID without a detection (0.6 s at 25 fps)
 MIN_IOU = 0.3  # a detection continues an object when its box overlaps the object's predicted box this much
+UNTRACKED = -1  # the ID of a detection the tracker cannot take (a box of no area)
 
 
 @dataclass(frozen=True)
@@ -44,18 +46,21 @@ class Tracker:
 
     def update(self, detections: Sequence[Detection]) -> list[TrackedDetection]:
         """This frame's detections with their track IDs (order kept). Each detection continues an object or
-        starts a new one, so every one has an ID."""
+        starts a new one; a box of no area gets ``UNTRACKED``."""
         from norfair import Detection as Point
 
-        points = [Point(np.array([box[:2], box[2:]], np.float64), np.full(2, d.score), label=d.class_id)
-                  for d in detections for box in [np.asarray(d.box, np.float64)]]
+        boxes = [np.asarray(d.box, np.float64) for d in detections]
+        usable = [i for i, box in enumerate(boxes) if box[2] > box[0] and box[3] > box[1]]
+        points = [Point(np.array([boxes[i][:2], boxes[i][2:]]), np.full(2, detections[i].score),
+                        label=detections[i].class_id) for i in usable]
         ids: dict[int, int] = {}
-        by_identity = {id(p): i for i, p in enumerate(points)}
+        by_identity = {id(p): i for p, i in zip(points, usable)}
         for tracked in self._norfair.update(points):
             index = by_identity.get(id(tracked.last_detection))
             if index is not None and tracked.id is not None:  # matched in this frame
                 ids[index] = int(tracked.id)
-        missing = [i for i in range(len(points)) if i not in ids]
+        missing = [i for i in usable if i not in ids]
         if missing:  # not expected with no initialization delay; reported rather than given a made-up ID
             raise RuntimeError(f"norfair left {len(missing)} detection(s) of the frame without a track")
-        return [TrackedDetection(d.box, d.score, d.class_id, d.class_name, ids[i]) for i, d in enumerate(detections)]
+        return [TrackedDetection(d.box, d.score, d.class_id, d.class_name, ids.get(i, UNTRACKED))
+                for i, d in enumerate(detections)]

@@ -10,11 +10,12 @@ text, and a summary (frames, frames/s, latency p50/p99).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator, Optional, Union
+from typing import TYPE_CHECKING, Any, AsyncGenerator, Callable, Iterator, Optional, Union
 
 import numpy as np
 
@@ -51,7 +52,8 @@ class VideoError(ValueError):
 
 
 def read_frames(path: Union[str, Path]) -> tuple[float, Iterator[Frame]]:
-    """(frames per second, the frames in order) of a video file, decoded by PyAV (FFmpeg)."""
+    """(frames per second, the frames in order) of a video file, decoded by PyAV (FFmpeg). Timestamps count
+    from the first frame (a transport stream's clock starts anywhere)."""
     import av
     path = Path(path)
     if not path.is_file():
@@ -68,9 +70,14 @@ def read_frames(path: Union[str, Path]) -> tuple[float, Iterator[Frame]]:
     fps = float(stream.average_rate or stream.guessed_rate or 25)
 
     def frames() -> Iterator[Frame]:
+        start = None
         try:
             for index, decoded in enumerate(container.decode(stream)):
-                timestamp = float(decoded.time) if decoded.time is not None else index / fps
+                if decoded.time is None:
+                    timestamp = index / fps
+                else:
+                    start = decoded.time if start is None else start
+                    timestamp = float(decoded.time - start)
                 yield Frame(index, timestamp, decoded.to_ndarray(format="bgr24"))
         except av.FFmpegError as exc:
             raise VideoError(f"{path}: decoding stopped ({exc})") from None
@@ -78,6 +85,16 @@ def read_frames(path: Union[str, Path]) -> tuple[float, Iterator[Frame]]:
             container.close()
 
     return fps, frames()
+
+
+def frame_count(path: Union[str, Path]) -> Optional[int]:
+    """The frames a video's header announces (None when it does not say)."""
+    import av
+    try:
+        with av.open(str(path)) as container:
+            return int(container.streams.video[0].frames) or None
+    except (av.FFmpegError, IndexError):
+        return None
 
 
 def encode_jpeg(image: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
@@ -89,7 +106,8 @@ def encode_jpeg(image: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
 
 
 async def _in_order(client: "AsyncDamoClient", frames: Iterator[Frame], in_flight: int,
-                    score_threshold: Optional[float], iou_threshold: Optional[float]) -> AsyncIterator[FrameResult]:
+                    score_threshold: Optional[float],
+                    iou_threshold: Optional[float]) -> AsyncGenerator[FrameResult, None]:
     """FrameResults in frame order, with at most ``in_flight`` requests outstanding."""
     pending: dict[int, asyncio.Task] = {}
     frames = iter(frames)
@@ -144,14 +162,15 @@ def detection_record(d: Detection) -> dict:
 
 
 class VideoOutputs:
-    """What a run writes for one video into ``save_dir``: NAME.mp4 (annotated, the source's frame rate),
-    NAME.jsonl (a line per frame) and NAME.mot.txt (MOTChallenge results: frame from 1, track id or -1, x, y, w,
-    h, score, -1, -1, -1). Each file is written under a temporary name and renamed when complete."""
+    """What a run writes for one video into ``save_dir``: NAME.annotated.mp4 (the source's frame rate), NAME.jsonl
+    (a line per frame) and NAME.mot.txt (MOTChallenge results: frame from 1, track id or -1, x, y, w, h, score, -1,
+    -1, -1). Each file is written under a ``.partial`` name and renamed when complete; a run that fails removes
+    its partial files."""
 
     def __init__(self, save_dir: Union[str, Path], name: str, fps: float, annotate: bool = True):
         self.dir = Path(save_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.paths = {"video": self.dir / f"{name}.mp4", "jsonl": self.dir / f"{name}.jsonl",
+        self.paths = {"video": self.dir / f"{name}.annotated.mp4", "jsonl": self.dir / f"{name}.jsonl",
                       "mot": self.dir / f"{name}.mot.txt"}
         if not annotate:
             del self.paths["video"]
@@ -190,19 +209,24 @@ class VideoOutputs:
                 self._container.mux(packet)
 
     def close(self, complete: bool = True) -> list[Path]:
-        """Finish the files; renamed to their names only when ``complete``."""
+        """Finish the files: renamed to their names when ``complete``, removed otherwise."""
         self._jsonl.close()
         self._mot.close()
-        if self._video is not None:
-            for packet in self._video.encode():
-                self._container.mux(packet)
-            self._container.close()
+        try:
+            if self._video is not None:
+                for packet in self._video.encode():
+                    self._container.mux(packet)
+        finally:
+            if self._container is not None:
+                self._container.close()
         written = []
         for key, path in self.paths.items():
             partial = self._partial[key]
             if complete and partial.exists():
                 partial.replace(path)
                 written.append(path)
+            else:
+                partial.unlink(missing_ok=True)
         return written
 
 
@@ -218,22 +242,27 @@ async def detect_video_async(client: "AsyncDamoClient", path: Union[str, Path], 
     if track:
         from damo_client.tracking import Tracker
         tracker = Tracker()
-    outputs = VideoOutputs(save_dir, Path(path).stem, fps, annotate) if save_dir is not None else None
-    summary, start, complete = Summary(), time.perf_counter(), False
+    summary, start, outputs = Summary(), time.perf_counter(), None
     try:
-        async for result in _in_order(client, frames, in_flight, score_threshold, iou_threshold):
-            if tracker is not None:
-                result.detections = tracker.update(result.detections)
-            if outputs is not None:
-                outputs.write(result)
-            summary.frames += 1
-            summary.latencies_ms.append(result.latency_ms)
-            on_frame(result)
-        complete = True
-    finally:
-        summary.seconds = time.perf_counter() - start
+        if save_dir is not None:
+            outputs = VideoOutputs(save_dir, Path(path).stem, fps, annotate)
+        async with contextlib.aclosing(_in_order(client, frames, in_flight, score_threshold, iou_threshold)) as ordered:
+            async for result in ordered:
+                if tracker is not None:
+                    result.detections = tracker.update(result.detections)
+                if outputs is not None:
+                    outputs.write(result)
+                summary.frames += 1
+                summary.latencies_ms.append(result.latency_ms)
+                on_frame(result)
+    except BaseException:
         if outputs is not None:
-            summary.outputs = outputs.close(complete)
+            with contextlib.suppress(Exception):  # the run's own error is the one to report
+                outputs.close(complete=False)
+        raise
+    summary.seconds = time.perf_counter() - start
+    if outputs is not None:
+        summary.outputs = outputs.close(complete=True)
     return summary
 
 

@@ -46,16 +46,26 @@ def test_tracks_survive_missed_detections(truth):
 
 
 def test_an_object_missed_for_frames_comes_back_with_its_id():
-    """One disc moving right 3 px a frame, undetected for 8 frames, and a square crossing its path: the disc
-    keeps its ID, the square has its own."""
+    """A disc moving right 3 px a frame, undetected for 8 frames after 15 detections, and another disc crossing its
+    path upwards: each keeps its own ID through the miss and the crossing."""
     from damo_client.tracking import Tracker
-    tracker, ids = Tracker(max_missed=10), {"disc": set(), "square": set()}
+    tracker, ids = Tracker(max_missed=10), {"right": [], "up": []}
     for f in range(40):
-        detections = [] if 15 <= f < 23 else [Detection((10.0 + 3 * f, 50.0, 40.0 + 3 * f, 80.0), 0.9, 0, "disc")]
-        detections.append(Detection((120.0, 130.0 - 3 * f, 150.0, 160.0 - 3 * f), 0.8, 1, "square"))
+        detections = [] if 15 <= f < 23 else [Detection((10.0 + 3 * f, 50.0, 40.0 + 3 * f, 80.0), 0.9, 0, "right")]
+        detections.append(Detection((90.0, 130.0 - 3 * f, 120.0, 160.0 - 3 * f), 0.8, 0, "up"))
         for d in tracker.update(detections):
-            ids[d.class_name].add(d.track_id)
-    assert len(ids["disc"]) == 1 and len(ids["square"]) == 1 and ids["disc"] != ids["square"], ids
+            ids[d.class_name].append(d.track_id)
+    assert len(set(ids["right"])) == 1 and len(set(ids["up"])) == 1 and set(ids["right"]) != set(ids["up"]), ids
+
+
+def test_a_box_of_no_area_is_left_untracked():
+    """A box clipped to the image's edge to no width cannot be matched by IoU: UNTRACKED, the others tracked."""
+    from damo_client.tracking import UNTRACKED, Tracker
+    tracker = Tracker()
+    for _ in range(3):
+        flat, box = Detection((0.0, 10.0, 0.0, 40.0), 0.7, 2, "edge"), Detection((50.0, 50.0, 80.0, 80.0), 0.9, 2, "a")
+        out = tracker.update([flat, flat, box])
+    assert [d.track_id for d in out[:2]] == [UNTRACKED, UNTRACKED] and out[2].track_id >= 0, out
 
 
 def test_the_tracker_refuses_settings_that_cannot_work():

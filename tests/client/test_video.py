@@ -50,7 +50,7 @@ def test_a_tracked_video_run_writes_what_people_keep_and_meets_the_tracking_gate
     scores = {}
     for clip in clips:
         assert f"{clip}: {FRAMES} frames, 0 dropped, " in run.output, run.output
-        with av.open(str(out / f"{clip.stem}.mp4")) as container:
+        with av.open(str(out / f"{clip.stem}.annotated.mp4")) as container:
             stream = container.streams.video[0]
             assert sum(1 for _ in container.decode(stream)) == FRAMES and float(stream.average_rate) == FPS
         lines = [json.loads(line) for line in (out / f"{clip.stem}.jsonl").read_text().splitlines()]
@@ -69,17 +69,30 @@ def test_a_tracked_video_run_writes_what_people_keep_and_meets_the_tracking_gate
         assert s["idf1"] >= MIN_IDF1 and s["mota"] >= MIN_MOTA, (name, s)
 
 
-def test_a_video_that_is_no_video_fails_in_one_line(demo_server, tmp_path):
+def test_bad_videos_fail_in_one_line_each_and_the_images_are_still_answered(demo_server, tmp_path):
     from damo_client.cli import cli
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"not a video at all")
-    run = CliRunner().invoke(cli, ["detect", str(bad), "--url", demo_server.grpc_url, "--protocol", "grpc"])
-    assert run.exit_code == 1 and f"{bad}: not a video FFmpeg can open" in run.output, run.output
-    assert "1 of 1 video(s) failed" in run.output
+    image = sorted(SHARED_IMAGES.glob("*.jpg"))[0]
+    run = CliRunner().invoke(cli, ["detect", str(bad), str(tmp_path / "missing.mkv"), str(image), "-q",
+                                   "--save-dir", str(tmp_path / "out"), "--url", demo_server.grpc_url,
+                                   "--protocol", "grpc"])
+    assert run.exit_code == 1, run.output
+    assert f"{bad}: not a video FFmpeg can open" in run.output and "missing.mkv: no such file" in run.output
+    assert (tmp_path / "out" / f"{image.stem}.jpg").is_file()  # the image was answered after the videos failed
+    assert "2 of 2 video(s) failed" in run.output, run.output
+    assert not list((tmp_path / "out").glob("*.partial")) and not list((tmp_path / "out").glob("broken*"))
+
+
+def test_two_videos_of_one_name_are_refused_before_any_work(tmp_path):
+    from damo_client.cli import cli
+    run = CliRunner().invoke(cli, ["detect", str(tmp_path / "a" / "x.mp4"), str(tmp_path / "b" / "x.mkv"),
+                                   "--save-dir", str(tmp_path)])
+    assert run.exit_code == 2 and "two videos share a name" in run.output, run.output
 
 
 def test_track_needs_a_video(tmp_path):
     from damo_client.cli import cli
-    image = SHARED_IMAGES / sorted(p.name for p in SHARED_IMAGES.iterdir())[0]
+    image = sorted(SHARED_IMAGES.glob("*.jpg"))[0]
     run = CliRunner().invoke(cli, ["detect", str(image), "--track"])
     assert run.exit_code == 2 and "--track follows objects across a video's frames" in run.output, run.output
