@@ -63,10 +63,15 @@ def _describe_export(client: DamoClient) -> None:
     choice = info.get("runtime_choice")
     if choice:
         timings = ", ".join(f"{name} {ms:.1f} ms" for name, ms in choice.get("median_ms", {}).items())
-        click.echo(f"runtime chosen at export: {choice.get('chosen')}, the faster on {choice.get('cpu', '?')} "
-                   f"({timings} per image)")
+        fp32 = f", FP32 {choice['fp32_onnxruntime_ms']:.1f} ms" if "fp32_onnxruntime_ms" in choice else ""
+        if choice.get("served") == "fp32" and fp32:
+            click.echo(f"FP32 served: INT8 gained nothing on {choice.get('cpu', '?')} ({timings}{fp32} per image; "
+                       f"export with --cpu-runtime NAME to serve the INT8 anyway)")
+        else:
+            click.echo(f"runtime chosen at export: {choice.get('chosen')}, the faster on {choice.get('cpu', '?')} "
+                       f"({timings}{fp32} per image)")
     quantization = info.get("quantization", {})
-    if "layout" in quantization:
+    if "layout" in quantization and quantization.get("served", True):
         click.echo(f"INT8: {quantization['layout']} layout, calibrated on {quantization.get('calibration_images')} "
                    f"images" + ("; 7-bit weights (reduce_range)" if quantization.get("reduce_range") else ""))
     accuracy = quantization.get("accuracy")

@@ -34,7 +34,8 @@ TARGETS = ("cpu", "gpu")
 PRECISIONS = {"cpu": ("fp32", "int8"), "gpu": ("fp32", "fp16", "int8")}
 DEFAULT_PRECISION = {"cpu": "fp32", "gpu": "fp16"}
 CPU_RUNTIMES = (*C.RUNTIMES, "auto")  # auto: the one that runs the detector faster on the export's host
-NO_GAIN = 0.95  # an INT8 detector slower than this fraction of its FP32 time gains nothing worth its accuracy
+# an INT8 detector slower than this fraction of its FP32 time gains nothing worth its accuracy: auto serves FP32
+NO_GAIN = 0.95
 
 
 @dataclass(frozen=True)
@@ -252,14 +253,18 @@ def export_repository(checkpoint: Path, out: Path, options: Optional[ExportOptio
             int8_path = quantizer.quantize(Path(tmp) / "int8" / C.MODEL_FILE)
             if options.runtime == "auto":
                 serving = spec.serving = _choose_runtime(int8_path, spec, options, progress, fp32_path=onnx_path)
-            if options.validation is not None:
+            if serving.precision == "int8" and options.validation is not None:
                 assert options.accuracy_budget is not None  # ExportOptions sets it with the validation set
                 record["accuracy"] = quantize_within_budget(quantizer, onnx_path, int8_path, serving,
                                                             *options.validation, options.accuracy_budget / 100,
                                                             progress)
                 if options.runtime == "auto" and record["accuracy"]["float_layers"]:  # the graph changed: re-timed
-                    _choose_runtime(int8_path, spec, options, progress, fp32_path=onnx_path, keep=serving.runtime)
-            onnx_path = int8_path
+                    serving = spec.serving = _choose_runtime(int8_path, spec, options, progress,
+                                                             fp32_path=onnx_path, keep=serving.runtime)
+            if serving.precision == "int8":
+                onnx_path = int8_path
+            else:
+                record["served"] = False  # measured, not served: the FP32 graph was as fast here
             spec.extra["quantization"] = record
         elif options.runtime == "auto":
             serving = spec.serving = _choose_runtime(onnx_path, spec, options, progress)
@@ -271,8 +276,10 @@ def _choose_runtime(onnx_path: Path, spec, options: ExportOptions, progress: Pro
                     fp32_path: Optional[Path] = None, keep: Optional[str] = None) -> C.ServingConfig:
     """``--cpu-runtime auto``: the installed runtime that runs this detector faster on this host (one image of
     the calibration folder, or a blank one), recorded with the timings and the CPU; the serving config with it.
-    An INT8 detector is timed beside its FP32 graph on onnxruntime, and the export says when it gains nothing.
-    ``keep``: the runtime stays this one (the accuracy budget was measured on it); the timings are recorded."""
+    An INT8 detector is timed beside its FP32 graph on onnxruntime; where it gains nothing (slower than ``NO_GAIN``
+    of FP32's time on every runtime) the FP32 graph is served instead, and the export says so (the serving config
+    comes back in fp32: as fast, with the full accuracy). ``keep``: the runtime stays this one (the accuracy
+    budget was measured on it); the timings are recorded."""
     import numpy as np
 
     from damo_yolo.serving.quantize import CalibrationImages
@@ -290,13 +297,21 @@ def _choose_runtime(onnx_path: Path, spec, options: ExportOptions, progress: Pro
         progress(f"note: with its float layers the detector now runs faster on {chosen}; it stays on {keep}, where "
                  f"its accuracy was measured (--cpu-runtime {chosen} measures it there)")
         chosen = record["chosen"] = keep
-    spec.extra["runtime_choice"] = {**record, "cpu": cpu_isa()}
-    progress(f"serving on {chosen}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in record["median_ms"].items()))
     fp32_ms, int8_ms = record.get("fp32_onnxruntime_ms"), record["median_ms"][chosen]
+    serving = replace(serving, runtime=chosen)
     if fp32_ms is not None and int8_ms > NO_GAIN * fp32_ms:
-        progress(f"note: INT8 gains nothing here ({int8_ms:.1f} ms per image against FP32's {fp32_ms:.1f} on "
-                 f"onnxruntime): FP32 keeps the model's full accuracy at this speed")
-    return replace(serving, runtime=chosen)
+        # as TensorRT does layer by layer with INT8 allowed: a faster float kernel is taken; here, the whole graph
+        serving = replace(serving, precision="fp32", runtime="onnxruntime", reduce_range=False)
+        record["served"] = "fp32"
+        progress(f"note: INT8 gains nothing here ({int8_ms:.1f} ms per image on {chosen} against FP32's "
+                 f"{fp32_ms:.1f} on onnxruntime): serving FP32 on onnxruntime, as fast with the model's full "
+                 f"accuracy (--cpu-runtime {chosen} serves the INT8 anyway)")
+    else:
+        record["served"] = serving.precision
+        progress(f"serving on {chosen}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in record["median_ms"].items())
+                 + (f" (FP32 {fp32_ms:.1f} ms)" if fp32_ms is not None else ""))
+    spec.extra["runtime_choice"] = {**record, "cpu": cpu_isa()}
+    return serving
 
 
 def export_cpu(spec, onnx_path: Path, out: Path, num_priors: int, tmp: Path,

@@ -124,6 +124,22 @@ def test_the_cpu_int8_graph_is_what_onnxruntime_runs_in_integers(int8_export, tm
     assert accuracy["fp32_map"] - accuracy["int8_map"] <= 0.01 and accuracy["fp32_map"] > 0.3, accuracy
 
 
+def test_reduce_range_keeps_the_weights_to_7_bits(trained_synthetic, tmp_path):
+    """``--reduce-range`` (for CPUs without VNNI): every INT8 weight within ±64, the activations still uint8."""
+    from damo_yolo.models import load_model
+    from damo_yolo.serving.onnx_export import export_onnx
+    from damo_yolo.serving.quantize import Quantizer
+    model, meta = load_model(trained_synthetic["checkpoint"])
+    fp32 = export_onnx(model, tmp_path / "fp32.onnx", input_size=tuple(meta.input_size))
+    quantizer = Quantizer(fp32, trained_synthetic["data"] / "train", tuple(meta.input_size), meta.resize,
+                          meta.pad_value, max_images=16, layout="cpu", workdir=tmp_path / "q", reduce_range=True)
+    model8 = onnx.load(str(quantizer.quantize(tmp_path / "int8.onnx")))
+    weights = [numpy_helper.to_array(t) for t in model8.graph.initializer
+               if t.data_type == onnx.TensorProto.INT8 and t.dims]
+    assert len(weights) > 50 and max(int(np.abs(w.astype(np.int16)).max()) for w in weights) <= 64
+    assert max(int(np.abs(w.astype(np.int16)).max()) for w in weights) > 32  # 7 bits used, not fewer
+
+
 def test_the_budget_needs_a_validation_set_and_the_cpu_target(tmp_path):
     from damo_yolo.tools.export import ExportOptions
     images = tmp_path / "images"
@@ -157,7 +173,8 @@ def test_an_int8_export_over_its_budget_keeps_sensitive_layers_in_float_or_refus
     try:
         repo = export_repository(trained_synthetic["checkpoint"], tmp_path / "triton_models", progress=said.append,
                                  thresholds="evaluation", precision="int8", calibration_images=data / "train",
-                                 validation=(annotations, data / "val"), accuracy_budget=0.0)
+                                 cpu_runtime="onnxruntime", validation=(annotations, data / "val"),
+                                 accuracy_budget=0.0)
     except AccuracyBudgetExceeded as exc:
         message = str(exc)
         print(f"\n[budget] refused: {message}")
