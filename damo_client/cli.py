@@ -6,13 +6,14 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Callable, NoReturn, Optional, TypeVar
+from typing import Any, Callable, NoReturn, Optional, TypeVar
 
 import click
 
 from damo_client.client import DamoClient, default_url
 from damo_client.errors import DamoClientError, ImageError, InferenceError, RestrictedAPI
 from damo_client.images import expand_paths, to_bytes
+from damo_client.results import coco_row
 from damo_yolo import contract as C
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -129,19 +130,31 @@ def _image_id(path: Path, index: int) -> int:
               help="No per-image tables (without --json or --save-dir: one summary line instead).")
 @click.option("--track", is_flag=True, help="Videos: track IDs that persist across frames (in the client).")
 @click.option("--in-flight", type=click.IntRange(min=1, max=64), default=8, show_default=True,
-              help="Videos: requests outstanding at once (the server batches them).")
+              help="Videos and --results-dir: requests outstanding at once (the server batches them).")
+@click.option("--results-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Images: one JSON result per image here, each written whole; run again, only the images "
+                   "without a result are sent (resumes a stopped run).")
+@click.option("--redo", is_flag=True, help="With --results-dir: send every image again, replacing its result.")
 def detect(paths: tuple[Path, ...], url: Optional[str], protocol: str, model: str, timeout: float,
            score_thr: Optional[float], iou_thr: Optional[float], json_path: Optional[Path], save_dir: Optional[Path],
-           quiet: bool, track: bool, in_flight: int) -> None:
-    """Detect objects in images (files or folders of .jpg/.jpeg/.png) and videos (.mp4 .mkv .avi .mov .webm .ts).
+           quiet: bool, track: bool, in_flight: int, results_dir: Optional[Path], redo: bool) -> None:
+    """Detect objects in images (files, folders or quoted globs such as 'photos/**/*.jpg' of .jpg/.jpeg/.png)
+    and videos (.mp4 .mkv .avi .mov .webm .ts).
 
     \b
-    Prints a table per image. A video's frames all go to the server, several at a time, answered in frame
-    order; with --save-dir it writes NAME.mp4 (annotated, the source's frame rate), NAME.jsonl (a line per
-    frame) and NAME.mot.txt (MOTChallenge); --track adds track IDs. Exit code 0 when every image and video was
-    answered; 1 (with the reasons on stderr) when any failed or the server cannot be reached.
+    Prints a table per image. With --results-dir: one JSON per image (DIR/NAME.jpg.json), several requests
+    at once and a progress bar; a run stopped at any moment and started again sends only what has no result.
+    A video's frames all go to the server, several at a time, answered in frame order; with --save-dir it
+    writes NAME.annotated.mp4 (the source's frame rate), NAME.jsonl (a line per frame) and NAME.mot.txt
+    (MOTChallenge); --track adds track IDs. Exit code 0 when every image and video was answered; 1 (with the
+    reasons on stderr) when any failed or the server cannot be reached.
     """
     from damo_client.video import is_video
+    if redo and results_dir is None:
+        raise click.UsageError("--redo replaces the results of --results-dir DIR: give the folder")
+    if results_dir is not None and save_dir is not None:
+        raise click.UsageError("--results-dir writes a JSON per image; --save-dir's annotated copies are for runs "
+                               "without it (or videos)")
     videos = [p for p in paths if is_video(p)]
     if track and not videos:
         raise click.UsageError("--track follows objects across a video's frames: give a video file")
@@ -160,6 +173,14 @@ def detect(paths: tuple[Path, ...], url: Optional[str], protocol: str, model: st
             if video_failures:
                 raise click.ClickException(f"{video_failures} of {len(videos)} video(s) failed")
             return
+    if results_dir is not None:
+        failures = _detect_folder(paths, results_dir, url, protocol, model, timeout, score_thr, iou_thr, quiet,
+                                  in_flight, redo, json_path)
+        if failures or video_failures:
+            failed = ([f"{video_failures} of {len(videos)} video(s)"] if video_failures else []) + \
+                ([f"{failures} image(s)"] if failures else [])
+            raise click.ClickException(" and ".join(failed) + " failed (a rerun sends the failed images again)")
+        return
     files = expand_paths(paths)
     if not files:
         raise click.ClickException(f"no .jpg/.jpeg/.png images in {', '.join(map(str, paths))}")
@@ -208,6 +229,67 @@ def detect(paths: tuple[Path, ...], url: Optional[str], protocol: str, model: st
         failed = ([f"{video_failures} of {len(videos)} video(s)"] if video_failures else []) + \
             ([f"{failures} of {len(files)} image(s)"] if failures else [])
         raise click.ClickException(" and ".join(failed) + " failed")
+
+
+def _detect_folder(paths: tuple[Path, ...], results_dir: Path, url: Optional[str], protocol: str, model: str,
+                   timeout: float, score_thr: Optional[float], iou_thr: Optional[float], quiet: bool, in_flight: int,
+                   redo: bool, json_path: Optional[Path]) -> int:
+    """Images into --results-dir (damo_client.batch), a progress bar on stderr where rich is installed, each
+    failure named in one line, a summary; returns how many failed."""
+    import asyncio
+    import contextlib
+
+    from damo_client.batch import BatchSummary, Job, detect_folder_async, has_result, plan
+    from damo_client.client import AsyncDamoClient
+    try:
+        jobs = plan(paths, results_dir)
+    except ImageError as exc:
+        raise click.ClickException(str(exc)) from None
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    try:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        bar: Any = Progress(TextColumn("images"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                            console=Console(stderr=True), disable=quiet)
+    except ImportError:  # the video extra brings rich; without it, the summary alone
+        bar = contextlib.nullcontext()
+
+    async def run() -> "BatchSummary":
+        try:
+            client = AsyncDamoClient(url or default_url(protocol), protocol, model, timeout=timeout)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--url'") from exc
+        async with client:
+            with bar:
+                task = bar.add_task("images", total=len(jobs)) if hasattr(bar, "add_task") else None
+
+                def done(job: Job, error: Optional[str]) -> None:
+                    if error is not None:  # above the bar (rich takes over stderr while it shows)
+                        click.echo(f"{job.image}: {error}", err=True)
+                    if task is not None:
+                        bar.update(task, advance=1)
+                if task is not None:
+                    bar.update(task, completed=sum(1 for j in jobs if not redo and has_result(j.result)))
+                return await detect_folder_async(client, paths, results_dir, score_thr, iou_thr, in_flight,
+                                                 on_image=done, redo=redo)
+
+    try:
+        summary = asyncio.run(run())
+    except DamoClientError as exc:
+        _fail(exc)
+    click.echo(f"{summary.line()}; results in {results_dir}")
+    if json_path is not None:
+        rows = []
+        for index, job in enumerate(jobs):
+            if has_result(job.result):
+                for d in json.loads(job.result.read_text())["detections"]:
+                    rows.append(dict(coco_row(_image_id(job.image, index), d["class_id"], d["box"], d["score"]),
+                                     category_name=d["class_name"], file_name=job.image.name))
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text("[\n" + ",\n".join(json.dumps(r) for r in rows) + "\n]\n")
+        click.echo(f"{len(rows)} detections of every result in {results_dir} written to {json_path}")
+    return summary.failed
 
 
 def _detect_videos(videos: list[Path], url: Optional[str], protocol: str, model: str, timeout: float,

@@ -52,11 +52,16 @@ def encode_array(array: np.ndarray) -> bytes:
 
 
 def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """Files as given, folders expanded to their JPEG/PNG files (sorted)."""
+    """Files as given, folders expanded to their JPEG/PNG files (sorted), globs (``**`` descending) to the
+    JPEG/PNG files they match (sorted; one that matches none stays as given, to be reported missing)."""
+    import glob
     out = []
     for p in map(Path, paths):
         if p.is_dir():
             out.extend(sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()))
+        elif not p.exists() and any(c in str(p) for c in "*?["):
+            matches = sorted(Path(m) for m in glob.glob(str(p), recursive=True))
+            out.extend([m for m in matches if m.is_file() and m.suffix.lower() in IMAGE_SUFFIXES] or [p])
         else:
             out.append(p)
     return out
