@@ -33,8 +33,9 @@ EXTRAS = {
     # the python-backend models' own dependencies, inside NVIDIA's Triton containers (both images)
     "backend": ["onnxruntime==1.32.0", "pillow==13.0.0"],
     # PyAV (FFmpeg's libraries, H.264 included): videos written (damo-synthetic-video) and read; norfair: the
-    # SDK's tracker (damo_client.tracking; numpy<2, as the Triton wheels need); rich: damo-client's progress bars
-    "video": ["av==18.1.0", "norfair==2.3.0", "filterpy==1.4.5", "rich==14.3.4"],
+    # SDK's tracker (damo_client.tracking; numpy<2, as the Triton wheels need); rich: damo-client's progress bars;
+    # tenacity: live streams reopened with backoff (damo_client.stream)
+    "video": ["av==18.1.0", "norfair==2.3.0", "filterpy==1.4.5", "rich==14.3.4", "tenacity==9.2.1"],
     # the CPU target's other detector runtime (damo-export --cpu-runtime openvino): the CPU image, development
     "openvino": ["openvino==2026.4.1"],
     # the bundled tritonserver 2.51 (development and tests on this host only) and the models' dependencies

@@ -114,7 +114,7 @@ def _image_id(path: Path, index: int) -> int:
 
 
 @cli.command(context_settings=CONTEXT)
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("sources", nargs=-1, required=True)
 @_connection_options
 @click.option("--score-thr", type=_float_range(C.SCORE_RANGE),
               help=f"Score threshold for this call [default: the repository's, {C.SERVING_SCORE_THRESHOLD:g} as "
@@ -135,21 +135,43 @@ def _image_id(path: Path, index: int) -> int:
               help="Images: one JSON result per image here, each written whole; run again, only the images "
                    "without a result are sent (resumes a stopped run).")
 @click.option("--redo", is_flag=True, help="With --results-dir: send every image again, replacing its result.")
-def detect(paths: tuple[Path, ...], url: Optional[str], protocol: str, model: str, timeout: float,
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True),
+              help="Live streams: stop after this many seconds [default: at Ctrl-C, or when every stream is given "
+                   "up].")
+@click.option("--reconnects", type=click.IntRange(min=0),
+              help="Live streams: attempts to reopen a lost stream before giving it up [default: for ever].")
+def detect(sources: tuple[str, ...], url: Optional[str], protocol: str, model: str, timeout: float,
            score_thr: Optional[float], iou_thr: Optional[float], json_path: Optional[Path], save_dir: Optional[Path],
-           quiet: bool, track: bool, in_flight: int, results_dir: Optional[Path], redo: bool) -> None:
-    """Detect objects in images (files, folders or quoted globs such as 'photos/**/*.jpg' of .jpg/.jpeg/.png)
-    and videos (.mp4 .mkv .avi .mov .webm .ts).
+           quiet: bool, track: bool, in_flight: int, results_dir: Optional[Path], redo: bool,
+           duration: Optional[float], reconnects: Optional[int]) -> None:
+    """Detect objects in images (files, folders or quoted globs such as 'photos/**/*.jpg' of .jpg/.jpeg/.png),
+    videos (.mp4 .mkv .avi .mov .webm .ts) and live streams (rtsp:// http(s):// udp:// ... or /dev/videoN).
 
     \b
     Prints a table per image. With --results-dir: one JSON per image (DIR/NAME.jpg.json), several requests
     at once and a progress bar; a run stopped at any moment and started again sends only what has no result.
     A video's frames all go to the server, several at a time, answered in frame order; with --save-dir it
     writes NAME.annotated.mp4 (the source's frame rate), NAME.jsonl (a line per frame) and NAME.mot.txt
-    (MOTChallenge); --track adds track IDs. Exit code 0 when every image and video was answered; 1 (with the
-    reasons on stderr) when any failed or the server cannot be reached.
+    (MOTChallenge); --track adds track IDs. Live streams run together until --duration or Ctrl-C: the newest
+    frame of each is sent when a request slot frees (older ones dropped and counted), the slots shared fairly,
+    a lost stream reopened with backoff; outputs as for videos. Exit code 0 when every image and video was
+    answered; 1 (with the reasons on stderr) when any failed or the server cannot be reached.
     """
+    from damo_client.stream import is_stream
     from damo_client.video import is_video
+    streams = [s for s in sources if is_stream(s)]
+    paths = tuple(Path(s) for s in sources if s not in streams)
+    if (duration is not None or reconnects is not None) and not streams:
+        raise click.UsageError("--duration and --reconnects are for live streams (rtsp://, udp://, /dev/video0, ...)")
+    if streams:
+        if paths:
+            raise click.UsageError("live streams run until --duration or Ctrl-C: give files in another command")
+        if results_dir is not None or json_path is not None:
+            raise click.UsageError("a live stream's detections go to --save-dir (NAME.jsonl, a line per frame)")
+        if _detect_streams(streams, url, protocol, model, timeout, score_thr, iou_thr, save_dir, quiet, track,
+                           in_flight, duration, reconnects):
+            raise click.ClickException("the server could not be reached or a stream was given up")
+        return
     if redo and results_dir is None:
         raise click.UsageError("--redo replaces the results of --results-dir DIR: give the folder")
     if results_dir is not None and save_dir is not None:
@@ -290,6 +312,62 @@ def _detect_folder(paths: tuple[Path, ...], results_dir: Path, url: Optional[str
         json_path.write_text("[\n" + ",\n".join(json.dumps(r) for r in rows) + "\n]\n")
         click.echo(f"{len(rows)} detections of every result in {results_dir} written to {json_path}")
     return summary.failed
+
+
+def _detect_streams(streams: list[str], url: Optional[str], protocol: str, model: str, timeout: float,
+                    score_thr: Optional[float], iou_thr: Optional[float], save_dir: Optional[Path], quiet: bool,
+                    track: bool, in_flight: int, duration: Optional[float], reconnects: Optional[int]) -> bool:
+    """Live streams together (damo_client.stream): a line per stream on stderr (frames, dropped, frames/s,
+    reconnects), its events above them, a summary line each at the end; True when any failed."""
+    import asyncio
+    try:
+        from rich.console import Console
+        from rich.progress import Progress, TextColumn, TimeElapsedColumn
+
+        from damo_client.stream import StreamSummary, detect_streams_async
+    except ImportError as exc:
+        raise click.ClickException(f"live streams need the video extra ({exc.name} is missing): "
+                                   f"pip install 'damo-yolo[video]'") from None
+    from damo_client.client import AsyncDamoClient
+    from damo_client.video import FrameResult
+
+    columns = (TextColumn("{task.description}"), TextColumn("{task.completed:.0f} frames"),
+               TextColumn("{task.fields[dropped]} dropped"), TextColumn("{task.fields[fps]:.1f} frames/s"),
+               TextColumn("{task.fields[state]}"), TimeElapsedColumn())
+    bar = Progress(*columns, console=Console(stderr=True), disable=quiet)
+    tasks = {s: bar.add_task(s, total=None, dropped=0, fps=0.0, state="opening") for s in streams}
+    started = time.monotonic()
+
+    def frame(summary: StreamSummary, result: FrameResult) -> None:
+        bar.update(tasks[summary.source], completed=summary.frames, dropped=summary.dropped,
+                   fps=summary.frames / max(time.monotonic() - started, 1e-9))
+
+    def event(source: str, what: str) -> None:
+        click.echo(f"{source}: {what}", err=True)
+        state = what.split(" (")[0].split(";")[0]
+        bar.update(tasks[source], state=state if not state.startswith("frame") else "")
+
+    async def run() -> list[StreamSummary]:
+        try:
+            client = AsyncDamoClient(url or default_url(protocol), protocol, model, timeout=timeout)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--url'") from exc
+        async with client:
+            await client.connect()
+            with bar:
+                return await detect_streams_async(client, streams, score_thr, iou_thr, track=track,
+                                                  save_dir=save_dir, in_flight=in_flight, seconds=duration,
+                                                  reconnect_attempts=reconnects, on_frame=frame, on_event=event)
+
+    try:
+        summaries = asyncio.run(run())
+    except DamoClientError as exc:
+        _fail(exc)
+    for summary in summaries:
+        click.echo(f"{summary.source}: {summary.line()}")
+        for written in summary.outputs:
+            click.echo(f"  wrote {written}")
+    return any(summary.error for summary in summaries)
 
 
 def _detect_videos(videos: list[Path], url: Optional[str], protocol: str, model: str, timeout: float,

@@ -167,7 +167,8 @@ class VideoOutputs:
     -1, -1). Each file is written under a ``.partial`` name and renamed when complete; a run that fails removes
     its partial files."""
 
-    def __init__(self, save_dir: Union[str, Path], name: str, fps: float, annotate: bool = True):
+    def __init__(self, save_dir: Union[str, Path], name: str, fps: float, annotate: bool = True,
+                 wall_clock: bool = False):
         self.dir = Path(save_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.paths = {"video": self.dir / f"{name}.annotated.mp4", "jsonl": self.dir / f"{name}.jsonl",
@@ -178,6 +179,8 @@ class VideoOutputs:
         self._jsonl = self._partial["jsonl"].open("w")
         self._mot = self._partial["mot"].open("w")
         self.fps = fps
+        self.wall_clock = wall_clock  # a live stream's frames are shown at their timestamps (drops skip time)
+        self._last_pts = -1
         self._video: Any = None
         self._container: Any = None
 
@@ -189,6 +192,8 @@ class VideoOutputs:
         rate = Fraction(self.fps).limit_denominator(1001)
         self._video = self._container.add_stream("libx264", rate=rate, options={"crf": "20", "preset": "veryfast"})
         self._video.width, self._video.height, self._video.pix_fmt = width - width % 2, height - height % 2, "yuv420p"
+        if self.wall_clock:
+            self._video.codec_context.time_base = Fraction(1, 1000)  # pts in milliseconds
 
     def write(self, result: FrameResult) -> None:
         frame = result.frame
@@ -205,7 +210,11 @@ class VideoOutputs:
             if self._video is None:
                 self._open_video(*frame.image.shape[:2])
             image = annotate(frame.image, result.detections)[:self._video.height, :self._video.width]
-            for packet in self._video.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")):
+            video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
+            if self.wall_clock:
+                self._last_pts = max(self._last_pts + 1, int(round(frame.timestamp * 1000)))
+                video_frame.pts = self._last_pts
+            for packet in self._video.encode(video_frame):
                 self._container.mux(packet)
 
     def close(self, complete: bool = True) -> list[Path]:
