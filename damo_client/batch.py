@@ -15,13 +15,15 @@ again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import glob
 import json
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, Union
 
 from damo_client.errors import DamoClientError, ImageError, ServerUnavailable
 from damo_client.images import IMAGE_SUFFIXES
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 IN_FLIGHT = 8  # requests outstanding: the server's max batch, so its dynamic batcher can fill a batch
 RESULT_SUFFIX = ".json"
 PARTIAL_SUFFIX = ".partial"  # a result being written; one left by a killed run is removed by the next
+LOCK_NAME = ".damo-client.lock"
 GLOB_CHARACTERS = "*?["
 
 
@@ -70,8 +73,11 @@ def plan(paths: Iterable[Union[str, os.PathLike]], results_dir: Union[str, Path]
             jobs += [Job(m, results_dir / (str(m.relative_to(base)) + RESULT_SUFFIX)) for m in images]
         elif Path(given).is_dir():
             folder = Path(given)
-            jobs += [Job(f, results_dir / (f.name + RESULT_SUFFIX)) for f in sorted(folder.iterdir())
-                     if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+            images = [f for f in sorted(folder.iterdir()) if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+            if not images:
+                raise ImageError(f"{given}: no .jpg/.jpeg/.png images in this folder (a glob such as "
+                                 f"'{folder}/**/*.jpg' descends into its subfolders)")
+            jobs += [Job(f, results_dir / (f.name + RESULT_SUFFIX)) for f in images]
         elif Path(given).is_file():
             jobs.append(Job(Path(given), results_dir / (Path(given).name + RESULT_SUFFIX)))
         else:
@@ -85,28 +91,49 @@ def plan(paths: Iterable[Union[str, os.PathLike]], results_dir: Union[str, Path]
     return list({job.image: job for job in jobs}.values())  # an image given twice is one job
 
 
-def has_result(path: Path) -> bool:
-    """Whether ``path`` holds a complete result (a rename only ever puts whole files there; this also refuses
-    one damaged since)."""
+def has_result(job: Job) -> bool:
+    """Whether ``job``'s result file holds a complete result of that image (a rename only ever puts whole files
+    there; this also refuses one damaged since, or one of another image that had the name)."""
     try:
-        return isinstance(json.loads(path.read_text()).get("detections"), list)
+        record = json.loads(job.result.read_text())
+        return isinstance(record.get("detections"), list) and record.get("file") == str(job.image)
     except (OSError, ValueError, AttributeError):
         return False
 
 
 def write_atomically(path: Path, text: str) -> None:
-    """``text`` at ``path`` whole or not at all: written beside it, flushed to the disk, renamed over it."""
+    """``text`` at ``path`` whole or not at all: written to a new file beside it, flushed to the disk, renamed
+    over it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{os.getpid()}{PARTIAL_SUFFIX}")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.", suffix=PARTIAL_SUFFIX)
     try:
-        with partial.open("w") as f:
+        with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(partial, path)
+        os.replace(name, path)
     except BaseException:
-        partial.unlink(missing_ok=True)
+        Path(name).unlink(missing_ok=True)
         raise
+
+
+class ResultsError(DamoClientError):
+    """The results folder cannot be written (full, read-only) or another run is writing into it."""
+
+
+@contextlib.contextmanager
+def results_lock(results_dir: Path) -> Iterator[None]:
+    """One run at a time writes into a results folder: an exclusive lock on its ``.lock`` file, which the
+    system releases when the holder dies, however it dies."""
+    import fcntl
+    results_dir.mkdir(parents=True, exist_ok=True)
+    with open(results_dir / LOCK_NAME, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ResultsError(f"another run is writing results into {results_dir}: wait for it to end, or give "
+                               f"another --results-dir") from None
+        yield
 
 
 def remove_partials(results_dir: Path) -> int:
@@ -141,12 +168,20 @@ async def detect_folder_async(client: "AsyncDamoClient", paths: Iterable[Union[s
     """Every image of ``paths`` without a result in ``results_dir`` (all of them with ``redo``) through
     ``client``, ``in_flight`` requests outstanding, each result written as its answer comes. ``on_image`` is told
     each image done (error None) or failed (the reason). Stops with ServerUnavailable when the server cannot be
-    reached (what was answered is kept)."""
+    reached and ResultsError when the folder cannot be written or another run writes into it (what was answered
+    is kept)."""
     results_dir = Path(results_dir)
     jobs = plan(paths, results_dir)
-    remove_partials(results_dir)
+    with results_lock(results_dir):
+        remove_partials(results_dir)  # safe under the lock: no other run is writing
+        return await _run_jobs(client, jobs, score_threshold, iou_threshold, in_flight, on_image, redo)
+
+
+async def _run_jobs(client: "AsyncDamoClient", jobs: list[Job], score_threshold: Optional[float],
+                    iou_threshold: Optional[float], in_flight: int,
+                    on_image: Callable[[Job, Optional[str]], None], redo: bool) -> BatchSummary:
     summary = BatchSummary(images=len(jobs))
-    todo = [job for job in jobs if redo or not has_result(job.result)]
+    todo = [job for job in jobs if redo or not has_result(job)]
     summary.skipped = len(jobs) - len(todo)
     start = time.perf_counter()
     queue = iter(todo)
@@ -158,14 +193,17 @@ async def detect_folder_async(client: "AsyncDamoClient", paths: Iterable[Union[s
                 detections = await client.detect(data, score_threshold, iou_threshold)
             except OSError as exc:
                 error: Optional[str] = f"cannot read it ({exc.strerror})"
-            except ServerUnavailable:
+            except (ServerUnavailable, ResultsError):
                 raise
             except DamoClientError as exc:
                 error = str(exc).splitlines()[0]
             else:
                 record: dict[str, Any] = {"file": str(job.image),
                                           "detections": [detection_record(d) for d in detections]}
-                await asyncio.to_thread(write_atomically, job.result, json.dumps(record) + "\n")
+                try:
+                    await asyncio.to_thread(write_atomically, job.result, json.dumps(record) + "\n")
+                except OSError as exc:  # the folder, not the image: every other write would fail alike
+                    raise ResultsError(f"cannot write {job.result}: {exc.strerror or exc}") from None
                 summary.answered += 1
                 on_image(job, None)
                 continue

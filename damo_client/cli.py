@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import sys
 import time
 from pathlib import Path
@@ -138,12 +139,15 @@ def _image_id(path: Path, index: int) -> int:
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True),
               help="Live streams: stop after this many seconds [default: at Ctrl-C, or when every stream is given "
                    "up].")
+@click.option("--frames-as", type=click.Choice(("auto", "raw", "jpeg")), default="auto", show_default=True,
+              help="Videos and streams: send frames as decoded pixels (raw: no JPEG work on either side, ten times "
+                   "the bytes; CPU-target models) or JPEG; auto: raw to a server on this host that takes it.")
 @click.option("--reconnects", type=click.IntRange(min=0),
               help="Live streams: attempts to reopen a lost stream before giving it up [default: for ever].")
 def detect(sources: tuple[str, ...], url: Optional[str], protocol: str, model: str, timeout: float,
            score_thr: Optional[float], iou_thr: Optional[float], json_path: Optional[Path], save_dir: Optional[Path],
            quiet: bool, track: bool, in_flight: int, results_dir: Optional[Path], redo: bool,
-           duration: Optional[float], reconnects: Optional[int]) -> None:
+           duration: Optional[float], reconnects: Optional[int], frames_as: str) -> None:
     """Detect objects in images (files, folders or quoted globs such as 'photos/**/*.jpg' of .jpg/.jpeg/.png),
     videos (.mp4 .mkv .avi .mov .webm .ts) and live streams (rtsp:// http(s):// udp:// ... or /dev/videoN).
 
@@ -169,8 +173,8 @@ def detect(sources: tuple[str, ...], url: Optional[str], protocol: str, model: s
         if results_dir is not None or json_path is not None:
             raise click.UsageError("a live stream's detections go to --save-dir (NAME.jsonl, a line per frame)")
         if _detect_streams(streams, url, protocol, model, timeout, score_thr, iou_thr, save_dir, quiet, track,
-                           in_flight, duration, reconnects):
-            raise click.ClickException("the server could not be reached or a stream was given up")
+                           in_flight, duration, reconnects, frames_as):
+            raise click.ClickException("a stream was given up (its reason above)")
         return
     if redo and results_dir is None:
         raise click.UsageError("--redo replaces the results of --results-dir DIR: give the folder")
@@ -189,7 +193,7 @@ def detect(sources: tuple[str, ...], url: Optional[str], protocol: str, model: s
     video_failures = 0
     if videos:
         video_failures = _detect_videos(videos, url, protocol, model, timeout, score_thr, iou_thr, save_dir, quiet,
-                                        track, in_flight)
+                                        track, in_flight, frames_as)
         paths = tuple(p for p in paths if p not in videos)
         if not paths:
             if video_failures:
@@ -292,7 +296,7 @@ def _detect_folder(paths: tuple[Path, ...], results_dir: Path, url: Optional[str
                     if task is not None:
                         bar.update(task, advance=1)
                 if task is not None:
-                    bar.update(task, completed=sum(1 for j in jobs if not redo and has_result(j.result)))
+                    bar.update(task, completed=sum(1 for j in jobs if not redo and has_result(j)))
                 return await detect_folder_async(client, paths, results_dir, score_thr, iou_thr, in_flight,
                                                  on_image=done, redo=redo)
 
@@ -304,7 +308,7 @@ def _detect_folder(paths: tuple[Path, ...], results_dir: Path, url: Optional[str
     if json_path is not None:
         rows = []
         for index, job in enumerate(jobs):
-            if has_result(job.result):
+            if has_result(job):
                 for d in json.loads(job.result.read_text())["detections"]:
                     rows.append(dict(coco_row(_image_id(job.image, index), d["class_id"], d["box"], d["score"]),
                                      category_name=d["class_name"], file_name=job.image.name))
@@ -316,7 +320,8 @@ def _detect_folder(paths: tuple[Path, ...], results_dir: Path, url: Optional[str
 
 def _detect_streams(streams: list[str], url: Optional[str], protocol: str, model: str, timeout: float,
                     score_thr: Optional[float], iou_thr: Optional[float], save_dir: Optional[Path], quiet: bool,
-                    track: bool, in_flight: int, duration: Optional[float], reconnects: Optional[int]) -> bool:
+                    track: bool, in_flight: int, duration: Optional[float], reconnects: Optional[int],
+                    frames_as: str = "auto") -> bool:
     """Live streams together (damo_client.stream): a line per stream on stderr (frames, dropped, frames/s,
     reconnects), its events above them, a summary line each at the end; True when any failed."""
     import asyncio
@@ -324,7 +329,7 @@ def _detect_streams(streams: list[str], url: Optional[str], protocol: str, model
         from rich.console import Console
         from rich.progress import Progress, TextColumn, TimeElapsedColumn
 
-        from damo_client.stream import StreamSummary, detect_streams_async
+        from damo_client.stream import StreamSummary, detect_streams_async, display_name
     except ImportError as exc:
         raise click.ClickException(f"live streams need the video extra ({exc.name} is missing): "
                                    f"pip install 'damo-yolo[video]'") from None
@@ -335,7 +340,8 @@ def _detect_streams(streams: list[str], url: Optional[str], protocol: str, model
                TextColumn("{task.fields[dropped]} dropped"), TextColumn("{task.fields[fps]:.1f} frames/s"),
                TextColumn("{task.fields[state]}"), TimeElapsedColumn())
     bar = Progress(*columns, console=Console(stderr=True), disable=quiet)
-    tasks = {s: bar.add_task(s, total=None, dropped=0, fps=0.0, state="opening") for s in streams}
+    shown = [display_name(s) for s in streams]  # no password on screen
+    tasks = {name: bar.add_task(name, total=None, dropped=0, fps=0.0, state="opening") for name in shown}
     started = time.monotonic()
 
     def frame(summary: StreamSummary, result: FrameResult) -> None:
@@ -352,17 +358,27 @@ def _detect_streams(streams: list[str], url: Optional[str], protocol: str, model
             client = AsyncDamoClient(url or default_url(protocol), protocol, model, timeout=timeout)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="'--url'") from exc
+        loop, stop = asyncio.get_running_loop(), asyncio.Event()
+
+        def interrupted() -> None:  # Ctrl-C ends a live run normally; a second one stops at once
+            stop.set()
+            loop.remove_signal_handler(signal.SIGINT)
+
+        loop.add_signal_handler(signal.SIGINT, interrupted)
         async with client:
             await client.connect()
             with bar:
                 return await detect_streams_async(client, streams, score_thr, iou_thr, track=track,
                                                   save_dir=save_dir, in_flight=in_flight, seconds=duration,
-                                                  reconnect_attempts=reconnects, on_frame=frame, on_event=event)
+                                                  reconnect_attempts=reconnects, on_frame=frame, on_event=event,
+                                                  frame_format=frames_as, stop=stop)
 
     try:
         summaries = asyncio.run(run())
     except DamoClientError as exc:
         _fail(exc)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     for summary in summaries:
         click.echo(f"{summary.source}: {summary.line()}")
         for written in summary.outputs:
@@ -372,7 +388,7 @@ def _detect_streams(streams: list[str], url: Optional[str], protocol: str, model
 
 def _detect_videos(videos: list[Path], url: Optional[str], protocol: str, model: str, timeout: float,
                    score_thr: Optional[float], iou_thr: Optional[float], save_dir: Optional[Path], quiet: bool,
-                   track: bool, in_flight: int) -> int:
+                   track: bool, in_flight: int, frames_as: str = "auto") -> int:
     """Each video through the server (damo_client.video), a progress bar each on stderr, a summary line after;
     returns how many failed (each named on stderr in one line)."""
     import asyncio
@@ -407,7 +423,8 @@ def _detect_videos(videos: list[Path], url: Optional[str], protocol: str, model:
                         bar.update(task, advance=1, fps=done / max(time.perf_counter() - started, 1e-9))
                     try:
                         summary = await detect_video_async(client, path, score_thr, iou_thr, track=track,
-                                                           save_dir=save_dir, in_flight=in_flight, on_frame=advance)
+                                                           save_dir=save_dir, in_flight=in_flight, on_frame=advance,
+                                                           frame_format=frames_as)
                     except (VideoError, DamoClientError, OSError, ValueError, RuntimeError, av.FFmpegError) as exc:
                         failed += 1
                         click.echo(f"{path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",

@@ -34,7 +34,7 @@ from damo_client.errors import (
     ServerUnavailable,
     WrongProtocol,
 )
-from damo_client.images import ImageInput, to_bytes
+from damo_client.images import ImageInput, is_bgr, to_bytes
 from damo_client.results import Detection
 from damo_yolo import contract as C
 
@@ -50,6 +50,7 @@ if TYPE_CHECKING:  # tritonclient ships no type information: these names documen
     InferRequestedOutput = Union[tritonclient.http.InferRequestedOutput, tritonclient.grpc.InferRequestedOutput]
     InferResult = Union[tritonclient.http.InferResult, tritonclient.grpc.InferResult]
 
+Payload = Union[bytes, np.ndarray]  # what one image is sent as: encoded bytes (IMAGE) or BGR pixels (PIXELS)
 PROTOCOLS = ("http", "grpc")
 # getaddrinfo's answers for a name that does not exist (EAI_NODATA: it exists without an address); not EAI_AGAIN
 PERMANENT_RESOLVER_ERRORS = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
@@ -189,6 +190,7 @@ class _ClientBase:
         self.serving: Optional[C.ServingConfig] = None  # what the model serves with (input size, defaults, K, ...)
         self.export_info: dict = {}  # how the repository was made (damo_yolo release, target, checkpoint, TensorRT)
         self.image_datatype = C.IMAGE.datatype  # UINT8 where Triton's DALI backend preprocesses
+        self.takes_pixels = False  # the model takes decoded BGR arrays as they are (PIXELS: the CPU target)
         self._mod: Optional[ModuleType] = None
         self._client: Optional[Union[SyncTriton, AsyncTriton]] = None  # the tritonclient client, made on first use
         self.max_connection_age = float(max_connection_age)
@@ -290,6 +292,7 @@ class _ClientBase:
                                 f"{C.IMAGE.name} ({' or '.join(image_types)}) and outputs {', '.join(OUTPUTS)}; "
                                 f"got inputs {inputs} and outputs {sorted(outputs)}")
         self.image_datatype = inputs[C.IMAGE.name]
+        self.takes_pixels = inputs.get(C.PIXELS.name) == C.PIXELS.datatype
         self.max_batch_size = max(1, int(config.get("max_batch_size", 1)))
         params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
         try:
@@ -299,10 +302,14 @@ class _ClientBase:
         self.class_names = list(self.serving.class_names)
         self.export_info = json.loads(params["export"]) if params.get("export") else {}
 
-    def _inputs(self, datas: list[bytes], score_threshold: Optional[float],
+    def _inputs(self, datas: list[Payload], score_threshold: Optional[float],
                 iou_threshold: Optional[float]) -> list[InferInput]:
         mod, n = self.module, len(datas)
-        if self.image_datatype == C.IMAGE_ENCODED.datatype:  # the files' bytes, zero-padded to the longest
+        if isinstance(datas[0], np.ndarray):  # decoded BGR images of one size (PIXELS)
+            pixels = np.stack(datas)
+            image = mod.InferInput(C.PIXELS.name, list(pixels.shape), C.PIXELS.datatype)
+            image.set_data_from_numpy(pixels)
+        elif self.image_datatype == C.IMAGE_ENCODED.datatype:  # the files' bytes, zero-padded to the longest
             rows = np.zeros((n, max(len(d) for d in datas)), np.uint8)
             for i, d in enumerate(datas):
                 rows[i, :len(d)] = np.frombuffer(d, np.uint8)
@@ -344,15 +351,21 @@ class _ClientBase:
 
     @staticmethod
     def _encode(images: list[ImageInput], score_threshold: Optional[float],
-                iou_threshold: Optional[float]) -> list[bytes]:
-        """Check the thresholds and turn every image into the encoded bytes to send (before any request)."""
+                iou_threshold: Optional[float]) -> list[Payload]:
+        """Check the thresholds and turn every image into what is sent (before any request): encoded bytes, or a
+        BGR uint8 [H, W, 3] array kept as it is (sent as PIXELS where the model takes them, else as PNG)."""
         if score_threshold is not None:
             C.SCORE_RANGE.check("score_threshold", score_threshold)
         if iou_threshold is not None:
             C.IOU_RANGE.check("iou_threshold", iou_threshold)
-        return [to_bytes(image) for image in images]
+        return [image if isinstance(image, np.ndarray) and is_bgr(image) else to_bytes(image)
+                for image in images]
 
-    def _check_images(self, datas: list[bytes]) -> None:
+    def _payloads(self, datas: list[Payload]) -> list[Payload]:
+        """After the contract is read: arrays stay arrays only where the model takes PIXELS."""
+        return datas if self.takes_pixels else [to_bytes(d) if isinstance(d, np.ndarray) else d for d in datas]
+
+    def _check_images(self, datas: list[Payload]) -> None:
         """Before Triton's DALI backend (UINT8 input), an image it cannot decode fails every request batched
         with it, other clients' too: files that are not whole JPEG/PNG images are refused here, unsent."""
         if self.image_datatype != C.IMAGE_ENCODED.datatype:
@@ -360,16 +373,26 @@ class _ClientBase:
         from damo_yolo.data.preprocess import ImageDecodeError, check_encoded
         for i, data in enumerate(datas):
             try:
-                check_encoded(data)
+                check_encoded(data)  # type: ignore[arg-type]  # no arrays here: a DALI model takes no PIXELS
             except ImageDecodeError as exc:
                 raise ImageError(f"image {i}: {exc} (not sent)") from None
 
-    def _requests(self, datas: list[bytes], score_threshold: Optional[float],
+    def _requests(self, datas: list[Payload], score_threshold: Optional[float],
                   iou_threshold: Optional[float]) -> Iterator[list[InferInput]]:
-        """The inputs of each request: the images in groups of the model's batch limit."""
+        """The inputs of each request, in order: the images in groups of the model's batch limit, each group of
+        one kind (encoded bytes, or arrays of one size)."""
         step = self.max_batch_size or 1
-        for i in range(0, len(datas), step):
-            yield self._inputs(datas[i:i + step], score_threshold, iou_threshold)
+        group: list[Payload] = []
+        kind: object = None
+        for data in datas:
+            this = data.shape if isinstance(data, np.ndarray) else "encoded"
+            if group and (this != kind or len(group) == step):
+                yield self._inputs(group, score_threshold, iou_threshold)
+                group = []
+            group.append(data)
+            kind = this
+        if group:
+            yield self._inputs(group, score_threshold, iou_threshold)
 
 
 class DamoClient(_ClientBase):
@@ -423,6 +446,7 @@ class DamoClient(_ClientBase):
         """Detections per image; images go in requests of up to the model's max batch size."""
         datas = self._encode(images, score_threshold, iou_threshold)
         self.connect()
+        datas = self._payloads(datas)
         self._check_images(datas)
         out = []
         for inputs in self._requests(datas, score_threshold, iou_threshold):
@@ -540,6 +564,7 @@ class AsyncDamoClient(_ClientBase):
                            iou_threshold: Optional[float] = None) -> list[list[Detection]]:
         datas = self._encode(images, score_threshold, iou_threshold)
         await self.connect()
+        datas = self._payloads(datas)
         self._check_images(datas)
         out = []
         for inputs in self._requests(datas, score_threshold, iou_threshold):

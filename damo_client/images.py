@@ -1,5 +1,6 @@
-"""Turning what a caller has into the encoded bytes the served model takes. Files and bytes are sent as they
-are (never decoded and re-encoded); only a numpy array has to be encoded, losslessly as PNG."""
+"""Turning what a caller has into what the served model takes. Files and bytes are sent as they are (never
+decoded and re-encoded); a numpy BGR array is sent as it is where the model takes decoded pixels (the CPU
+target's PIXELS input), and encoded losslessly as PNG where it does not."""
 from __future__ import annotations
 
 import os
@@ -39,6 +40,12 @@ def to_bytes(image: ImageInput) -> bytes:
     if not data:
         raise ImageError("the image is empty (0 bytes)")
     return data
+
+
+def is_bgr(image: object) -> bool:
+    """A decoded colour image as OpenCV holds it: uint8 [H, W, 3], at least 1x1 (sent as PIXELS where taken)."""
+    return (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+            and image.shape[0] > 0 and image.shape[1] > 0)
 
 
 def encode_array(array: np.ndarray) -> bytes:

@@ -173,10 +173,14 @@ def install_launcher(bindir: Optional[Path] = None) -> Optional[Path]:
     return command
 
 
-def write_input_data(images: list[bytes], path: Path, datatype: str = "BYTES") -> Path:
+def write_input_data(images: list, path: Path, datatype: str = "BYTES") -> Path:
     """perf_analyzer's --input-data JSON: each image as a serialized BYTES element (4-byte length + bytes), or,
-    for a UINT8 input (Triton's DALI backend), the file's bytes with their shape."""
-    if datatype == C.IMAGE_ENCODED.datatype:
+    for a UINT8 input (Triton's DALI backend), the file's bytes with their shape; decoded BGR arrays (numpy
+    uint8 [H, W, 3]) as the CPU target's PIXELS input."""
+    if not isinstance(images[0], (bytes, bytearray)):  # decoded frames
+        entries = [{C.PIXELS.name: {"b64": base64.b64encode(a.tobytes()).decode("ascii"), "shape": list(a.shape)}}
+                   for a in images]
+    elif datatype == C.IMAGE_ENCODED.datatype:
         entries = [{C.IMAGE.name: {"b64": base64.b64encode(d).decode("ascii"), "shape": [len(d)]}} for d in images]
     else:
         entries = [{C.IMAGE.name: {"b64": base64.b64encode(struct.pack("<I", len(d)) + d).decode("ascii")}}
@@ -199,7 +203,7 @@ def parse_csv(path: Path) -> list[PerfRow]:
     return sorted(rows, key=lambda r: r.concurrency)
 
 
-def sweep(images: list[bytes], url: str, protocol: str = "http", model: str = "damo_yolo",
+def sweep(images: list, url: str, protocol: str = "http", model: str = "damo_yolo",
           concurrency: str = "1:4:1", batch_size: int = 1, measurement_interval_ms: int = 2000, max_trials: int = 5,
           stability_percentage: float = 20.0, timeout: Optional[float] = None,
           datatype: Optional[str] = None) -> Iterator[PerfRow]:
@@ -214,11 +218,12 @@ def sweep(images: list[bytes], url: str, protocol: str = "http", model: str = "d
     if not images:
         raise DamoClientError("perf needs at least one image")
     levels = concurrency_levels(concurrency)
-    if datatype is None:  # what the model's IMAGE takes (UINT8 before Triton's DALI backend)
+    pixels = not isinstance(images[0], (bytes, bytearray))  # decoded frames, sent as PIXELS
+    if datatype is None and not pixels:  # what the model's IMAGE takes (UINT8 before Triton's DALI backend)
         from damo_client.client import DamoClient
         with DamoClient(url, protocol, model, retries=1) as client:
             datatype = client.connect().image_datatype
-    shape = [] if datatype == C.IMAGE_ENCODED.datatype else ["--shape", f"{C.IMAGE.name}:1"]
+    shape = [] if pixels or datatype == C.IMAGE_ENCODED.datatype else ["--shape", f"{C.IMAGE.name}:1"]
     binary = find_perf_analyzer()
     env = dict(os.environ)
     libs = library_dir(binary)
@@ -226,7 +231,7 @@ def sweep(images: list[bytes], url: str, protocol: str = "http", model: str = "d
         env["LD_LIBRARY_PATH"] = f"{libs}:{env['LD_LIBRARY_PATH']}" if env.get("LD_LIBRARY_PATH") else str(libs)
     limit = None if timeout is None else level_time_limit(measurement_interval_ms, max_trials, timeout)
     with tempfile.TemporaryDirectory(prefix="damo-perf-") as tmp:
-        data = write_input_data(images, Path(tmp) / "input.json", datatype)
+        data = write_input_data(images, Path(tmp) / "input.json", datatype or "BYTES")
         for level in levels:
             out_csv = Path(tmp) / f"perf-{level}.csv"
             cmd = [str(binary), "-m", model, "-u", url, "-i", protocol, "-b", str(batch_size),
@@ -250,7 +255,7 @@ def sweep(images: list[bytes], url: str, protocol: str = "http", model: str = "d
                 yield failed_row(level, failure_reason(output, run.returncode, measurement_interval_ms))
 
 
-def run_perf_analyzer(images: list[bytes], url: str, protocol: str = "http", model: str = "damo_yolo",
+def run_perf_analyzer(images: list, url: str, protocol: str = "http", model: str = "damo_yolo",
                       concurrency: str = "1:4:1", batch_size: int = 1, measurement_interval_ms: int = 2000,
                       max_trials: int = 5, stability_percentage: float = 20.0, csv_path: Optional[Path] = None,
                       timeout: Optional[float] = None, datatype: Optional[str] = None) -> list[PerfRow]:

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from damo_client.client import AsyncDamoClient
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".ts")
+# how frames travel: decoded pixels (the CPU target's PIXELS input: no JPEG encode in the client nor decode in the
+# server, ten times the bytes) or JPEG; auto: pixels to a server on this host that takes them, JPEG otherwise
+FRAME_FORMATS = ("auto", "raw", "jpeg")
 IN_FLIGHT = 8  # requests outstanding: the server's max batch, so its dynamic batcher can fill a batch
 JPEG_QUALITY = 95  # frames sent as JPEG: a tenth of PNG's bytes, below the detector's sensitivity at this quality
 
@@ -105,17 +108,45 @@ def encode_jpeg(image: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
     return buffer.tobytes()
 
 
+def is_local(url: str) -> bool:
+    """Whether a server address is on this host (a loopback name or address)."""
+    import ipaddress
+    host = url.split("://", 1)[-1].rsplit("@", 1)[-1]
+    host = host[1:host.index("]")] if host.startswith("[") and "]" in host else host.rsplit(":", 1)[0]
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def frame_encoder(client: "AsyncDamoClient", frame_format: str = "auto") -> tuple[str, Callable[[np.ndarray], Any]]:
+    """(the format chosen, what turns a BGR frame into what is sent) for a connected client: ``raw`` sends the
+    array (PIXELS), ``jpeg`` JPEG bytes; ``auto`` is raw to a server on this host that takes PIXELS (measured
+    faster there: perf/results/video.md), JPEG otherwise (a tenth of the bytes on a network)."""
+    if frame_format not in FRAME_FORMATS:
+        raise ValueError(f"unknown frame format {frame_format!r}: choose {', '.join(FRAME_FORMATS)}")
+    if frame_format == "raw" and not client.takes_pixels:
+        raise VideoError(f"model {client.model!r} takes no decoded pixels (PIXELS: the CPU target's input): send "
+                         f"frames as jpeg")
+    if frame_format == "raw" or (frame_format == "auto" and client.takes_pixels and is_local(client.url)):
+        return "raw", lambda image: image
+    return "jpeg", encode_jpeg
+
+
 async def _in_order(client: "AsyncDamoClient", frames: Iterator[Frame], in_flight: int,
-                    score_threshold: Optional[float],
-                    iou_threshold: Optional[float]) -> AsyncGenerator[FrameResult, None]:
-    """FrameResults in frame order, with at most ``in_flight`` requests outstanding."""
+                    score_threshold: Optional[float], iou_threshold: Optional[float],
+                    encode: Callable[[np.ndarray], Any] = encode_jpeg) -> AsyncGenerator[FrameResult, None]:
+    """FrameResults in frame order, with at most ``in_flight`` requests outstanding; each frame sent as
+    ``encode`` makes it."""
     pending: dict[int, asyncio.Task] = {}
     frames = iter(frames)
     exhausted, next_index = False, 0
 
     async def one(frame: Frame) -> FrameResult:
         start = time.perf_counter()
-        detections = await client.detect(encode_jpeg(frame.image), score_threshold, iou_threshold)
+        detections = await client.detect(encode(frame.image), score_threshold, iou_threshold)
         return FrameResult(frame, detections, (time.perf_counter() - start) * 1e3)
 
     try:
@@ -142,6 +173,7 @@ class Summary:
     seconds: float = 0.0
     latencies_ms: list = field(default_factory=list)
     outputs: list = field(default_factory=list)
+    frame_format: str = "jpeg"  # how the frames were sent (FRAME_FORMATS)
 
     @property
     def fps(self) -> float:
@@ -150,7 +182,7 @@ class Summary:
     def line(self) -> str:
         p50, p99 = (np.percentile(self.latencies_ms, [50, 99]) if self.latencies_ms else (0.0, 0.0))
         return (f"{self.frames} frames, {self.dropped} dropped, {self.fps:.1f} frames/s, latency p50 {p50:.1f} ms, "
-                f"p99 {p99:.1f} ms")
+                f"p99 {p99:.1f} ms, frames sent as {self.frame_format}")
 
 
 def detection_record(d: Detection) -> dict:
@@ -181,6 +213,7 @@ class VideoOutputs:
         self.fps = fps
         self.wall_clock = wall_clock  # a live stream's frames are shown at their timestamps (drops skip time)
         self._last_pts = -1
+        self._t0: Optional[float] = None
         self._video: Any = None
         self._container: Any = None
 
@@ -188,7 +221,9 @@ class VideoOutputs:
         from fractions import Fraction
 
         import av
-        self._container = av.open(str(self._partial["video"]), "w", format="mp4")
+        # a live run's video is fragmented: no index held in memory for hours, and what is written stays readable
+        options = {"movflags": "frag_keyframe+empty_moov"} if self.wall_clock else {}
+        self._container = av.open(str(self._partial["video"]), "w", format="mp4", options=options)
         rate = Fraction(self.fps).limit_denominator(1001)
         self._video = self._container.add_stream("libx264", rate=rate, options={"crf": "20", "preset": "veryfast"})
         self._video.width, self._video.height, self._video.pix_fmt = width - width % 2, height - height % 2, "yuv420p"
@@ -211,8 +246,9 @@ class VideoOutputs:
                 self._open_video(*frame.image.shape[:2])
             image = annotate(frame.image, result.detections)[:self._video.height, :self._video.width]
             video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
-            if self.wall_clock:
-                self._last_pts = max(self._last_pts + 1, int(round(frame.timestamp * 1000)))
+            if self.wall_clock:  # shown at the frames' own times, from the first
+                self._t0 = frame.timestamp if self._t0 is None else self._t0
+                self._last_pts = max(self._last_pts + 1, int(round((frame.timestamp - self._t0) * 1000)))
                 video_frame.pts = self._last_pts
             for packet in self._video.encode(video_frame):
                 self._container.mux(packet)
@@ -243,19 +279,23 @@ async def detect_video_async(client: "AsyncDamoClient", path: Union[str, Path], 
                              iou_threshold: Optional[float] = None, track: bool = False,
                              save_dir: Union[str, Path, None] = None, in_flight: int = IN_FLIGHT,
                              on_frame: Callable[[FrameResult], None] = lambda result: None,
-                             annotate: bool = True) -> Summary:
-    """Every frame of the video ``path`` through ``client`` (an AsyncDamoClient), in frame order; with
-    ``save_dir``, the outputs VideoOutputs writes. ``on_frame`` sees each result (a progress bar)."""
+                             annotate: bool = True, frame_format: str = "auto") -> Summary:
+    """Every frame of the video ``path`` through ``client`` (an AsyncDamoClient), in frame order, sent as
+    ``frame_format`` (FRAME_FORMATS) says; with ``save_dir``, the outputs VideoOutputs writes. ``on_frame`` sees
+    each result (a progress bar)."""
+    await client.connect()
+    chosen, encode = frame_encoder(client, frame_format)
     fps, frames = read_frames(path)
     tracker = None
     if track:
         from damo_client.tracking import Tracker
         tracker = Tracker()
-    summary, start, outputs = Summary(), time.perf_counter(), None
+    summary, start, outputs = Summary(frame_format=chosen), time.perf_counter(), None
     try:
         if save_dir is not None:
             outputs = VideoOutputs(save_dir, Path(path).stem, fps, annotate)
-        async with contextlib.aclosing(_in_order(client, frames, in_flight, score_threshold, iou_threshold)) as ordered:
+        ordered_results = _in_order(client, frames, in_flight, score_threshold, iou_threshold, encode)
+        async with contextlib.aclosing(ordered_results) as ordered:
             async for result in ordered:
                 if tracker is not None:
                     result.detections = tracker.update(result.detections)

@@ -3,8 +3,8 @@ a served model is configured with (``ServingConfig``: its defaults and the valid
 Pure Python (no numpy, no torch): export (the repository and ONNX/TensorRT graphs), the Triton python-backend
 models and the client all import it.
 
-    client ──IMAGE [1] BYTES, or [-1] UINT8 before the DALI backend (+ SCORE_THRESHOLD, IOU_THRESHOLD [1] FP32,
-             optional)──► ensemble
+    client ──IMAGE [1] BYTES, or [-1] UINT8 before the DALI backend, or (CPU target) PIXELS [-1, -1, 3] UINT8
+             (+ SCORE_THRESHOLD, IOU_THRESHOLD [1] FP32, optional)──► ensemble
       preprocess:  IMAGE → images [3, H, W] FP32, SCALE [2] FP32, ORIG_SIZE [2] INT32
       CPU target:
         detector:    images → scores [N, C], boxes [N, 4]     (the ONNX graph in onnxruntime or OpenVINO)
@@ -47,6 +47,9 @@ IMAGE = TensorSpec("IMAGE", "BYTES", (1,))  # one encoded image (JPEG, PNG, ...)
 # The same input where Triton's DALI backend preprocesses (the GPU target): it takes no BYTES, so each image is
 # its file's bytes as UINT8, zero-padded to the longest image of the request (decoders stop at the image's end).
 IMAGE_ENCODED = TensorSpec("IMAGE", "UINT8", (-1,))
+# The CPU target's other image input: one decoded image, BGR uint8 [H, W, 3] per batch item (a video frame the
+# client has decoded already: no JPEG encode and decode on the way). A request gives IMAGE or PIXELS.
+PIXELS = TensorSpec("PIXELS", "UINT8", (-1, -1, 3), optional=True)
 SCORE_THRESHOLD = TensorSpec("SCORE_THRESHOLD", "FP32", (1,), optional=True)
 IOU_THRESHOLD = TensorSpec("IOU_THRESHOLD", "FP32", (1,), optional=True)
 NUM_DETECTIONS = TensorSpec("num_detections", "INT32", (1,))

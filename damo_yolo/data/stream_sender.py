@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from fractions import Fraction
 from pathlib import Path
-from typing import Optional
+from typing import Any, Iterator, Optional
 
 import click
 
@@ -21,33 +21,47 @@ from damo_yolo.cli import CONTEXT, run
 GOP = 10  # frames between key frames: how soon a receiver can start decoding
 
 
+def _frames(clip: Path) -> Iterator[Any]:
+    """The clip's frames, decoded as they are sent (a long clip is never held in memory)."""
+    import av
+    with av.open(str(clip)) as source:
+        yield from source.decode(video=0)
+
+
 def send(clip: Path, url: str, fps: Optional[float] = None, loop: bool = False, gop: int = GOP,
          seconds: Optional[float] = None) -> int:
     """Play ``clip`` to ``url`` (MPEG-TS) in real time; the frames sent."""
     import av
     with av.open(str(clip)) as source:
+        if not source.streams.video:
+            raise click.ClickException(f"{clip} holds no video stream")
         stream = source.streams.video[0]
         rate = fps or float(stream.average_rate or 25)
-        frames = [f.to_ndarray(format="yuv420p") for f in source.decode(stream)]
-    height, width = frames[0].shape[0] * 2 // 3, frames[0].shape[1]
+        width, height = stream.codec_context.width, stream.codec_context.height
+    if url.startswith("udp://") and "pkt_size" not in url:  # 7 TS packets a datagram, as FFmpeg's tools send
+        url += ("&" if "?" in url else "?") + "pkt_size=1316"
     output = av.open(url, "w", format="mpegts")
-    video = output.add_stream("libx264", rate=Fraction(rate).limit_denominator(1001),
+    frame_rate = Fraction(rate).limit_denominator(1001)
+    video = output.add_stream("libx264", rate=frame_rate,
                               options={"preset": "ultrafast", "tune": "zerolatency", "g": str(gop),
                                        "keyint_min": str(gop), "bf": "0"})
-    video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+    video.width, video.height, video.pix_fmt = width - width % 2, height - height % 2, "yuv420p"  # 4:2:0: even
     start, sent = time.monotonic(), 0
     try:
         while True:
-            for array in frames:
+            played = 0
+            for decoded in _frames(clip):
                 due = start + sent / rate
                 if seconds is not None and due - start >= seconds:
                     return sent
                 time.sleep(max(0.0, due - time.monotonic()))
-                frame = av.VideoFrame.from_ndarray(array, format="yuv420p")
-                frame.pts = sent
+                frame = decoded.reformat(width=video.width, height=video.height, format="yuv420p")
+                frame.pts, frame.time_base = sent, 1 / frame_rate  # the clock of the stream sent
                 for packet in video.encode(frame):
                     output.mux(packet)
-                sent += 1
+                sent, played = sent + 1, played + 1
+            if not played:
+                raise click.ClickException(f"{clip} holds no frames")
             if not loop:
                 return sent
     finally:

@@ -1,5 +1,6 @@
-"""The CPU target's whole detection in one process: encoded images → decode + resize → the detector's ONNX
-graph in onnxruntime or OpenVINO (``runtimes``) → score filter, NMS, top-K → boxes in original pixels.
+"""The CPU target's whole detection in one process: encoded images (or decoded BGR pixels) → decode + resize →
+the detector's ONNX graph in onnxruntime or OpenVINO (``runtimes``) → score filter, NMS, top-K → boxes in
+original pixels.
 
 The served CPU model (``triton/pipeline.py``) is this class behind Triton's python backend: one model
 instead of three python-backend steps, so no tensor crosses a process boundary between decode, detector
@@ -20,7 +21,14 @@ from typing import Callable, Hashable, Optional, Sequence, Union
 import numpy as np
 
 from damo_yolo.contract import ServingConfig
-from damo_yolo.data.preprocess import MAX_PIXELS, ImageDecodeError, check_image, decode_image, preprocess
+from damo_yolo.data.preprocess import (
+    MAX_PIXELS,
+    ImageDecodeError,
+    check_image,
+    check_pixels,
+    decode_image,
+    preprocess,
+)
 from damo_yolo.postprocess import postprocess
 from damo_yolo.serving.detections import pack
 from damo_yolo.serving.resources import cpu_limit, has_int8_dot_product
@@ -44,7 +52,9 @@ class OpenCVDecoder:
         self.max_pixels = max_pixels
 
     def _one(self, data):
-        return preprocess(decode_image(data, self.max_pixels), self.size, self.resize, self.pad_value)
+        image = check_pixels_input(data, self.max_pixels) if isinstance(data, np.ndarray) else \
+            decode_image(data, self.max_pixels)
+        return preprocess(image, self.size, self.resize, self.pad_value)
 
     def decode(self, per_request: dict) -> dict[Hashable, Union[Decoded, Exception]]:
         """key → its images' tensors, or the ImageDecodeError naming the first bad image."""
@@ -135,6 +145,16 @@ class DaliDecoder:
         return results
 
 
+def check_pixels_input(image: np.ndarray, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """A decoded image as PIXELS brings it (BGR uint8 [H, W, 3]; Triton checked type and rank), within the pixel
+    limit encoded images keep to; ImageDecodeError otherwise."""
+    h, w = image.shape[:2]
+    if h == 0 or w == 0:
+        raise ImageDecodeError(f"the pixels are {w}x{h}: no image")
+    check_pixels(h, w, max_pixels)
+    return image
+
+
 def dali_reason(exc: Exception) -> str:
     """The decoder's own words from a DALI pipeline error (its message is a long traceback)."""
     text = str(exc)
@@ -195,7 +215,8 @@ class CpuPipeline:
 
     def run(self, requests: dict, cancelled: Callable[[Hashable], bool] = lambda key: False
             ) -> dict[Hashable, Union[Detections, Exception]]:
-        """``requests``: key → (encoded images, score thresholds, IoU thresholds), one threshold per image.
+        """``requests``: key → (images: encoded bytes or BGR uint8 arrays, score thresholds, IoU thresholds), one
+        threshold per image.
         Returns key → (num_detections, boxes, scores, classes) as the contract's outputs, or the exception
         that ended the request (ImageDecodeError, ValueError, Cancelled)."""
         results: dict[Hashable, Union[Detections, Exception]] = {}

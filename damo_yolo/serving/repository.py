@@ -69,6 +69,12 @@ class RepositorySpec:
         return self.target == "gpu"
 
     @property
+    def takes_pixels(self) -> bool:
+        """Decoded frames (PIXELS) are taken beside encoded images by the CPU target's OpenCV preprocessing; the
+        GPU target decodes JPEG on the GPU, where raw pixels would only add bytes to move."""
+        return self.target == "cpu" and self.serving.decoder == "opencv"
+
+    @property
     def image_input(self) -> C.TensorSpec:
         return C.IMAGE_ENCODED if self.dali_backend else C.IMAGE
 
@@ -143,6 +149,10 @@ def _client_facing(spec: RepositorySpec, config, sizes: dict) -> None:
     pb = _pb()
     config.input.extend(_tensor(pb.ModelInput, spec.image_input if t is C.IMAGE else t, sizes)
                         for t in C.ENSEMBLE_INPUTS)
+    if spec.takes_pixels:  # IMAGE or PIXELS, one of them per request; frames of any size batch together
+        config.input[0].optional = True
+        config.input.append(_tensor(pb.ModelInput, C.PIXELS, sizes))
+        config.input[-1].allow_ragged_batch = True
     config.output.extend(_tensor(pb.ModelOutput, t, sizes, label_filename="labels.txt" if t is C.CLASSES else "")
                          for t in C.ENSEMBLE_OUTPUTS)
     _params(config, {**spec.serving.to_parameters(), "export": json.dumps(export_summary(spec))})

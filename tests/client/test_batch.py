@@ -64,16 +64,24 @@ def test_the_plan_names_each_result_by_the_image_path_under_its_folder_or_glob(p
         plan([str(photos / "*.png")], tmp_path)
     with pytest.raises(ImageError, match="no such file or folder"):
         plan([photos / "missing"], tmp_path)
+    with pytest.raises(ImageError, match="no .jpg/.jpeg/.png images in this folder"):
+        plan([photos / "camera0"], tmp_path)  # only a subfolder there
 
 
 def test_a_result_is_written_whole_or_not_at_all(tmp_path):
-    from damo_client.batch import has_result, remove_partials, write_atomically
-    result = tmp_path / "a" / "x.jpg.json"
-    write_atomically(result, json.dumps({"file": "x.jpg", "detections": []}))
-    assert has_result(result) and not list(tmp_path.rglob("*.partial"))
-    (tmp_path / "a" / "y.jpg.json.123.partial").write_text('{"file": "y.jp')  # what a killed run leaves
-    (tmp_path / "a" / "z.jpg.json").write_text('{"file": "z.jpg", "detec')  # damaged since: not a result
-    assert not has_result(tmp_path / "a" / "z.jpg.json") and remove_partials(tmp_path) == 1
+    from damo_client.batch import Job, ResultsError, has_result, remove_partials, results_lock, write_atomically
+    job = Job(Path("x.jpg"), tmp_path / "a" / "x.jpg.json")
+    write_atomically(job.result, json.dumps({"file": "x.jpg", "detections": []}))
+    assert has_result(job) and not list(tmp_path.rglob("*.partial"))
+    assert not has_result(Job(Path("other/x.jpg"), job.result))  # another image's result of that name
+    (tmp_path / "a" / "y.jpg.json.1a2b.partial").write_text('{"file": "y.jp')  # what a killed run leaves
+    damaged = Job(Path("z.jpg"), tmp_path / "a" / "z.jpg.json")
+    damaged.result.write_text('{"file": "z.jpg", "detec')  # damaged since: not a result
+    assert not has_result(damaged) and remove_partials(tmp_path) == 1
+    with results_lock(tmp_path):  # one run at a time per results folder
+        with pytest.raises(ResultsError, match="another run is writing results into"):
+            with results_lock(tmp_path):
+                pass
 
 
 def test_a_folder_run_killed_with_sigkill_resumes_and_answers_every_image_once(photos, demo_server, tmp_path,
@@ -130,7 +138,7 @@ def test_a_failed_image_is_named_and_retried_by_the_next_run(photos, demo_server
     run = CliRunner().invoke(cli, args)
     assert run.exit_code == 1, run.output
     assert f"{folder / 'broken.jpg'}: " in run.output and "1 image(s) failed (a rerun sends" in run.output
-    assert [p.name for p in out.iterdir()] == ["good.jpg.json"]
+    assert [p.name for p in out.glob("*.json")] == ["good.jpg.json"]
     (folder / "broken.jpg").write_bytes(good.read_bytes())  # mended
     rerun = CliRunner().invoke(cli, args + ["--json", str(tmp_path / "all.json")])
     assert rerun.exit_code == 0 and "2 images: 1 answered, 1 already had results, 0 failed" in rerun.output

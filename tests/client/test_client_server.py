@@ -79,11 +79,49 @@ def test_every_input_form_and_batches_beyond_the_limit(served_synthetic, trained
             forms = [path.read_bytes(), str(path), f]
             for form in forms:
                 assert client.detect(form) == want
-        # a BGR array is sent as PNG: lossless, so the same pixels as the decoded JPEG
-        from_array = client.detect(cv2.imread(str(path)))
-        assert_same_detections(_as_arrays(from_array), _as_arrays(want), 100)
+        # a BGR array is sent as it is (PIXELS): the same pixels as the decoded JPEG, the same answer
+        assert client.takes_pixels and client.detect(cv2.imread(str(path))) == want
         many = client.detect_batch([path] * 11)  # two requests: 8 + 3
         assert len(many) == 11 and all(d == want for d in many)
+
+
+def test_decoded_pixels_are_taken_as_they_are(served_synthetic, trained_synthetic):
+    """PIXELS (the CPU target's decoded-image input): the answer equals the encoded lossless image's; frames of
+    different sizes in flight together (the batcher may put them in one batch) each get their own answer; a
+    request with both inputs, neither, or an empty image gets a 400 that says so, and the server keeps serving."""
+    import asyncio
+
+    import tritonclient.grpc as grpcclient
+
+    from damo_client.client import AsyncDamoClient
+    from damo_client.images import encode_array
+    images = [cv2.imread(str(p)) for p in sorted((trained_synthetic["data"] / "val").glob("*.jpg"))[:4]]
+    images = [images[0], images[1][:200, :240], images[2][40:, 10:], images[3]]  # three sizes
+    with DamoClient(served_synthetic.grpc_url, "grpc") as client:
+        alone = [client.detect(encode_array(image)) for image in images]  # PNG: lossless
+        assert [client.detect(image) for image in images] == alone and any(alone)
+        assert client.detect_batch(images) == alone  # requests grouped by size, answers in order
+
+    async def together():
+        async with AsyncDamoClient(served_synthetic.grpc_url, "grpc") as aclient:
+            return await asyncio.gather(*(aclient.detect(image) for image in images * 3))
+
+    assert asyncio.run(together()) == alone * 3
+    raw = grpcclient.InferenceServerClient(served_synthetic.grpc_url)
+    pixels = grpcclient.InferInput("PIXELS", [1, *images[0].shape], "UINT8")
+    pixels.set_data_from_numpy(images[0][None])
+    encoded = grpcclient.InferInput("IMAGE", [1, 1], "BYTES")
+    encoded.set_data_from_numpy(np.array([[encode_array(images[0])]], dtype=object))
+    empty = grpcclient.InferInput("PIXELS", [1, 0, 8, 3], "UINT8")
+    empty.set_data_from_numpy(np.zeros((1, 0, 8, 3), np.uint8))
+    score = grpcclient.InferInput("SCORE_THRESHOLD", [1, 1], "FP32")
+    score.set_data_from_numpy(np.full((1, 1), 0.5, np.float32))
+    for inputs, said in (([pixels, encoded], "give each request IMAGE"), ([score], "give each request IMAGE"),
+                         ([empty], "the pixels are 8x0: no image")):
+        with pytest.raises(Exception, match=said):
+            raw.infer("damo_yolo", inputs)
+    with DamoClient(served_synthetic.grpc_url, "grpc") as client:
+        assert client.detect(images[0]) == alone[0]
 
 
 def test_thresholds_and_server_errors(served_synthetic, trained_synthetic):

@@ -19,7 +19,10 @@ from serving import running_server
 ROOT = Path(__file__).resolve().parents[2]
 SHARED_IMAGES = ROOT.parent / "shared" / "data" / "images"
 SEND_FPS = 50
-MAX_RSS_GROWTH_MB = 40  # a queue of undropped frames would grow by about 12 MB/s here
+# from 6 s (decoders, threads and allocator arenas warmed up) to the end at 16 s: a queue of the undropped frames
+# would grow by about 12 MB/s here (40 frames/s of 320x320 BGR), 120 MB in that time; measured 5-50 MB, the most
+# with the reconnect's new decoder
+MAX_RSS_GROWTH_MB = 60
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +94,8 @@ def test_two_live_streams_drop_stale_frames_share_the_server_and_survive_a_lost_
     first, second = summaries
     with capsys.disabled():
         print(f"\n[live] {first.source}: {first.line()}\n[live] {second.source}: {second.line()}\n[live] events: "
-              f"{events}\n[live] RSS MB from 4 s: {min(m for t, m in rss if t >= 4):.0f} to "
-              f"{max(m for t, m in rss if t >= 4):.0f}")
+              f"{events}\n[live] RSS MB from 6 s: {min(m for t, m in rss if t >= 6):.0f} to "
+              f"{max(m for t, m in rss if t >= 6):.0f}")
     said = [e for _, s, e in events if s == sources[0]]
     assert said[0] == "opened" and any(e.startswith("lost (") for e in said) and "reconnected" in said, events
     assert first.reconnects == 1 and second.reconnects == 0 and not first.error, events
@@ -108,8 +111,8 @@ def test_two_live_streams_drop_stale_frames_share_the_server_and_survive_a_lost_
     assert sum(len(line["detections"]) for line in lines) > first.frames  # the shapes are found
     both_up = [sum(1 for line in answered if 2 < line["timestamp"] < 5) for answered in (lines, other_lines)]
     assert abs(both_up[0] - both_up[1]) <= 0.25 * max(both_up), both_up  # a fair share while both are up
-    steady = [m for t, m in rss if t >= 4]
-    assert max(steady) - min(steady) < MAX_RSS_GROWTH_MB, rss
+    steady = [m for t, m in rss if t >= 6]
+    assert max(steady) - min(steady) < MAX_RSS_GROWTH_MB, [(round(t), round(m)) for t, m in rss]
 
 
 def test_a_stream_that_never_comes_is_given_up_after_its_attempts(demo_server):
@@ -117,7 +120,7 @@ def test_a_stream_that_never_comes_is_given_up_after_its_attempts(demo_server):
     started = time.monotonic()
     (summary,) = detect_streams([f"udp://127.0.0.1:{_free_udp_port()}"], url=demo_server.grpc_url, protocol="grpc",
                                 open_timeout=1.0, read_timeout=1.0, reconnect_attempts=1)
-    assert summary.error == "no data within the timeout" and summary.frames == 0, summary
+    assert summary.error == "cannot open (no data within the timeout)" and summary.frames == 0, summary
     assert "retrying in" in summary.events[0][1] and summary.events[-1][1].startswith("given up")
     assert time.monotonic() - started < 15
 
@@ -147,3 +150,31 @@ def test_ctrl_c_ends_a_live_cli_run_with_its_outputs(clip, demo_server, tmp_path
         decoded = list(container.decode(video=0))
     assert len(decoded) == frames and decoded[-1].time - decoded[0].time > 2  # shown at their wall-clock times
     assert not list(tmp_path.glob("*.partial"))
+
+
+def test_a_recording_given_as_a_stream_ends_once_instead_of_reopening(clip, demo_server, tmp_path):
+    """An mp4 served over HTTP is read as a stream (latest frame), and its end is final: the stream is given up
+    with that reason rather than fetched again and again. (The clip is remuxed with its index first, as web video
+    is: Python's file server answers no range requests.)"""
+    import functools
+    import http.server
+
+    import av
+    web_clip = tmp_path / "web.mp4"
+    with av.open(str(clip)) as source, av.open(str(web_clip), "w", options={"movflags": "faststart"}) as out:
+        stream = out.add_stream_from_template(source.streams.video[0])
+        for packet in source.demux(source.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    try:
+        from damo_client.stream import detect_streams
+        (summary,) = detect_streams([f"http://127.0.0.1:{web.server_address[1]}/{web_clip.name}"],
+                                    url=demo_server.grpc_url, protocol="grpc", seconds=60)
+    finally:
+        web.shutdown()
+    assert summary.error is not None and summary.error.startswith("lost (the recording ended"), summary.events
+    assert summary.frames > 0 and summary.reconnects == 0 and summary.seconds < 30, summary.line()

@@ -37,8 +37,10 @@ def test_cpu_repository_is_one_model_with_the_contract(tmp_path):
     assert "triton.pipeline import" in (repo / "damo_yolo" / "1" / "model.py").read_text()
     assert (repo / "damo_yolo" / "1" / "model.onnx").read_bytes() == b"graph"
     inputs = {i.name: (i.data_type, list(i.dims), i.optional) for i in config.input}
-    assert inputs == {"IMAGE": (pb.TYPE_STRING, [1], False), "SCORE_THRESHOLD": (pb.TYPE_FP32, [1], True),
-                      "IOU_THRESHOLD": (pb.TYPE_FP32, [1], True)}
+    # IMAGE (encoded) or PIXELS (decoded BGR, frames of any size batched together): one of them per request
+    assert inputs == {"IMAGE": (pb.TYPE_STRING, [1], True), "PIXELS": (pb.TYPE_UINT8, [-1, -1, 3], True),
+                      "SCORE_THRESHOLD": (pb.TYPE_FP32, [1], True), "IOU_THRESHOLD": (pb.TYPE_FP32, [1], True)}
+    assert [i.allow_ragged_batch for i in config.input if i.name == "PIXELS"] == [True]
     outputs = {o.name: (o.data_type, list(o.dims)) for o in config.output}
     assert outputs == {"num_detections": (pb.TYPE_INT32, [1]), "boxes": (pb.TYPE_FP32, [50, 4]),
                        "scores": (pb.TYPE_FP32, [50]), "classes": (pb.TYPE_INT32, [50])}
@@ -176,7 +178,8 @@ def test_both_targets_show_clients_the_contract():
     from damo_yolo import contract as C
     cpu, gpu = (model_configs(_spec(t), num_priors=1680) for t in ("cpu", "gpu"))
     for kind, specs in (("input", C.ENSEMBLE_INPUTS), ("output", C.ENSEMBLE_OUTPUTS)):
-        assert [t.name for t in getattr(cpu["damo_yolo"], kind)] == [t.name for t in specs]
+        extra = [C.PIXELS.name] if kind == "input" else []  # decoded frames: the CPU target only
+        assert [t.name for t in getattr(cpu["damo_yolo"], kind)] == [t.name for t in specs] + extra
         assert [t.name for t in getattr(gpu["damo_yolo"], kind)] == [t.name for t in specs]
     for configs in (cpu, gpu):
         assert configs["damo_yolo"].parameters["max_detections"].string_value == "50"

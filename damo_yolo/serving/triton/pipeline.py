@@ -2,8 +2,9 @@
 decode + resize, the detector's ONNX graph in onnxruntime or OpenVINO, score filter + NMS + top-K, boxes in
 original pixels.
 
-Inputs:  IMAGE BYTES [1] (one encoded image per batch item), SCORE_THRESHOLD / IOU_THRESHOLD FP32 [1] (optional:
-         the repository's defaults otherwise)
+Inputs:  IMAGE BYTES [1] (one encoded image per batch item) or PIXELS UINT8 [H, W, 3] (one decoded BGR image per
+         batch item: a client's video frame), SCORE_THRESHOLD / IOU_THRESHOLD FP32 [1] (optional: the
+         repository's defaults otherwise)
 Outputs: num_detections INT32 [1]; boxes FP32 [K, 4] (x1, y1, x2, y2, original pixels, clipped); scores FP32 [K];
          classes INT32 [K] — padded to K rows, the first num_detections are valid. (names: damo_yolo.contract)
 A bad image or threshold gets that request's own 400; a request its client cancelled (gRPC timeout or
@@ -42,13 +43,19 @@ class TritonPythonModel:
         self.pipeline.close()
 
     def _parse(self, request):
-        images = pb_utils.get_input_tensor_by_name(request, C.IMAGE.name).as_numpy().reshape(-1)
-        if images.size == 0:
+        encoded = pb_utils.get_input_tensor_by_name(request, C.IMAGE.name)
+        pixels = pb_utils.get_input_tensor_by_name(request, C.PIXELS.name)
+        if (encoded is None) == (pixels is None):
+            raise ValueError(f"give each request {C.IMAGE.name} (encoded images) or {C.PIXELS.name} (BGR uint8 "
+                             f"[H, W, 3] each), one of them")
+        images = list(pixels.as_numpy()) if pixels is not None else encoded.as_numpy().reshape(-1)
+        if len(images) == 0:
             raise ValueError("the request holds no image")
+        count = len(images)
         score = optional_input(pb_utils, request, C.SCORE_THRESHOLD.name, self.pipeline.serving.score_threshold,
-                               images.size)
-        iou = optional_input(pb_utils, request, C.IOU_THRESHOLD.name, self.pipeline.serving.iou_threshold, images.size)
-        return (images, *self.pipeline.thresholds(images.size, score, iou))
+                               count)
+        iou = optional_input(pb_utils, request, C.IOU_THRESHOLD.name, self.pipeline.serving.iou_threshold, count)
+        return (images, *self.pipeline.thresholds(count, score, iou))
 
     def execute(self, requests):
         results: dict[Hashable, Union[tuple, Exception]] = {}

@@ -1,0 +1,212 @@
+"""Video through the served model, end to end, against perf_analyzer's ceiling; and how many live 25 frames/s
+streams one CPU server sustains without drops.
+
+    python perf/video.py [--models demo ns416] [--frames 250] [--size 360 640] [--rounds 3] [--max-streams 8]
+
+For the demo model (Ns at 256, the committed repository) and Ns at 416 (the shared official Ns layout with its
+fixed random weights, 80 classes), one tritonserver serving both:
+
+1. file     ``damo_client.video.detect_video`` on a synthetic clip (--frames, --size, 25 frames/s): PyAV decodes,
+            each frame is sent as JPEG (quality 95) or as its decoded pixels (the CPU target's PIXELS input) with 8
+            requests in flight, answers in frame order; frames per second from the first frame decoded to the last
+            answer. Without outputs, and with the annotated video, JSON Lines and MOT text written (--save-dir).
+2. ceiling  perf_analyzer at concurrency 8 on the same model, fed the same requests (the clip's first frames, as
+            JPEG or as pixels), in turn with (1), --rounds times: the server's throughput for these requests with
+            no client work. The ratio file / ceiling is the SDK's efficiency.
+3. streams  N synthetic clips played live at 25 frames/s as H.264 MPEG-TS over UDP (damo_yolo.data.stream_sender),
+            N = 1, 2, ..., received together by ``damo_client.stream.detect_streams`` (8 in flight) for
+            --stream-seconds after --warmup-seconds; sustained when at most 1 % of the frames received are
+            dropped. The senders (an x264 encoder each) and the client share the machine's cores with the server,
+            as a camera gateway on the same host would; on a server of its own the figure is higher.
+
+Prints each with the CPU's ISA and writes video.md and video.json under --out.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+IN_FLIGHT = 8
+STREAM_FPS = 25
+MAX_DROP_FRACTION = 0.01
+TARGET_FILE_OVER_CEILING = 0.9
+PA_FRAMES = 25  # frames perf_analyzer cycles through (the raw ones are 0.7 MB each in its JSON)
+FORMATS = ("jpeg", "raw")
+
+
+def make_repository(models: list[str], tmp: Path) -> Path:
+    """One repository: the committed demo model as ``demo`` and/or Ns at 416 as ``ns416``."""
+    repo = tmp / "triton_models"
+    repo.mkdir(parents=True)
+    if "demo" in models:
+        shutil.copytree(ROOT / "triton_models" / "damo_yolo", repo / "demo")
+        config = repo / "demo" / "config.pbtxt"
+        config.write_text(config.read_text().replace('name: "damo_yolo"', 'name: "demo"', 1))
+    if "ns416" in models:
+        from damo_yolo.tools.export import export_repository
+        export_repository(SHARED / "fixtures" / "official" / "Ns_weights.pth", repo, name="ns416", variant="Ns")
+    return repo
+
+
+def clip_frames(clip: Path, count: int = PA_FRAMES) -> dict[str, list]:
+    """The clip's first ``count`` frames as the client sends them: JPEG bytes, and the decoded BGR arrays."""
+    from damo_client.video import encode_jpeg, read_frames
+    images = [frame.image for frame, _ in zip(read_frames(clip)[1], range(count))]
+    return {"jpeg": [encode_jpeg(image) for image in images], "raw": images}
+
+
+def file_fps(url: str, model: str, clip: Path, frame_format: str, save_dir: Path | None = None) -> float:
+    from damo_client.video import detect_video
+    summary = detect_video(clip, url=url, protocol="grpc", model=model, in_flight=IN_FLIGHT, save_dir=save_dir,
+                           frame_format=frame_format)
+    if save_dir is not None:
+        shutil.rmtree(save_dir, ignore_errors=True)
+    return summary.fps
+
+
+def ceiling_fps(url: str, model: str, frames: list) -> float:
+    from damo_client.perf import run_perf_analyzer
+    (row,) = run_perf_analyzer(frames, url, "grpc", model, str(IN_FLIGHT), 1, 3000, max_trials=6,
+                               stability_percentage=15)
+    return row.throughput
+
+
+def free_udp_ports(count: int) -> list[int]:
+    import socket
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def live_streams(url: str, model: str, clip: Path, count: int, seconds: float, warmup: float) -> dict:
+    """``count`` live streams at STREAM_FPS for ``warmup`` + ``seconds``: frames answered and dropped after the
+    warm-up (the run's counts at its end minus those at the warm-up's end)."""
+    from damo_client.stream import detect_streams
+    ports = free_udp_ports(count)
+    senders = [subprocess.Popen([sys.executable, "-m", "damo_yolo.data.stream_sender", str(clip),
+                                 f"udp://127.0.0.1:{port}", "--loop", "--fps", str(STREAM_FPS)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for port in ports]
+    at_warmup: dict[str, tuple[int, int]] = {}
+    start = time.monotonic()
+
+    def frame(summary, result) -> None:
+        if time.monotonic() - start < warmup:
+            at_warmup[summary.source] = (summary.frames, summary.dropped)
+
+    try:
+        summaries = detect_streams([f"udp://127.0.0.1:{p}" for p in ports], url=url, protocol="grpc", model=model,
+                                   seconds=warmup + seconds, in_flight=IN_FLIGHT, on_frame=frame)
+    finally:
+        for sender in senders:
+            sender.kill()
+    answered = sum(s.frames - at_warmup.get(s.source, (0, 0))[0] for s in summaries)
+    dropped = sum(s.dropped - at_warmup.get(s.source, (0, 0))[1] for s in summaries)
+    latencies = [ms for s in summaries for ms in s.latencies_ms[at_warmup.get(s.source, (0, 0))[0]:]]
+    received = answered + dropped
+    return {"streams": count, "answered": answered, "dropped": dropped,
+            "drop_fraction": dropped / received if received else 1.0,
+            "answered_fps": answered / seconds, "expected_fps": STREAM_FPS * count,
+            "p50_ms": statistics.median(latencies) if latencies else float("nan"),
+            "sustained": bool(received) and dropped / received <= MAX_DROP_FRACTION
+            and answered >= 0.9 * STREAM_FPS * count * seconds}
+
+
+def report(results: dict) -> str:
+    lines = ["# Video through the served model: files against perf_analyzer's ceiling, live streams per server", "",
+             f"{results['when']} · {results['machine']} · clip {results['frames']} frames of "
+             f"{results['size'][1]}x{results['size'][0]} at 25 frames/s, {IN_FLIGHT} in flight; frames sent as JPEG "
+             "(quality 95) or as decoded pixels (raw: the CPU target's PIXELS input); perf_analyzer fed the same "
+             f"requests (the clip's first {PA_FRAMES} frames); {results['rounds']} rounds in turn, median. The "
+             "client, perf_analyzer, the stream senders and the server share this machine's cores.", "",
+             "| model | frames sent as | file (frames/s) | perf_analyzer ceiling | file / ceiling | file, outputs "
+             "written |", "|---|---|---|---|---|---|"]
+    for name, m in results["models"].items():
+        for fmt in FORMATS:
+            f = m[fmt]
+            lines.append(f"| {name} | {fmt} | {f['file_fps']:.1f} | {f['ceiling_fps']:.1f} | "
+                         f"{f['file_fps'] / f['ceiling_fps']:.2f}x | {f['outputs_fps']:.1f} |")
+    lines += ["", "Live 25 frames/s streams sustained (at most 1 % dropped, frames sent as `auto` chooses here: "
+              "raw): " + "; ".join(f"{name} {m['streams_sustained']}" for name, m in results["models"].items()),
+              "", "Live runs (after the warm-up: answered and dropped frames, latency p50):", ""]
+    for name, m in results["models"].items():
+        lines += [f"- {name}: " + "; ".join(
+            f"{r['streams']} stream(s) {r['answered_fps']:.1f}/{r['expected_fps']} frames/s, "
+            f"{100 * r['drop_fraction']:.1f} % dropped, p50 {r['p50_ms']:.0f} ms"
+            + (" (sustained)" if r["sustained"] else "") for r in m["streams"])]
+    ratios = {name: m["raw"]["file_fps"] / m["raw"]["ceiling_fps"] for name, m in results["models"].items()}
+    lines += ["", f"Target: a file ≥ {TARGET_FILE_OVER_CEILING:.1f}x the ceiling of the same requests, frames as "
+              "`auto` sends them on this host (raw): " + "; ".join(
+                  f"{name} {'met' if ratio >= TARGET_FILE_OVER_CEILING else 'NOT met'} ({ratio:.2f}x)"
+                  for name, ratio in ratios.items())]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["demo", "ns416"], choices=["demo", "ns416"])
+    parser.add_argument("--frames", type=int, default=250)
+    parser.add_argument("--size", type=int, nargs=2, default=(360, 640), metavar=("H", "W"))
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--max-streams", type=int, default=8)
+    parser.add_argument("--stream-seconds", type=float, default=20.0)
+    parser.add_argument("--warmup-seconds", type=float, default=4.0)
+    parser.add_argument("--out", type=Path, default=ROOT / "perf" / "results")
+    args = parser.parse_args(argv)
+    from results_io import new_results, save  # perf/'s own helper, beside this script
+
+    from damo_yolo.data.synthetic import load_backgrounds
+    from damo_yolo.data.synthetic_video import generate_clip
+    from damo_yolo.serving.tritonserver import LocalServer
+    results = new_results(frames=args.frames, size=list(args.size), rounds=args.rounds, models={})
+    print(f"[video] {results['machine']}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="damo-video-") as tmp:
+        tmp_path = Path(tmp)
+        clip = generate_clip(tmp_path, "clip", args.frames, tuple(args.size), STREAM_FPS, seed=1,
+                             photos=load_backgrounds(SHARED / "data" / "images"), objects=8)
+        frames = clip_frames(clip)
+        repo = make_repository(args.models, tmp_path)
+        with LocalServer(repo, tmp_path / "server.log", model=args.models[0]) as server:
+            for model in args.models:
+                file_fps(server.grpc_url, model, clip, "jpeg")  # warm-up
+                seen = {fmt: {"file": [], "ceiling": [], "outputs": []} for fmt in FORMATS}
+                for r in range(args.rounds):
+                    for fmt in (FORMATS if r % 2 == 0 else FORMATS[::-1]):
+                        seen[fmt]["file"].append(file_fps(server.grpc_url, model, clip, fmt))
+                        seen[fmt]["ceiling"].append(ceiling_fps(server.grpc_url, model, frames[fmt]))
+                        seen[fmt]["outputs"].append(file_fps(server.grpc_url, model, clip, fmt, tmp_path / "out"))
+                        print(f"[{model}] round {r + 1}, {fmt}: file {seen[fmt]['file'][-1]:.1f} frames/s, ceiling "
+                              f"{seen[fmt]['ceiling'][-1]:.1f}, with outputs {seen[fmt]['outputs'][-1]:.1f}",
+                              flush=True)
+                runs, sustained = [], 0
+                for count in range(1, args.max_streams + 1):
+                    run = live_streams(server.grpc_url, model, clip, count, args.stream_seconds,
+                                       args.warmup_seconds)
+                    runs.append(run)
+                    print(f"[{model}] {count} live stream(s): {run}", flush=True)
+                    if not run["sustained"]:
+                        break
+                    sustained = count
+                results["models"][model] = {
+                    **{fmt: {"file_fps": statistics.median(v["file"]), "ceiling_fps": statistics.median(v["ceiling"]),
+                             "outputs_fps": statistics.median(v["outputs"]), "rounds": v} for fmt, v in seen.items()},
+                    "streams": runs, "streams_sustained": sustained}
+    text = report(results)
+    save(args.out, "video", results, text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
