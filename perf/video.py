@@ -113,7 +113,7 @@ def live_streams(url: str, model: str, clip: Path, count: int, seconds: float, w
             sender.kill()
     answered = sum(s.frames - at_warmup.get(s.source, (0, 0))[0] for s in summaries)
     dropped = sum(s.dropped - at_warmup.get(s.source, (0, 0))[1] for s in summaries)
-    latencies = [ms for s in summaries for ms in s.latencies_ms[at_warmup.get(s.source, (0, 0))[0]:]]
+    latencies = [ms for s in summaries for ms in list(s.latencies_ms)[at_warmup.get(s.source, (0, 0))[0]:]]
     received = answered + dropped
     return {"streams": count, "answered": answered, "dropped": dropped,
             "drop_fraction": dropped / received if received else 1.0,
