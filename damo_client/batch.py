@@ -164,25 +164,29 @@ async def detect_folder_async(client: "AsyncDamoClient", paths: Iterable[Union[s
                               results_dir: Union[str, Path], score_threshold: Optional[float] = None,
                               iou_threshold: Optional[float] = None, in_flight: int = IN_FLIGHT,
                               on_image: Callable[[Job, Optional[str]], None] = lambda job, error: None,
-                              redo: bool = False) -> BatchSummary:
+                              redo: bool = False,
+                              on_plan: Callable[[list[Job], int], None] = lambda jobs, done: None) -> BatchSummary:
     """Every image of ``paths`` without a result in ``results_dir`` (all of them with ``redo``) through
-    ``client``, ``in_flight`` requests outstanding, each result written as its answer comes. ``on_image`` is told
-    each image done (error None) or failed (the reason). Stops with ServerUnavailable when the server cannot be
+    ``client``, ``in_flight`` requests outstanding, each result written as its answer comes. ``on_plan`` is told
+    the images (Jobs) and how many of them already have a result before any is sent (a progress bar's start);
+    ``on_image`` each image done (error None) or failed (the reason). Raises ImageError or ValueError as ``plan``
+    does. Stops with ServerUnavailable when the server cannot be
     reached and ResultsError when the folder cannot be written or another run writes into it (what was answered
     is kept)."""
     results_dir = Path(results_dir)
     jobs = plan(paths, results_dir)
     with results_lock(results_dir):
         remove_partials(results_dir)  # safe under the lock: no other run is writing
-        return await _run_jobs(client, jobs, score_threshold, iou_threshold, in_flight, on_image, redo)
+        return await _run_jobs(client, jobs, score_threshold, iou_threshold, in_flight, on_image, redo, on_plan)
 
 
 async def _run_jobs(client: "AsyncDamoClient", jobs: list[Job], score_threshold: Optional[float],
-                    iou_threshold: Optional[float], in_flight: int,
-                    on_image: Callable[[Job, Optional[str]], None], redo: bool) -> BatchSummary:
+                    iou_threshold: Optional[float], in_flight: int, on_image: Callable[[Job, Optional[str]], None],
+                    redo: bool, on_plan: Callable[[list[Job], int], None]) -> BatchSummary:
     summary = BatchSummary(images=len(jobs))
     todo = [job for job in jobs if redo or not has_result(job)]
     summary.skipped = len(jobs) - len(todo)
+    on_plan(jobs, summary.skipped)
     start = time.perf_counter()
     queue = iter(todo)
 

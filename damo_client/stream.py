@@ -168,7 +168,8 @@ class StreamReader(threading.Thread):
         self._index = 0
         self._connections = 0
 
-    def _event(self, what: str) -> None:
+    def report(self, what: str) -> None:
+        """Record an event of this stream (opened, lost, a refused frame) and pass it to ``on_event``."""
         self.summary.events.append((round(time.monotonic() - self.started, 2), what))
         self.on_event(self.summary.source, what)
 
@@ -195,7 +196,7 @@ class StreamReader(threading.Thread):
             self._connections += 1
             if self._connections > 1:
                 self.summary.reconnects += 1
-            self._event("opened" if self._connections == 1 else "reconnected")
+            self.report("opened" if self._connections == 1 else "reconnected")
             stream = container.streams.video[0]
             self.fps = self.fps or float(stream.average_rate or stream.guessed_rate or 25)
             recording = container.duration is not None  # a file served over the network, not a live feed
@@ -229,7 +230,7 @@ class StreamReader(threading.Thread):
                     retry=tenacity.retry_if_exception(
                         lambda exc: isinstance(exc, StreamLost) and not exc.healthy and not exc.final),
                     sleep=self._sleep,
-                    before_sleep=lambda state: self._event(
+                    before_sleep=lambda state: self.report(
                         f"{state.outcome.exception() if state.outcome else '?'}; retrying in "
                         f"{state.upcoming_sleep:.1f} s"),
                     reraise=True)
@@ -240,14 +241,14 @@ class StreamReader(threading.Thread):
                     if self.stopping.is_set():
                         return
                     if lost.healthy:  # after a good run: straight back, the backoff afresh
-                        self._event(str(lost))
+                        self.report(str(lost))
                         continue
                     self.summary.error = str(lost)
-                    self._event(f"given up: {lost}")
+                    self.report(f"given up: {lost}")
                     return
         except Exception as exc:  # the reader itself failed: reported, and the run goes on without it
             self.summary.error = f"the reader failed: {exc!r}"
-            self._event(f"given up: {self.summary.error}")
+            self.report(f"given up: {self.summary.error}")
         finally:
             self.finished.set()
             self.on_event(self.summary.source, "")  # wakes the run, which may now end
@@ -343,7 +344,7 @@ async def detect_streams_async(client: "AsyncDamoClient", sources: Iterable[str]
                 raise exc
             if exc is not None:
                 stream.summary.failed += 1
-                stream.reader._event(f"frame {index} refused: {str(exc).splitlines()[0]}")
+                stream.reader.report(f"frame {index} refused: {str(exc).splitlines()[0]}")
                 continue
             frame, detections, latency = task.result()
             if stream.tracker is not None:

@@ -141,10 +141,13 @@ async def _in_order(client: "AsyncDamoClient", frames: Iterator[Frame], in_fligh
                     encode: Callable[[np.ndarray], Any] = encode_jpeg) -> AsyncGenerator[FrameResult, None]:
     """FrameResults in frame order, with ``in_flight`` requests outstanding whenever frames remain: an answer
     that comes back before an earlier frame's frees its slot at once and waits for that frame (at most
-    ``4 * in_flight`` answers held). Each frame is sent as ``encode`` makes it. Decoding and encoding stay on
-    the event loop's thread: moving them to threads was measured to cost more CPU per frame (4-6 ms against
-    2.5-3.4) on a host whose cores the server keeps busy."""
+    ``4 * in_flight`` answers held). Each frame is sent as ``encode`` makes it. While every slot is taken the next
+    frames (up to ``in_flight``) are decoded and encoded ahead, so that slots freed together by a batch's answers
+    are refilled at once and the server's batcher sees full batches (measured: the server spends 1-2 ms less per
+    frame). Decoding and encoding stay on the event loop's thread: moving them to threads was measured to cost
+    more CPU per frame (4-6 ms against 2.5-3.4) on a host whose cores the server keeps busy."""
     pending: dict[int, asyncio.Task] = {}  # sent and not yet given out, answered or not
+    ready: deque = deque()  # (frame, payload) decoded and encoded ahead, waiting for a free slot
     frames = iter(frames)
     exhausted, next_index, running = False, 0, 0
     answered = asyncio.Event()
@@ -154,23 +157,31 @@ async def _in_order(client: "AsyncDamoClient", frames: Iterator[Frame], in_fligh
         running -= 1
         answered.set()
 
-    async def one(frame: Frame) -> FrameResult:
-        payload = encode(frame.image)
+    def take() -> Optional[tuple[Frame, Any]]:
+        nonlocal exhausted
+        if ready:
+            return ready.popleft()
+        frame = None if exhausted else next(frames, None)
+        if frame is None:
+            exhausted = True
+            return None
+        return frame, encode(frame.image)
+
+    async def one(frame: Frame, payload: Any) -> FrameResult:
         start = time.perf_counter()
         detections = await client.detect(payload, score_threshold, iou_threshold)
         return FrameResult(frame, detections, (time.perf_counter() - start) * 1e3)
 
     try:
         while True:
-            while not exhausted and running < in_flight and len(pending) < 4 * in_flight:
-                frame = next(frames, None)
-                if frame is None:
-                    exhausted = True
-                else:
-                    task = asyncio.ensure_future(one(frame))
-                    task.add_done_callback(finished)
-                    pending[frame.index] = task
-                    running += 1
+            while running < in_flight and len(pending) < 4 * in_flight:
+                item = take()
+                if item is None:
+                    break
+                task = asyncio.ensure_future(one(*item))
+                task.add_done_callback(finished)
+                pending[item[0].index] = task
+                running += 1
             head = pending.get(next_index)
             if head is None:
                 return
@@ -179,6 +190,13 @@ async def _in_order(client: "AsyncDamoClient", frames: Iterator[Frame], in_fligh
                 next_index += 1
                 continue
             answered.clear()  # (callbacks run only while this coroutine waits: none is missed)
+            while not answered.is_set() and not exhausted and len(ready) < in_flight:
+                frame = next(frames, None)  # the next frames decoded while the server works: sent at once
+                if frame is None:
+                    exhausted = True
+                else:
+                    ready.append((frame, encode(frame.image)))
+                await asyncio.sleep(0)
             await answered.wait()
     finally:
         for task in pending.values():
