@@ -2,8 +2,9 @@
 
 `pip install .` installs the client alone (no torch); extras add the rest:
 `.[train]` training + evaluation, `.[export]` ONNX export, `.[server]` the bundled tritonserver and the
-CPU serving backend, `.[dali]` NVIDIA DALI preprocessing, `.[video]` PyAV, `.[test]` the test tools, `.[all]`
-everything that runs on a CPU host, `.[gpu]` TensorRT + DALI for GPU hosts.
+CPU serving backend, `.[dali]` NVIDIA DALI preprocessing, `.[video]` PyAV, `.[evaluate]` damo-client
+evaluate's scoring, `.[test]` the test tools, `.[all]` everything that runs on a CPU host, `.[gpu]` TensorRT +
+DALI for GPU hosts.
 """
 from pathlib import Path
 
@@ -36,6 +37,8 @@ EXTRAS = {
     # SDK's tracker (damo_client.tracking; numpy<2, as the Triton wheels need); rich: damo-client's progress bars;
     # tenacity: live streams reopened with backoff (damo_client.stream)
     "video": ["av==18.1.0", "norfair==2.3.0", "filterpy==1.4.5", "rich==14.3.4", "tenacity==9.2.1"],
+    # damo-client evaluate: served answers scored with pycocotools (no torch)
+    "evaluate": ["pycocotools==2.0.11"],
     # the CPU target's other detector runtime (damo-export --cpu-runtime openvino): the CPU image, development
     "openvino": ["openvino==2026.4.1"],
     # the bundled tritonserver 2.51 (development and tests on this host only) and the models' dependencies
@@ -58,7 +61,8 @@ EXTRAS = {
     # (pip --extra-index-url https://pypi.nvidia.com). cuda-python finds the GPU.
     "gpu": ["tensorrt-cu13==11.2.1.2", "nvidia-dali-cuda130==2.2.0", "cuda-python==13.3.0"],
 }
-EXTRAS["all"] = sorted({req for key in ("train", "export", "server", "dali", "video", "test") for req in EXTRAS[key]})
+EXTRAS["all"] = sorted({req for key in ("train", "export", "server", "dali", "video", "evaluate", "test")
+                        for req in EXTRAS[key]})
 
 setup(
     name="damo-yolo",

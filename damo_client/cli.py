@@ -12,7 +12,7 @@ from typing import Any, Callable, NoReturn, Optional, TypeVar
 import click
 
 from damo_client.client import DamoClient, default_url
-from damo_client.errors import DamoClientError, ImageError, InferenceError, RestrictedAPI
+from damo_client.errors import ContractError, DamoClientError, ImageError, InferenceError, RestrictedAPI
 from damo_client.images import expand_paths, to_bytes
 from damo_client.results import coco_row
 from damo_yolo import contract as C
@@ -125,6 +125,10 @@ def _image_id(path: Path, index: int) -> int:
                    "`damo-client models` shows it].")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write COCO-results-style JSON (image_id, category_id = class id, bbox xywh, score).")
+@click.option("--annotations", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="With --json: the COCO annotations file the images belong to; image_id is the id it gives the "
+                   "image's file name, category_id the id of the class's name, so pycocotools loads the results "
+                   "as they are.")
 @click.option("--save-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write copies of the images with labelled boxes here.")
 @click.option("--quiet", "-q", is_flag=True,
@@ -145,9 +149,10 @@ def _image_id(path: Path, index: int) -> int:
 @click.option("--reconnects", type=click.IntRange(min=0),
               help="Live streams: attempts to reopen a lost stream before giving it up [default: for ever].")
 def detect(sources: tuple[str, ...], url: Optional[str], protocol: str, model: str, timeout: float,
-           score_thr: Optional[float], iou_thr: Optional[float], json_path: Optional[Path], save_dir: Optional[Path],
-           quiet: bool, track: bool, in_flight: int, results_dir: Optional[Path], redo: bool,
-           duration: Optional[float], reconnects: Optional[int], frames_as: str) -> None:
+           score_thr: Optional[float], iou_thr: Optional[float], json_path: Optional[Path],
+           annotations: Optional[Path], save_dir: Optional[Path], quiet: bool, track: bool, in_flight: int,
+           results_dir: Optional[Path], redo: bool, duration: Optional[float], reconnects: Optional[int],
+           frames_as: str) -> None:
     """Detect objects in images (files, folders or quoted globs such as 'photos/**/*.jpg' of .jpg/.jpeg/.png),
     videos (.mp4 .mkv .avi .mov .webm .ts) and live streams (rtsp:// http(s):// udp:// ... or /dev/videoN).
 
@@ -165,6 +170,8 @@ def detect(sources: tuple[str, ...], url: Optional[str], protocol: str, model: s
     from damo_client.video import is_video
     streams = [s for s in sources if is_stream(s)]
     paths = tuple(Path(s) for s in sources if s not in streams)
+    if annotations is not None and json_path is None:
+        raise click.UsageError("--annotations gives --json's ids: give --json FILE too")
     if (duration is not None or reconnects is not None) and not streams:
         raise click.UsageError("--duration and --reconnects are for live streams (rtsp://, udp://, /dev/video0, ...)")
     if streams:
@@ -201,7 +208,7 @@ def detect(sources: tuple[str, ...], url: Optional[str], protocol: str, model: s
             return
     if results_dir is not None:
         failures = _detect_folder(paths, results_dir, url, protocol, model, timeout, score_thr, iou_thr, quiet,
-                                  in_flight, redo, json_path)
+                                  in_flight, redo, json_path, annotations)
         if failures or video_failures:
             failed = ([f"{video_failures} of {len(videos)} video(s)"] if video_failures else []) + \
                 ([f"{failures} image(s)"] if failures else [])
@@ -215,15 +222,17 @@ def detect(sources: tuple[str, ...], url: Optional[str], protocol: str, model: s
     with _client(url, protocol, model, timeout) as client:
         try:
             client.connect()
+            coco_ids = _coco_ids(annotations, client.class_names)
         except DamoClientError as exc:
             _fail(exc)
         for index, path in enumerate(files):
             try:
+                image_id = coco_ids.image_id(path) if coco_ids is not None else _image_id(path, index)
                 data = to_bytes(path)
                 detections = client.detect(data, score_thr, iou_thr)
             except ImageError as exc:
                 failures += 1
-                click.echo(str(exc), err=True)
+                click.echo(_naming(path, exc), err=True)
                 continue
             except DamoClientError as exc:
                 failures += 1
@@ -236,9 +245,10 @@ def detect(sources: tuple[str, ...], url: Optional[str], protocol: str, model: s
                 click.echo(f"{path}: {len(detections)} detection(s)")
                 from damo_client.results import format_table
                 click.echo(format_table(detections))
-            image_id = _image_id(path, index)
-            results.extend(dict(d.to_coco(image_id), category_name=d.class_name, file_name=path.name)
-                           for d in detections)
+            rows = coco_ids.rows(image_id, detections) if coco_ids is not None else \
+                [d.to_coco(image_id) for d in detections]
+            results.extend(dict(row, category_name=d.class_name, file_name=path.name)
+                           for row, d in zip(rows, detections))
             if save_dir is not None:
                 from damo_client.draw import save_annotated
                 save_annotated(data, detections, save_dir / f"{path.stem}.jpg")
@@ -257,29 +267,36 @@ def detect(sources: tuple[str, ...], url: Optional[str], protocol: str, model: s
         raise click.ClickException(" and ".join(failed) + " failed")
 
 
+def _naming(path: Path, exc: Exception) -> str:
+    """An image's error in one line that names the image."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text if str(path) in text else f"{path}: {text}"
+
+
+def _coco_ids(annotations: Optional[Path], class_names: list[str]) -> Any:
+    """The ids of --annotations for the served classes (None without it)."""
+    if annotations is None:
+        return None
+    from damo_client.evaluation import CocoIds
+    return CocoIds.load(annotations, class_names)
+
+
 def _detect_folder(paths: tuple[Path, ...], results_dir: Path, url: Optional[str], protocol: str, model: str,
                    timeout: float, score_thr: Optional[float], iou_thr: Optional[float], quiet: bool, in_flight: int,
-                   redo: bool, json_path: Optional[Path]) -> int:
+                   redo: bool, json_path: Optional[Path], annotations: Optional[Path] = None) -> int:
     """Images into --results-dir (damo_client.batch), a progress bar on stderr where rich is installed, each
     failure named in one line, a summary; returns how many failed."""
     import asyncio
     import contextlib
 
-    from damo_client.batch import BatchSummary, Job, detect_folder_async, has_result, plan
+    from damo_client.batch import BatchSummary, Job, detect_folder_async, has_result
     from damo_client.client import AsyncDamoClient
     try:
-        jobs = plan(paths, results_dir)
-    except ImageError as exc:
-        raise click.ClickException(str(exc)) from None
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-    try:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-        bar: Any = Progress(TextColumn("images"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                            console=Console(stderr=True), disable=quiet)
+        bar: Any = _progress_bar("images", quiet)
     except ImportError:  # the video extra brings rich; without it, the summary alone
         bar = contextlib.nullcontext()
+    jobs: list[Job] = []
+    checked_ids: list = []  # --annotations' ids, checked against the served classes before any image is sent
 
     async def run() -> "BatchSummary":
         try:
@@ -287,31 +304,50 @@ def _detect_folder(paths: tuple[Path, ...], results_dir: Path, url: Optional[str
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="'--url'") from exc
         async with client:
+            if annotations is not None:
+                await client.connect()
+                checked_ids.append(_coco_ids(annotations, client.class_names))
             with bar:
-                task = bar.add_task("images", total=len(jobs)) if hasattr(bar, "add_task") else None
+                task = None
 
-                def done(job: Job, error: Optional[str]) -> None:
+                def planned(planned_jobs: list[Job], done: int) -> None:
+                    nonlocal task
+                    jobs.extend(planned_jobs)
+                    if hasattr(bar, "add_task"):
+                        task = bar.add_task("images", total=len(planned_jobs), completed=done)
+
+                def finished(job: Job, error: Optional[str]) -> None:
                     if error is not None:  # above the bar (rich takes over stderr while it shows)
                         click.echo(f"{job.image}: {error}", err=True)
                     if task is not None:
                         bar.update(task, advance=1)
-                if task is not None:
-                    bar.update(task, completed=sum(1 for j in jobs if not redo and has_result(j)))
                 return await detect_folder_async(client, paths, results_dir, score_thr, iou_thr, in_flight,
-                                                 on_image=done, redo=redo)
+                                                 on_image=finished, redo=redo, on_plan=planned)
 
     try:
         summary = asyncio.run(run())
+    except ImageError as exc:
+        raise click.ClickException(str(exc)) from None
     except DamoClientError as exc:
         _fail(exc)
+    except ValueError as exc:  # two images would write one result
+        raise click.UsageError(str(exc)) from None
     click.echo(f"{summary.line()}; results in {results_dir}")
     if json_path is not None:
         rows = []
+        coco_ids = checked_ids[0] if checked_ids else None
         for index, job in enumerate(jobs):
-            if has_result(job):
-                for d in json.loads(job.result.read_text())["detections"]:
-                    rows.append(dict(coco_row(_image_id(job.image, index), d["class_id"], d["box"], d["score"]),
-                                     category_name=d["class_name"], file_name=job.image.name))
+            if not has_result(job):
+                continue
+            try:
+                image_id = coco_ids.image_id(job.image) if coco_ids is not None else _image_id(job.image, index)
+            except ImageError as exc:
+                click.echo(str(exc), err=True)
+                continue
+            for d in json.loads(job.result.read_text())["detections"]:
+                category = coco_ids.categories[d["class_id"]] if coco_ids is not None else d["class_id"]
+                rows.append(dict(coco_row(image_id, category, d["box"], d["score"]),
+                                 category_name=d["class_name"], file_name=job.image.name))
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text("[\n" + ",\n".join(json.dumps(r) for r in rows) + "\n]\n")
         click.echo(f"{len(rows)} detections of every result in {results_dir} written to {json_path}")
@@ -439,6 +475,77 @@ def _detect_videos(videos: list[Path], url: Optional[str], protocol: str, model:
 
 
 @cli.command(context_settings=CONTEXT)
+@click.argument("annotations", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("images_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@_connection_options
+@click.option("--thresholds", type=click.Choice(("served", "evaluation")), default="served", show_default=True,
+              help="served: the repository's defaults, as users are answered; evaluation: the checkpoint's "
+                   "evaluation thresholds the repository records (a low score threshold: the whole "
+                   "precision-recall curve, as training's evaluation sees it).")
+@click.option("--score-thr", type=_float_range(C.SCORE_RANGE), help="Score threshold, over --thresholds'.")
+@click.option("--iou-thr", type=_float_range(C.IOU_RANGE), help="NMS IoU threshold, over --thresholds'.")
+@click.option("--in-flight", type=click.IntRange(min=1, max=64), default=8, show_default=True,
+              help="Requests outstanding at once (the server batches them).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the metrics (the 12 figures, AP per class, thresholds) as JSON.")
+@click.option("--results", "results_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the detections scored, as COCO results with the file's ids.")
+def evaluate(annotations: Path, images_dir: Path, url: Optional[str], protocol: str, model: str, timeout: float,
+             thresholds: str, score_thr: Optional[float], iou_thr: Optional[float], in_flight: int,
+             json_path: Optional[Path], results_path: Optional[Path]) -> None:
+    """COCO mAP of the served model on a COCO set: every image of ANNOTATIONS (found in IMAGES_DIR by its
+    file_name) through the server, scored with pycocotools.
+
+    \b
+    Prints pycocotools' 12 figures (AP, AP50, AP75, by size, AR; n/a where the set has no object of that
+    size) and AP per class. Image ids come from the file's names, category ids from the class names.
+    Exit code 1 when an image cannot be read or is refused (it is named), or the server cannot answer.
+    """
+    import asyncio
+
+    from damo_client.client import AsyncDamoClient
+    from damo_client.evaluation import Metrics, evaluate_async
+    try:
+        bar: Any = _progress_bar("images")
+    except ImportError:
+        bar = None
+
+    async def run() -> Metrics:
+        try:
+            client = AsyncDamoClient(url or default_url(protocol), protocol, model, timeout=timeout)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--url'") from exc
+        async with client:
+            if bar is None:
+                return await evaluate_async(client, annotations, images_dir, thresholds, score_thr, iou_thr,
+                                            in_flight)
+            with bar:
+                task = bar.add_task("images", total=len(json.loads(annotations.read_text()).get("images", [])))
+                return await evaluate_async(client, annotations, images_dir, thresholds, score_thr, iou_thr,
+                                            in_flight, on_image=lambda: bar.update(task, advance=1))
+
+    try:
+        metrics = asyncio.run(run())
+    except (DamoClientError, ValueError) as exc:
+        _fail(exc)
+    click.echo(metrics.report())
+    for path, text in ((json_path, json.dumps(metrics.to_dict(), indent=2)),
+                       (results_path, json.dumps(metrics.results))):
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text + "\n")
+            click.echo(f"written: {path}")
+
+
+def _progress_bar(what: str, quiet: bool = False) -> Any:
+    """A rich progress bar on stderr (ImportError without rich: the video extra brings it)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    return Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=Console(stderr=True), disable=quiet)
+
+
+@cli.command(context_settings=CONTEXT)
 @_connection_options
 def health(url: Optional[str], protocol: str, model: str, timeout: float) -> None:
     """Is the server live and the model ready? Exit code 0 only if both."""
@@ -448,6 +555,14 @@ def health(url: Optional[str], protocol: str, model: str, timeout: float) -> Non
         except DamoClientError as exc:
             _fail(exc)
     click.echo(f"server {client.url} ({protocol}): live={live} model {model} ready={ready}")
+    if live and not ready:
+        with _client(url, protocol, model, timeout, retries=0) as client:
+            try:
+                client.connect()  # a name the server does not serve: the served ones listed
+            except ContractError as exc:
+                _fail(exc)
+            except DamoClientError:
+                pass
     if not (live and ready):
         raise click.ClickException(f"model {model} is not ready")
     with _client(url, protocol, model, timeout, retries=0) as client:
@@ -507,6 +622,9 @@ def _concurrency_range(ctx: click.Context, param: click.Parameter, value: str) -
     parts = value.split(":")
     if not 1 <= len(parts) <= 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
         raise click.BadParameter(f"{value!r}: expected START[:END[:STEP]] of positive integers, e.g. 1:16:2")
+    if len(parts) > 1 and int(parts[1]) < int(parts[0]):
+        raise click.BadParameter(f"{value!r}: END ({parts[1]}) is below START ({parts[0]}); e.g. "
+                                 f"{parts[1]}:{parts[0]}")
     return value
 
 

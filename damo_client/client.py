@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import socket
 import time
@@ -60,7 +61,8 @@ ADMIN_HEADER = "admin-key"  # the header the images' entrypoint guards the admin
 RESTRICTED = "is restricted, expecting header"  # Triton's answer to a restricted API called without its header
 # Triton's answers while it shuts down: it refuses new work, then unloads its models while still listening
 STOPPING = ("Server is stopping",)
-UNLOADING = ("Request for unknown model", "Model version not ready", "is not ready")
+UNKNOWN_MODEL = "Request for unknown model"
+UNLOADING = (UNKNOWN_MODEL, "Model version not ready", "is not ready")
 MAX_DELAY = 10.0  # seconds: the longest wait between two attempts, however many are allowed
 # A connection (HTTP keep-alive pool, gRPC channel) is made again once this old: behind a Kubernetes Service the
 # new one may reach a pod added since, and a stopping Triton, which waits for its open HTTP connections before it
@@ -282,6 +284,17 @@ class _ClientBase:
             return ServerUnavailable(f"{what}: no answer from {self.url} within {self.timeout:g} s")
         return InferenceError(f"{what}: {_server_message(exc)}")
 
+    def _unknown_model(self, index: Any) -> ContractError:
+        """The error for a model name the server does not serve, naming the ones it serves where its repository
+        index is open (it is an admin API on the images: then the way to list them)."""
+        if index is None:
+            served = "the repository index is kept for the operator here: `damo-client models --admin-key KEY`"
+        else:
+            models = index.get("models", []) if isinstance(index, dict) else index
+            names = sorted({m.get("name", "") for m in models if m.get("state", "READY") == "READY"} - {""})
+            served = f"served: {', '.join(names)}" if names else "it serves no model now"
+        return ContractError(f"model {self.model!r} is not served at {self.url}; {served} (--model NAME)")
+
     def _accept_contract(self, metadata: dict, config: dict) -> None:
         config = config.get("config", config)  # gRPC wraps the config
         inputs = {t["name"]: t["datatype"] for t in metadata.get("inputs", [])}
@@ -358,8 +371,14 @@ class _ClientBase:
             C.SCORE_RANGE.check("score_threshold", score_threshold)
         if iou_threshold is not None:
             C.IOU_RANGE.check("iou_threshold", iou_threshold)
-        return [image if isinstance(image, np.ndarray) and is_bgr(image) else to_bytes(image)
-                for image in images]
+        datas: list[Payload] = []
+        for i, image in enumerate(images):
+            try:
+                datas.append(image if isinstance(image, np.ndarray) and is_bgr(image) else to_bytes(image))
+            except ImageError as exc:  # a path names itself; another input is named by its place in the batch
+                named = isinstance(image, (str, os.PathLike)) or len(images) == 1
+                raise ImageError(str(exc) if named else f"image {i} of {len(images)}: {exc}") from None
+        return datas
 
     def _payloads(self, datas: list[Payload]) -> list[Payload]:
         """After the contract is read: arrays stay arrays only where the model takes PIXELS."""
@@ -432,7 +451,16 @@ class DamoClient(_ClientBase):
     def connect(self) -> "DamoClient":
         """Read and check the model's contract (done automatically on first use)."""
         if self.max_batch_size is None:
-            config = self._call("model config", "get_model_config", self.model, **self._as_json)
+            try:
+                config = self._call("model config", "get_model_config", self.model, **self._as_json)
+            except InferenceError as exc:
+                if UNKNOWN_MODEL not in str(exc):
+                    raise
+                try:
+                    index = self._call("repository index", "get_model_repository_index", **self._as_json)
+                except DamoClientError:
+                    index = None  # the index is an admin API on this server
+                raise self._unknown_model(index) from None
             self._accept_contract(self.metadata(), config)
         return self
 
@@ -551,7 +579,16 @@ class AsyncDamoClient(_ClientBase):
 
     async def connect(self) -> "AsyncDamoClient":
         if self.max_batch_size is None:
-            metadata = await self._call("model metadata", "get_model_metadata", self.model, **self._as_json)
+            try:
+                metadata = await self._call("model metadata", "get_model_metadata", self.model, **self._as_json)
+            except InferenceError as exc:
+                if UNKNOWN_MODEL not in str(exc):
+                    raise
+                try:
+                    index = await self._call("repository index", "get_model_repository_index", **self._as_json)
+                except DamoClientError:
+                    index = None
+                raise self._unknown_model(index) from None
             config = await self._call("model config", "get_model_config", self.model, **self._as_json)
             self._accept_contract(metadata, config)
         return self

@@ -38,7 +38,8 @@ def to_bytes(image: ImageInput) -> bytes:
         raise ImageError(f"cannot send a {type(image).__name__}: give a path, bytes, a numpy BGR array or a "
                          f"binary file object")
     if not data:
-        raise ImageError("the image is empty (0 bytes)")
+        named = f"{image}: " if isinstance(image, (str, os.PathLike)) else ""
+        raise ImageError(f"{named}the image is empty (0 bytes)")
     return data
 
 

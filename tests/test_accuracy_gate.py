@@ -33,10 +33,15 @@ def pytorch_metrics(trained_synthetic):
     return _pytorch(trained_synthetic, served_postprocess=True)
 
 
-def test_accuracy_gate(pytorch_metrics, served_synthetic, trained_synthetic, capsys):
+@pytest.fixture(scope="module")
+def served_metrics(served_synthetic, trained_synthetic):
+    """The gate's served figures: every val image through damo_client, scored as training scores."""
     from damo_yolo.evaluation import evaluate_served
-    ann, images = _val(trained_synthetic)
-    served = evaluate_served(served_synthetic.http_url, ann, images)
+    return evaluate_served(served_synthetic.http_url, *_val(trained_synthetic))
+
+
+def test_accuracy_gate(pytorch_metrics, served_metrics, trained_synthetic, capsys):
+    served = served_metrics
     official = _pytorch(trained_synthetic, served_postprocess=False)  # the reference's evaluation protocol
     with capsys.disabled():
         print("\n" + gate_report(pytorch_metrics, served) + f"\nPyTorch mAP by the reference's protocol (no "
@@ -72,3 +77,51 @@ def test_gate_fails_a_broken_postprocess(pytorch_metrics, served_synthetic, trai
     failures = gate_failures(pytorch_metrics["mAP"], served["mAP"])
     assert failures and any("differs from PyTorch" in f for f in failures), gate_report(pytorch_metrics, served)
     assert served["mAP"] < pytorch_metrics["mAP"] - 0.02
+
+
+def _damo_client(*args: str) -> str:
+    import subprocess
+    import sys
+    run = subprocess.run([sys.executable, "-m", "damo_client.cli", *args], capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    return run.stdout
+
+
+def test_damo_client_evaluate_reports_the_gates_served_map(served_metrics, served_synthetic, trained_synthetic,
+                                                           tmp_path):
+    import json
+    ann, images = _val(trained_synthetic)
+    out = _damo_client("evaluate", str(ann), str(images), "--url", served_synthetic.grpc_url, "--protocol", "grpc",
+                       "--json", str(tmp_path / "metrics.json"), "--results", str(tmp_path / "results.json"))
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["images"] == len(json.loads(ann.read_text())["images"])
+    assert metrics["stats"]["AP"] == pytest.approx(served_metrics["mAP"], abs=1e-4), out
+    assert f"AP         {served_metrics['mAP']:.4f}" in out
+    for name, ap in served_metrics["per_class"].items():
+        assert metrics["per_class"][name] == pytest.approx(ap, abs=1e-4)
+    assert len(metrics["stats"]) == 12
+    # the served repository records the checkpoint's evaluation thresholds (and serves with them here)
+    evaluation = _damo_client("evaluate", str(ann), str(images), "--url", served_synthetic.grpc_url, "-p", "grpc",
+                              "--thresholds", "evaluation")
+    assert "thresholds evaluation" in evaluation and f"AP         {served_metrics['mAP']:.4f}" in evaluation
+
+
+def test_detect_json_with_annotations_loads_in_pycocotools_as_it_is(served_metrics, served_synthetic,
+                                                                   trained_synthetic, tmp_path):
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    ann, images = _val(trained_synthetic)
+    detections = tmp_path / "detections.json"
+    _damo_client("detect", str(images), "--url", served_synthetic.http_url, "-q", "--json", str(detections),
+                 "--annotations", str(ann))
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(ann))
+        evaluator = COCOeval(gt, gt.loadRes(str(detections)), "bbox")  # the file as written
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    assert evaluator.stats[0] == pytest.approx(served_metrics["mAP"], abs=1e-4)

@@ -4,21 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
+
+from damo_client.evaluation import category_ids as category_ids_for
 
 from .coco_eval import evaluate_coco_results
-
-
-def category_ids_for(class_names: Sequence[str], categories: Sequence[dict]) -> list[int]:
-    """The data set's category id of each served class: by name when every name is known, else by the
-    training convention (the i-th class is the i-th category id in ascending order)."""
-    by_name = {c["name"]: c["id"] for c in categories}
-    if class_names and all(n in by_name for n in class_names):
-        return [by_name[n] for n in class_names]
-    ids = sorted(c["id"] for c in categories)
-    if class_names and len(class_names) != len(ids):
-        raise ValueError(f"the served model has {len(class_names)} classes, the data set {len(ids)} categories")
-    return ids
 
 
 def served_coco_results(client, ann_file, img_dir, batch_size: int = 8) -> tuple[list[dict], list[int]]:

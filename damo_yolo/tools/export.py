@@ -227,6 +227,8 @@ def export_repository(checkpoint: Path, out: Path, options: Optional[ExportOptio
         dynamic_batching=options.dynamic_batching, max_queue_delay_us=options.max_queue_delay_us, **instances,
         extra={"checkpoint": Path(checkpoint).name, "checkpoint_sha256": _sha256(Path(checkpoint)),
                "variant": meta.variant,
+               # the checkpoint's evaluation thresholds: damo-client evaluate --thresholds evaluation sends them
+               "evaluation": {"score_threshold": meta.score_threshold, "iou_threshold": meta.iou_threshold},
                "versions": {"damo_yolo": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
                             "onnxruntime": onnxruntime.__version__},
                "train_metrics": meta.metrics})

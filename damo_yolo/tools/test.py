@@ -108,7 +108,10 @@ def cli(config: Path, checkpoint: Path, ann_file: Optional[Path], img_dir: Optio
                            trusted, served_postprocess)
     except (CheckpointError, ConfigError, DataError, FileNotFoundError) as exc:
         raise click.ClickException(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
-    click.echo(" ".join(f"{k}={metrics[k]:.4f}" for k in ("mAP", "mAP_50", "mAP_75", "mAP_s", "mAP_m", "mAP_l")))
+    from damo_client.evaluation import format_figure
+    from damo_yolo.evaluation import COCO_METRIC_NAMES
+    click.echo(" ".join(f"{k}={format_figure(metrics[k])}" for k in COCO_METRIC_NAMES)
+               + (" (n/a: no object of that size in the set)" if None in map(metrics.get, COCO_METRIC_NAMES) else ""))
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -44,5 +44,7 @@ class CocoDetectionMetric(BaseMetric):
 
     def compute_metrics(self, results: list) -> dict:
         metrics = evaluate_coco_results(self.ann_file, [det for image in results for det in image])
-        print_log("\n" + metrics["summary"] + "\n" + format_per_class(metrics["per_class"]), logger="current")
-        return {name: round(metrics[name], 5) for name in COCO_METRIC_NAMES}
+        absent = [name for name in COCO_METRIC_NAMES if metrics[name] is None]
+        note = f"\n{', '.join(absent)}: n/a (no object of that size in {self.ann_file})" if absent else ""
+        print_log("\n" + metrics["summary"] + "\n" + format_per_class(metrics["per_class"]) + note, logger="current")
+        return {name: round(metrics[name], 5) for name in COCO_METRIC_NAMES if metrics[name] is not None}

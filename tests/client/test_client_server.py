@@ -136,7 +136,7 @@ def test_thresholds_and_server_errors(served_synthetic, trained_synthetic):
         assert client.detect(path) == everything  # the server keeps serving
 
 
-def test_health_and_models(served_synthetic):
+def test_health_and_models(served_synthetic, sample_images):
     with DamoClient(served_synthetic.http_url) as client:
         assert client.is_live() and client.is_ready()
         states = {m["name"]: m["state"] for m in client.models()}
@@ -151,8 +151,10 @@ def test_health_and_models(served_synthetic):
     # the served defaults (this server was exported with the checkpoint's evaluation thresholds)
     assert "score > 0.03, NMS IoU 0.65, at most 500 boxes per image" in result.output
     assert "exported: damo_yolo 0.1.0, target cpu" in result.output and "warning" not in result.output
-    result = runner.invoke(cli, ["health", "-u", served_synthetic.http_url, "-m", "no_such_model"])
-    assert result.exit_code == 1
+    for command in (["health"], ["detect", str(sample_images[0])]):
+        result = runner.invoke(cli, [*command, "-u", served_synthetic.http_url, "-m", "no_such_model"])
+        assert result.exit_code == 1 and f"model 'no_such_model' is not served at {served_synthetic.http_url}; " \
+            "served: damo_yolo (--model NAME)" in result.output, result.output
 
 
 def test_cli_detect_writes_json_and_annotated_images(served_synthetic, trained_synthetic, sample_images, tmp_path):
@@ -171,8 +173,11 @@ def test_cli_detect_writes_json_and_annotated_images(served_synthetic, trained_s
     for path in val + [sample_images[0]]:
         drawn = cv2.imread(str(tmp_path / "annotated" / f"{path.stem}.jpg"))
         assert drawn is not None and drawn.shape == cv2.imread(str(path)).shape
-    result = runner.invoke(cli, ["detect", str(val[0]), str(bad), "-u", served_synthetic.http_url])
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    result = runner.invoke(cli, ["detect", str(val[0]), str(bad), str(empty), "-u", served_synthetic.http_url])
     assert result.exit_code == 1 and "broken.jpg" in result.output and "truncated JPEG" in result.output
+    assert f"{empty}: the image is empty (0 bytes)" in result.output and "2 of 3 image(s) failed" in result.output
 
 
 def test_cli_perf_runs_perf_analyzer_with_real_images(served_synthetic, sample_images, tmp_path):

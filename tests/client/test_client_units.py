@@ -53,6 +53,16 @@ def test_bad_local_inputs(bad, match):
         to_bytes(bad)
 
 
+def test_a_bad_image_in_a_batch_is_named(sample_images, tmp_path):
+    """Before anything is sent: a file by its path, another input by its place in the batch."""
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    with pytest.raises(ImageError, match=rf"^{empty}: the image is empty \(0 bytes\)$"):
+        DamoClient._encode([sample_images[0], empty, sample_images[1]], None, None)
+    with pytest.raises(ImageError, match=r"^image 1 of 3: the image is empty \(0 bytes\)$"):
+        DamoClient._encode([sample_images[0].read_bytes(), b"", sample_images[1]], None, None)
+
+
 def test_text_mode_file_is_refused(tmp_path):
     (tmp_path / "a.txt").write_text("x")
     with open(tmp_path / "a.txt") as f, pytest.raises(ImageError, match="binary mode"):
@@ -307,3 +317,10 @@ def test_grpc_resolver_targets_are_balanced_per_request_and_grpc_only():
         DamoClient("dns:///damo-yolo-headless:8000", "http")
     result = CliRunner().invoke(cli, ["detect", __file__, "-u", "dns:///x:8000", "-p", "http"])
     assert result.exit_code == 2 and "Invalid value for '--url'" in result.output
+
+
+def test_perf_checks_its_concurrency_before_printing(sample_images):
+    result = CliRunner().invoke(cli, ["perf", "--images", str(sample_images[0]), "--concurrency", "8:1",
+                                      "-u", "127.0.0.1:9"])
+    assert result.exit_code == 2 and result.output.startswith("Usage:"), result.output
+    assert "'8:1': END (1) is below START (8); e.g. 1:8" in result.output and "latency" not in result.output
