@@ -50,7 +50,7 @@ class TrainArgs:
 
 @click.command(cls=several_values(CFG_OPTIONS), context_settings=CONTEXT)
 @click.version_option(package_name="damo-yolo", prog_name="damo-train")
-@click.argument("config", type=click.Path(path_type=Path))
+@click.argument("config", type=click.Path(path_type=Path), required=False)
 @click.option("--work-dir", type=click.Path(path_type=Path),
               help="Where logs and checkpoints go [default: the config's work_dir, else work_dirs/<config name>].")
 @click.option("--resume", is_flag=False, flag_value="auto", default=None, metavar="[CHECKPOINT]",
@@ -69,10 +69,13 @@ class TrainArgs:
 @click.option("--launcher", type=click.Choice(LAUNCHERS), default="none", show_default=True,
               help="Job launcher for distributed training (torchrun: pytorch).")
 @click.option("--local_rank", "--local-rank", "local_rank", type=int, default=0, hidden=True)  # from old launchers
+@click.option("--plot", "plot_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), metavar="WORK_DIR",
+              help="Draw WORK_DIR's training curves (losses, learning rate, validation mAP by epoch) into "
+                   "curves.png beside its newest log, and stop; a run draws them at its end.")
 @click.option("--verbose", "-v", is_flag=True,
               help="Show everything mmengine reports (environment, config, hooks, parameter groups); the log file "
                    "in the work dir always has it.")
-def cli(**params: Any) -> None:
+def cli(plot_dir: Optional[Path] = None, **params: Any) -> None:
     """Train DAMO-YOLO with an mmengine CONFIG (train/configs/*.py).
 
     \b
@@ -82,19 +85,38 @@ def cli(**params: Any) -> None:
         damo-train CONFIG --resume work_dirs/x/epoch_7.pth
         damo-train CONFIG --finetune damoyolo_tinynasL25_S.pth
         torchrun --nproc_per_node 8 -m damo_yolo.tools.train CONFIG --launcher pytorch
+        damo-train --plot work_dirs/my_config              # the curves of a run, as a PNG
 
     \b
-    The console shows the metrics, warnings and a summary at the end (best.pth with its mAP and epoch,
-    latest.pth, the time); a progress bar with ETAs on a terminal. Exit code 1 with a one-line reason
-    when the config, its settings, the data or a checkpoint cannot be used.
+    The console shows the metrics (with the run's ETA: iterations, validations and checkpoints to come),
+    warnings and a summary at the end (best.pth with its mAP and epoch, latest.pth, the curves' PNG, the
+    time); a progress bar on a terminal. Ctrl-C ends with the command that continues the run (exit code
+    130). Exit code 1 with a one-line reason when the config, its settings, the data or a checkpoint
+    cannot be used.
     """
+    if plot_dir is not None:
+        if params["config"] is not None:
+            raise click.UsageError("--plot draws a finished or running work dir's curves: give it alone")
+        click.echo(f"curves: {draw_curves(plot_dir)}")
+        return
+    if params["config"] is None:
+        raise click.UsageError("Missing argument 'CONFIG'.")
     train(TrainArgs(**params))
+
+
+def draw_curves(work_dir: Path) -> Path:
+    """curves.png of ``work_dir`` (damo_yolo.training.plot); a one-line refusal when it has no figures."""
+    from damo_yolo.training.plot import NoScalars, plot_curves
+    try:
+        return plot_curves(work_dir)
+    except NoScalars as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def parse_args(argv: Optional[list[str]] = None) -> TrainArgs:
     """The command line as damo-train reads it (click's usage errors raise)."""
     with cli.make_context("damo-train", list(sys.argv[1:] if argv is None else argv)) as ctx:
-        return TrainArgs(**ctx.params)
+        return TrainArgs(**{k: v for k, v in ctx.params.items() if k != "plot_dir"})
 
 
 def check_paths(args: TrainArgs) -> None:
@@ -136,6 +158,8 @@ def build_config(args: TrainArgs):
         cfg.resume, cfg.load_from = True, None
     elif args.resume:
         cfg.resume, cfg.load_from = True, args.resume
+    if args.resume and cfg.model.get("finetune"):  # every weight comes with the resumed state
+        cfg.model.finetune = None
     if args.amp:
         cfg.optim_wrapper.type = "AmpOptimWrapper"
         cfg.optim_wrapper.loss_scale = "dynamic"
@@ -159,6 +183,23 @@ def check_data(cfg) -> None:
                         "damo-synthetic --out data/synthetic")
 
 
+def interrupted_hint(args: TrainArgs, work_dir: Path) -> str:
+    """What to do after Ctrl-C, in one line: the command that continues from the last checkpoint, or that
+    there is none yet."""
+    import shlex
+    last = work_dir / "last_checkpoint"
+    if not last.is_file():
+        return f"interrupted before the first checkpoint: nothing to resume in {work_dir}"
+    command = ["damo-train", str(args.config), *(["--work-dir", str(args.work_dir)] if args.work_dir else []),
+               "--resume"]
+    if args.teacher_config:
+        command += ["--teacher-config", str(args.teacher_config), "--teacher-checkpoint", str(args.teacher_checkpoint)]
+    command += ["--amp"] * args.amp + ["--auto-scale-lr"] * args.auto_scale_lr
+    command += sum((["--cfg-options", option] for option in args.cfg_options), [])
+    return (f"interrupted: {work_dir} holds {Path(last.read_text().strip()).name}; continue with: "
+            f"{shlex.join(command)}")
+
+
 def train(args: TrainArgs) -> None:
     """Check, build and run the training; print its summary. Refusals raise click.ClickException."""
     started = time.monotonic()
@@ -174,7 +215,8 @@ def train(args: TrainArgs) -> None:
     except (ConfigError, DataError, CheckpointError) as exc:
         raise click.ClickException(str(exc)) from None
     if args.resume == "auto" and not (Path(cfg.work_dir) / "last_checkpoint").is_file():
-        click.echo(f"warning: --resume: no checkpoint to resume in {cfg.work_dir}: training from the start", err=True)
+        raise click.ClickException(f"--resume: no checkpoint to resume in {cfg.work_dir}: train without --resume "
+                                   f"to start, or give the --work-dir of the run to continue")
     import torch
     if args.launcher == "pytorch" and not torch.cuda.is_available():
         # mmengine's pytorch launcher selects a CUDA device unconditionally; on CPU hosts join the group
@@ -185,18 +227,28 @@ def train(args: TrainArgs) -> None:
     from mmengine.runner import Runner
 
     from damo_yolo.training.hooks import ProgressBarHook, QuietRunner, run_summary
-    runner = (Runner if args.verbose else QuietRunner).from_cfg(cfg)
     progress = ProgressBarHook()
-    runner.register_hook(progress)
     try:
+        runner = (Runner if args.verbose else QuietRunner).from_cfg(cfg)
+        runner.register_hook(progress)
         runner.train()
     except (DataError, CheckpointError) as exc:  # found while reading (an annotation file that is not COCO, a
         # fine-tuning checkpoint of another model)
         raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        progress.close()
+        if int(os.environ.get("RANK", "0")) == 0:
+            click.echo(interrupted_hint(args, Path(cfg.work_dir)), err=True)
+        raise click.exceptions.Exit(130) from None  # the shell's code for a run stopped by Ctrl-C
     finally:
         progress.close()
     if runner.rank == 0:
         click.echo(run_summary(runner, time.monotonic() - started))
+        try:
+            click.echo(f"curves: {draw_curves(Path(cfg.work_dir))}")
+        except Exception as exc:  # a plot is no reason to fail a finished run
+            click.echo(f"warning: the curves could not be drawn: {str(exc).splitlines()[0] if str(exc) else exc}",
+                       err=True)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

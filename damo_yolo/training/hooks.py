@@ -23,9 +23,15 @@ What a run shows on the console (``damo-train``):
 """
 from __future__ import annotations
 
+import bisect
+import datetime
 import logging
 import math
+import re
+import statistics
 import sys
+import time
+from collections import deque
 from pathlib import Path
 from typing import Any, Optional
 
@@ -80,22 +86,38 @@ def _plain(value):
     return value
 
 
+HISTORY = "damo_history_buffer"  # marks a log-smoothing history stored as tensors
+
+
 @HOOKS.register_module()
 class SafeCheckpointContents(Hook):
     """Keep mmengine's checkpoints loadable with ``torch.load(weights_only=True)`` — the default since torch
     2.6, which ``--resume`` uses — so no pickled code ever has to be trusted: numpy scalars (the ETA) become
-    Python numbers, and the log-smoothing history (numpy arrays in HistoryBuffers, which need an unsafe
-    global) is not stored; a resumed run restarts its log smoothing windows, nothing else."""
+    Python numbers, and the log-smoothing histories (mmengine's HistoryBuffers of numpy arrays, which need an
+    unsafe global) are stored as float64 tensors and made HistoryBuffers again on loading, so a resumed run
+    logs its losses over the same window as the run it continues."""
 
     priority = "VERY_LOW"
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        from mmengine.logging import HistoryBuffer
         hub = checkpoint.get("message_hub")
         if isinstance(hub, dict):
             hub["runtime_info"] = _plain(hub.get("runtime_info", {}))
-            hub["log_scalars"] = {}
+            hub["log_scalars"] = {
+                key: {HISTORY: True, "max_length": int(buffer.max_length),
+                      "log": torch.as_tensor(buffer.data[0], dtype=torch.float64),
+                      "count": torch.as_tensor(buffer.data[1], dtype=torch.float64)}
+                for key, buffer in hub.get("log_scalars", {}).items() if isinstance(buffer, HistoryBuffer)}
         if "meta" in checkpoint:
             checkpoint["meta"] = _plain(checkpoint["meta"])
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        from mmengine.logging import HistoryBuffer
+        scalars = checkpoint.get("message_hub", {}).get("log_scalars", {})
+        for key, value in list(scalars.items()):
+            if isinstance(value, dict) and value.get(HISTORY):
+                scalars[key] = HistoryBuffer(value["log"].tolist(), value["count"].tolist(), value["max_length"])
 
 
 @HOOKS.register_module()
@@ -225,10 +247,14 @@ class ExportCheckpointHook(Hook):
             meta = checkpoint.get("meta", {})
             self.best = meta.get("export_best", self.best)
             self.best_epoch = meta.get("export_best_epoch", self.best_epoch)
+            best = "no validation yet" if self.best is None else \
+                f"best {self.metric} {self.best:.4f} at epoch {self.best_epoch}"
+            runner.logger.info(f"resumed after epoch {meta.get('epoch')} of {runner.max_epochs} (iteration "
+                               f"{meta.get('iter')}); {best}")
 
 
 PACKAGE = str(Path(__file__).resolve().parents[1])  # damo_yolo/: a record logged from here is the project's own
-SHOWN_PREFIXES = ("Epoch(", "Iter(", "resumed epoch", "Load checkpoint from")  # mmengine's lines worth seeing
+SHOWN_PREFIXES = ("Epoch(", "Iter(", "Load checkpoint from")  # mmengine's lines worth seeing
 NOISE = ("will be deprecated", "is the alias of", "`save_param_scheduler` is True")  # mmengine's warnings, not ours
 
 
@@ -261,6 +287,104 @@ class QuietRunner(Runner):
         return logger
 
 
+def validates_after(loop, epoch: int) -> bool:
+    """Whether an epoch-based train loop validates after its ``epoch``-th epoch (1-based), as mmengine's
+    EpochBasedTrainLoop decides: ``val_begin``, and the interval its dynamic intervals give at that point (a
+    milestone M takes effect after epoch M − 1, as mmengine looks one epoch ahead)."""
+    step = bisect.bisect(loop.dynamic_milestones, epoch + 1)
+    interval = loop.dynamic_intervals[step - 1]
+    return loop.runner.val_loop is not None and epoch >= loop.val_begin and \
+        (epoch % interval == 0 or epoch == loop.max_epochs)
+
+
+class RunClock:
+    """The time a run has left, from what this process measured of it: the seconds an iteration takes (over
+    the last epoch's worth), a validation, and what passes between an epoch's last iteration and the next
+    phase (checkpoints); the iterations, validations (as the loop will run them) and epochs still to come."""
+
+    def __init__(self) -> None:
+        self.iterations: deque = deque()
+        self.validations: deque = deque(maxlen=3)
+        self.tails: deque = deque(maxlen=3)
+        self._mark: Optional[float] = None  # the last iteration's end, or the epoch's start
+        self._tail_from: Optional[float] = None  # the last epoch's last iteration ended: its tail is running
+        self._val_start: Optional[float] = None
+
+    def epoch_started(self, iterations_per_epoch: int) -> None:
+        now = time.perf_counter()
+        if self._tail_from is not None:  # no validation after the last epoch: its tail ran until now
+            self.tails.append(now - self._tail_from)
+            self._tail_from = None
+        self.iterations = deque(self.iterations, maxlen=max(1, iterations_per_epoch))
+        self._mark = now
+
+    def iteration_done(self, last_of_epoch: bool) -> None:
+        now = time.perf_counter()
+        if self._mark is not None:
+            self.iterations.append(now - self._mark)
+        self._mark = now
+        self._tail_from = now if last_of_epoch else None
+
+    def validation_started(self) -> None:
+        now = time.perf_counter()
+        if self._tail_from is not None:
+            self.tails.append(now - self._tail_from)
+            self._tail_from = None
+        self._val_start = now
+
+    def validation_done(self) -> None:
+        if self._val_start is not None:
+            self.validations.append(time.perf_counter() - self._val_start)
+            self._val_start = None
+
+    def remaining(self, runner, iterations_done: int) -> Optional[float]:
+        """Seconds left once ``iterations_done`` iterations are done (None before one was timed)."""
+        if not self.iterations:
+            return None
+        loop = runner.train_loop
+        per_epoch = max(1, runner.max_iters // max(1, loop.max_epochs))
+        trained = iterations_done // per_epoch  # epochs whose iterations are all done
+        # an epoch whose last iteration has just run still has its validation and checkpoints ahead
+        first = trained if iterations_done % per_epoch == 0 and trained >= 1 else trained + 1
+        ends = range(first, loop.max_epochs + 1)
+        validations = sum(validates_after(loop, e) for e in ends)
+        return ((runner.max_iters - iterations_done) * _mean(self.iterations)
+                + validations * _median(self.validations) + len(ends) * _median(self.tails))
+
+
+def _mean(values) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def _median(values) -> float:
+    """Of the last few validations or checkpoint writes: one slow first one (caches, imports) weighs less."""
+    return statistics.median(values) if values else 0.0
+
+
+ETA_TEXT = re.compile(r"eta: (?:\d+ days?, )?\d+:\d{2}:\d{2}")
+
+
+class RunClockEta(logging.Filter):
+    """Puts the run clock's ETA in mmengine's metrics lines in place of mmengine's own (iteration time alone,
+    without validations and checkpoints): one ETA, in the log file, on the console and on the progress bar."""
+
+    def __init__(self, clock: RunClock, runner) -> None:
+        super().__init__()
+        self.clock, self.runner = clock, runner
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith("Epoch(train)") and "eta: " in message:
+            left = self.clock.remaining(self.runner, self.runner.iter + 1)  # logged after the iteration
+            if left is not None:
+                record.msg, record.args = ETA_TEXT.sub(f"eta: {format_eta(left)}", message), ()
+        return True
+
+
+def format_eta(seconds: float) -> str:
+    return str(datetime.timedelta(seconds=round(seconds)))
+
+
 @HOOKS.register_module()
 class ProgressBarHook(Hook):
     """Bars for the run and the current epoch or validation, with elapsed time and ETA, while stdout is an
@@ -275,14 +399,21 @@ class ProgressBarHook(Hook):
 
     def __init__(self, enabled: Optional[bool] = None):
         self.enabled = enabled
+        self.clock = RunClock()
         self._progress: Any = None
         self._streams: list[tuple[logging.StreamHandler, Any]] = []
         self._run: Any = None
         self._phase: Any = None
+        self._eta_filter: Optional[RunClockEta] = None
+        self._runner: Any = None
 
     def before_train(self, runner) -> None:
         if runner.rank != 0 or self._progress is not None:
             return
+        self._runner = runner
+        if self._eta_filter is None:
+            self._eta_filter = RunClockEta(self.clock, runner)
+            runner.logger.addFilter(self._eta_filter)
         from rich.console import Console
         from rich.file_proxy import FileProxy
         from rich.progress import (
@@ -291,24 +422,24 @@ class ProgressBarHook(Hook):
             Progress,
             TextColumn,
             TimeElapsedColumn,
-            TimeRemainingColumn,
         )
         console = Console(file=sys.stdout)  # this stream, not whatever sys.stdout is redirected to later
         if not (console.is_interactive if self.enabled is None else self.enabled):
             return
         # sys.stdout/stderr stay as they are (forked data loader workers and redirect_stdout users keep theirs)
         self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                  TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console,
+                                  TimeElapsedColumn(), TextColumn("{task.fields[eta]}"), console=console,
                                   transient=True, redirect_stdout=False, redirect_stderr=False)
         self._progress.start()
         for handler in _console_handlers(runner.logger):
             self._streams.append((handler, handler.stream))
             handler.setStream(FileProxy(console, handler.stream))
-        self._run = self._progress.add_task("training", total=runner.max_iters, completed=runner.iter)
+        self._run = self._progress.add_task("training", total=runner.max_iters, completed=runner.iter,
+                                            eta="eta …")
 
     def _start_phase(self, description: str, total: int) -> None:
         if self._progress is not None:
-            self._phase = self._progress.add_task(description, total=total)
+            self._phase = self._progress.add_task(description, total=total, eta="")
 
     def _advance(self, *tasks: Any) -> None:
         if self._progress is not None:
@@ -322,28 +453,41 @@ class ProgressBarHook(Hook):
             self._phase = None
 
     def before_train_epoch(self, runner) -> None:
+        self.clock.epoch_started(len(runner.train_dataloader))
         self._start_phase(f"epoch {runner.epoch + 1}/{runner.max_epochs}", len(runner.train_dataloader))
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        self.clock.iteration_done(batch_idx + 1 == len(runner.train_dataloader))
         self._advance(self._phase, self._run)
+        self._show_eta(runner.iter + 1)
 
     def after_train_epoch(self, runner) -> None:
         self._end_phase()
 
     def before_val_epoch(self, runner) -> None:
+        self.clock.validation_started()
         self._start_phase("validation", len(runner.val_dataloader))
 
     def after_val_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         self._advance(self._phase)
 
     def after_val_epoch(self, runner, metrics=None) -> None:
+        self.clock.validation_done()
         self._end_phase()
+
+    def _show_eta(self, iterations_done: int) -> None:
+        if self._progress is not None and self._run is not None and self._runner is not None:
+            left = self.clock.remaining(self._runner, iterations_done)
+            self._progress.update(self._run, eta=f"eta {format_eta(left)}" if left is not None else "eta …")
 
     def after_train(self, runner) -> None:
         self.close()
 
     def close(self) -> None:
         """Stop the display and give the log handlers their stream back (also after a failed run)."""
+        if self._eta_filter is not None and self._runner is not None:
+            self._runner.logger.removeFilter(self._eta_filter)
+            self._eta_filter = None
         if self._progress is not None:
             self._progress.stop()
             self._progress = self._run = self._phase = None

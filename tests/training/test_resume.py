@@ -1,10 +1,12 @@
 """A training run killed mid-way and resumed ends in exactly the state of an uninterrupted run."""
 from __future__ import annotations
 
+import json
 import re
 import signal
 import time
 
+import pytest
 import torch
 from training_utils import run_train, write_config
 
@@ -24,6 +26,18 @@ TINY = dict(
                  "dict(type='EMAHook', ema_type='DAMOModelEMA', update_buffers=True, priority=49, ramp=5.0), "
                  "dict(type='ExportCheckpointHook')]",
 )
+
+
+def _logged_losses(work) -> dict[int, float]:
+    """iteration → the smoothed loss the runs in ``work`` logged (mmengine's scalars.json), the last run's
+    figure where two logged one iteration."""
+    losses = {}
+    for scalars in sorted(work.glob("*/vis_data/scalars.json")):  # timestamped run folders, in run order
+        for line in scalars.read_text().splitlines():
+            record = json.loads(line)
+            if "loss" in record:
+                losses[int(record["step"])] = float(record["loss"])
+    return losses
 
 
 def _state(path):
@@ -55,8 +69,17 @@ def test_killed_run_resumes_to_the_identical_state(tmp_path, tiny_synthetic):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     logs = "".join(p.read_text() for p in interrupted.glob("*/*.log"))
     assert recorded >= 1 and f"resumed epoch: {recorded}," in logs, "the run did not resume from its last checkpoint"
-    assert f"resumed epoch: {recorded}," in resumed.stdout  # the quiet console says so too
-    done, best = resumed.stdout.strip().splitlines()[-4:-2]  # the summary names the best's epoch, also when the
+    # the console says once what was resumed; mmengine's message hub has nothing to complain of
+    said = [line for line in resumed.stdout.splitlines() if "resumed after epoch" in line]
+    assert len(said) == 1 and f"resumed after epoch {recorded} of 3 (iteration {4 * recorded}); best coco/mAP " \
+        in said[0], resumed.stdout
+    assert "message_hub" not in resumed.stdout + resumed.stderr + logs
+    # losses logged over the same window as the uninterrupted run's: the same figures at the same iterations
+    straight_losses, resumed_losses = (_logged_losses(d) for d in (straight, interrupted))
+    after = {i: v for i, v in resumed_losses.items() if i > 4 * recorded}
+    assert after and all(v == pytest.approx(straight_losses[i], rel=1e-4) for i, v in after.items()), \
+        (after, straight_losses)
+    done, best = resumed.stdout.strip().splitlines()[-5:-3]  # the summary names the best's epoch, also when the
     best_meta = torch.load(interrupted / "best.pth", weights_only=True)["meta"]  # best came before the interruption
     assert done.startswith("done: epoch 3 of 3 in ")
     assert best.endswith(f" at epoch {best_meta['epoch']}  {interrupted / 'best.pth'}"), best
