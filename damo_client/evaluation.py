@@ -155,8 +155,14 @@ def score(annotations: Any, results: list[dict], image_ids: Optional[list[int]] 
     summary = io.StringIO()
     with contextlib.redirect_stdout(summary):
         gt = annotations if isinstance(annotations, COCO) else COCO(str(annotations))
-        if not results:
-            return {name: 0.0 for name in COCO_STATS}, {c["name"]: 0.0 for c in gt.cats.values()}, "no detections"
+        if not results:  # nothing found: 0 wherever the set has objects, n/a where it has none of that size
+            ids = set(gt.getImgIds() if image_ids is None else image_ids)
+            areas = [a["area"] for a in gt.anns.values() if a["image_id"] in ids and not a.get("iscrowd", 0)]
+            present = [bool(areas), any(a < 32 ** 2 for a in areas),
+                       any(32 ** 2 <= a < 96 ** 2 for a in areas), any(a >= 96 ** 2 for a in areas)]
+            by_range = (0, 0, 0, 1, 2, 3) * 2  # all, all, all, small, medium, large; the same for AR
+            stats = {name: (0.0 if present[by_range[i]] else None) for i, name in enumerate(COCO_STATS)}
+            return stats, {c["name"]: 0.0 for c in gt.cats.values()}, "no detections"
         summary.seek(0), summary.truncate()
         evaluator = COCOeval(gt, gt.loadRes([dict(r) for r in results]), "bbox")
         evaluator.params.imgIds = list(image_ids) if image_ids is not None else sorted(gt.getImgIds())

@@ -70,3 +70,6 @@ def test_pycocotools_minus_one_is_not_a_zero(tmp_path):
     assert stats["AP_medium"] is None and stats["AP_large"] is None and stats["AR_large"] is None
     assert per_class == {"disc": pytest.approx(1.0)} and "Average Precision" in summary
     assert format_figure(stats["AP_large"]) == "n/a" and format_figure(stats["AP"]) == "1.0000"
+    nothing, _, _ = score(path, [], [1])  # no detection at all: 0 where there are objects, n/a where none
+    assert nothing["AP"] == 0.0 and nothing["AP_small"] == 0.0 and nothing["AR100"] == 0.0
+    assert nothing["AP_medium"] is None and nothing["AP_large"] is None and nothing["AR_large"] is None

@@ -40,3 +40,18 @@ def test_synthetic_training_learns(trained_synthetic):
     assert test.returncode == 0, test.stderr[-3000:]
     reported = float(test.stdout.strip().splitlines()[-1].split()[0].split("=")[1])
     assert reported == pytest.approx(max(maps), abs=1e-3)
+
+
+def test_damo_test_says_n_a_where_the_set_has_no_object_of_that_size(trained_synthetic, tiny_synthetic):
+    """The tiny set's 128 px images hold no object of 96 x 96 px or more: pycocotools says -1 for mAP_l, which
+    damo-test prints as n/a, not as a score of 0."""
+    val = json.loads((tiny_synthetic / "annotations" / "instances_val.json").read_text())
+    assert max(a["area"] for a in val["annotations"]) < 96 ** 2
+    test = subprocess.run([sys.executable, "-m", "damo_yolo.tools.test", str(trained_synthetic["config"]),
+                           str(trained_synthetic["checkpoint"]), "--workers", "0",
+                           "--ann-file", str(tiny_synthetic / "annotations" / "instances_val.json"),
+                           "--img-dir", str(tiny_synthetic / "val")], capture_output=True, text=True, cwd=ROOT)
+    assert test.returncode == 0, test.stderr[-3000:]
+    line = test.stdout.strip().splitlines()[-1]
+    assert "mAP_l=n/a" in line and line.endswith("(n/a: no object of that size in the set)"), line
+    assert "mAP_l=0.0000" not in test.stdout
