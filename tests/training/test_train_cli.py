@@ -90,6 +90,10 @@ def test_the_command_line_forms_reach_the_config(tmp_path):
     assert cfg.train_cfg.max_epochs == 9 and cfg.train_cfg.val_interval == 3
     assert cfg.optim_wrapper.type == "AmpOptimWrapper" and cfg.auto_scale_lr.enable is True
     assert cfg.work_dir == str(Path("work_dirs") / SYNTHETIC_CONFIG.stem)
+    # a fine-tuning run resumed: every weight comes with the resumed state, the fine-tuning checkpoint is not read
+    fresh = build_config(parse_args([str(SYNTHETIC_CONFIG), "--finetune", "official.pth"]))
+    resumed = build_config(parse_args([str(SYNTHETIC_CONFIG), "--finetune", "official.pth", "--resume"]))
+    assert fresh.model.finetune == "official.pth" and resumed.model.finetune is None
 
 
 def test_phases_that_do_not_fit_are_refused_before_the_runner_and_the_suggestion_trains(tmp_path, tiny_synthetic,
