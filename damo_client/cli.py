@@ -227,7 +227,7 @@ def detect(sources: tuple[str, ...], url: Optional[str], protocol: str, model: s
             _fail(exc)
         for index, path in enumerate(files):
             try:
-                image_id = coco_ids.image_id(path) if coco_ids is not None else _image_id(path, index)
+                image_id = _listed_id(coco_ids, path, index)
                 data = to_bytes(path)
                 detections = client.detect(data, score_thr, iou_thr)
             except ImageError as exc:
@@ -245,10 +245,11 @@ def detect(sources: tuple[str, ...], url: Optional[str], protocol: str, model: s
                 click.echo(f"{path}: {len(detections)} detection(s)")
                 from damo_client.results import format_table
                 click.echo(format_table(detections))
-            rows = coco_ids.rows(image_id, detections) if coco_ids is not None else \
-                [d.to_coco(image_id) for d in detections]
-            results.extend(dict(row, category_name=d.class_name, file_name=path.name)
-                           for row, d in zip(rows, detections))
+            if image_id is not None:
+                rows = coco_ids.rows(image_id, detections) if coco_ids is not None else \
+                    [d.to_coco(image_id) for d in detections]
+                results.extend(dict(row, category_name=d.class_name, file_name=path.name)
+                               for row, d in zip(rows, detections))
             if save_dir is not None:
                 from damo_client.draw import save_annotated
                 save_annotated(data, detections, save_dir / f"{path.stem}.jpg")
@@ -274,11 +275,26 @@ def _naming(path: Path, exc: Exception) -> str:
 
 
 def _coco_ids(annotations: Optional[Path], class_names: list[str]) -> Any:
-    """The ids of --annotations for the served classes (None without it)."""
+    """The ids of --annotations for the served classes (None without it); a note when it names not all."""
     if annotations is None:
         return None
     from damo_client.evaluation import CocoIds
-    return CocoIds.load(annotations, class_names)
+    ids = CocoIds.load(annotations, class_names)
+    if ids.unmatched:
+        click.echo(ids.mapping_note(), err=True)
+    return ids
+
+
+def _listed_id(coco_ids: Any, path: Path, index: int) -> Optional[int]:
+    """An image's COCO id: from --annotations (None, said on stderr, for an image it does not list: detected,
+    left out of --json), else from its file name or position."""
+    if coco_ids is None:
+        return _image_id(path, index)
+    try:
+        return coco_ids.image_id(path)
+    except ImageError as exc:
+        click.echo(f"{exc}; left out of --json", err=True)
+        return None
 
 
 def _detect_folder(paths: tuple[Path, ...], results_dir: Path, url: Optional[str], protocol: str, model: str,
@@ -339,10 +355,8 @@ def _detect_folder(paths: tuple[Path, ...], results_dir: Path, url: Optional[str
         for index, job in enumerate(jobs):
             if not has_result(job):
                 continue
-            try:
-                image_id = coco_ids.image_id(job.image) if coco_ids is not None else _image_id(job.image, index)
-            except ImageError as exc:
-                click.echo(str(exc), err=True)
+            image_id = _listed_id(coco_ids, job.image, index)
+            if image_id is None:
                 continue
             for d in json.loads(job.result.read_text())["detections"]:
                 category = coco_ids.categories[d["class_id"]] if coco_ids is not None else d["class_id"]
@@ -504,11 +518,17 @@ def evaluate(annotations: Path, images_dir: Path, url: Optional[str], protocol: 
     import asyncio
 
     from damo_client.client import AsyncDamoClient
-    from damo_client.evaluation import Metrics, evaluate_async
+    from damo_client.evaluation import Metrics, evaluate_async, read_annotations
     try:
+        listed = len(read_annotations(annotations)["images"])
         bar: Any = _progress_bar("images")
+    except DamoClientError as exc:
+        _fail(exc)
     except ImportError:
         bar = None
+
+    def note(text: str) -> None:
+        click.echo(text, err=True)
 
     async def run() -> Metrics:
         try:
@@ -518,11 +538,11 @@ def evaluate(annotations: Path, images_dir: Path, url: Optional[str], protocol: 
         async with client:
             if bar is None:
                 return await evaluate_async(client, annotations, images_dir, thresholds, score_thr, iou_thr,
-                                            in_flight)
+                                            in_flight, on_note=note)
             with bar:
-                task = bar.add_task("images", total=len(json.loads(annotations.read_text()).get("images", [])))
+                task = bar.add_task("images", total=listed)
                 return await evaluate_async(client, annotations, images_dir, thresholds, score_thr, iou_thr,
-                                            in_flight, on_image=lambda: bar.update(task, advance=1))
+                                            in_flight, on_image=lambda: bar.update(task, advance=1), on_note=note)
 
     try:
         metrics = asyncio.run(run())

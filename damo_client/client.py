@@ -285,14 +285,21 @@ class _ClientBase:
         return InferenceError(f"{what}: {_server_message(exc)}")
 
     def _unknown_model(self, index: Any) -> ContractError:
-        """The error for a model name the server does not serve, naming the ones it serves where its repository
-        index is open (it is an admin API on the images: then the way to list them)."""
+        """The error for a model the server does not answer for: not in its repository (the served ones named
+        where the repository index is open; it is an admin API on the images), or there but not loaded (its
+        state and the server's reason)."""
         if index is None:
-            served = "the repository index is kept for the operator here: `damo-client models --admin-key KEY`"
-        else:
-            models = index.get("models", []) if isinstance(index, dict) else index
-            names = sorted({m.get("name", "") for m in models if m.get("state", "READY") == "READY"} - {""})
-            served = f"served: {', '.join(names)}" if names else "it serves no model now"
+            return ContractError(f"model {self.model!r} is not available at {self.url}; the repository index that "
+                                 f"would say why is kept for the operator here: `damo-client models --admin-key "
+                                 f"KEY`")
+        models = index.get("models", []) if isinstance(index, dict) else index
+        mine = [m for m in models if m.get("name") == self.model]
+        if mine:
+            state, reason = mine[-1].get("state", "") or "not loaded", mine[-1].get("reason", "")
+            return ContractError(f"model {self.model!r} is in the repository at {self.url} but not ready: {state}"
+                                 + (f" ({reason})" if reason else ""))
+        names = sorted({m.get("name", "") for m in models if m.get("state", "READY") == "READY"} - {""})
+        served = f"served: {', '.join(names)}" if names else "it serves no model now"
         return ContractError(f"model {self.model!r} is not served at {self.url}; {served} (--model NAME)")
 
     def _accept_contract(self, metadata: dict, config: dict) -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
-from damo_client.errors import DamoClientError, ImageError
+from damo_client.errors import DamoClientError, ImageError, InferenceError
 
 if TYPE_CHECKING:
     from damo_client.client import AsyncDamoClient
@@ -45,6 +45,7 @@ class CocoIds:
     path: Path
     images: dict[str, int]
     categories: list[int]  # category id of each served class index
+    unmatched: tuple[str, ...] = ()  # served class names the file does not name (then: training's convention)
 
     @classmethod
     def load(cls, annotations: Union[str, os.PathLike], class_names: list[str]) -> "CocoIds":
@@ -58,7 +59,17 @@ class CocoIds:
         for name, ids in bases.items():
             if len(ids) == 1:
                 images.setdefault(name, ids[0])
-        return cls(path, images, category_ids(class_names, coco["categories"], path))
+        named = {c["name"] for c in coco["categories"]}
+        return cls(path, images, category_ids(class_names, coco["categories"], path),
+                   tuple(n for n in class_names if n not in named))
+
+    def mapping_note(self) -> str:
+        """A line for the user when the classes were not all found by name ('' when they were)."""
+        if not self.unmatched:
+            return ""
+        return (f"note: {self.path} does not name the served classes {', '.join(self.unmatched[:5])}"
+                f"{' …' if len(self.unmatched) > 5 else ''}: every class is mapped by training's convention (the "
+                f"i-th class to the i-th category id, ascending)")
 
     def image_id(self, image: Union[str, os.PathLike]) -> int:
         """The id of ``image`` (a path whose name, or whose path relative to the annotations' image folder, the
@@ -67,8 +78,7 @@ class CocoIds:
         for key in (image.as_posix(), *(Path(*image.parts[i:]).as_posix() for i in range(1, len(image.parts)))):
             if key in self.images:
                 return self.images[key]
-        raise ImageError(f"{image}: not an image of {self.path} (no file_name matches): its detections could not "
-                         f"be scored against it")
+        raise ImageError(f"{image}: not an image of {self.path} (no file_name matches)")
 
     def rows(self, image_id: int, detections: "list[Detection]") -> list[dict]:
         """COCO results rows of one image's detections, with the file's category ids."""
@@ -156,10 +166,11 @@ def score(annotations: Any, results: list[dict], image_ids: Optional[list[int]] 
     with contextlib.redirect_stdout(summary):
         gt = annotations if isinstance(annotations, COCO) else COCO(str(annotations))
         if not results:  # nothing found: 0 wherever the set has objects, n/a where it has none of that size
-            ids = set(gt.getImgIds() if image_ids is None else image_ids)
-            areas = [a["area"] for a in gt.anns.values() if a["image_id"] in ids and not a.get("iscrowd", 0)]
-            present = [bool(areas), any(a < 32 ** 2 for a in areas),
-                       any(32 ** 2 <= a < 96 ** 2 for a in areas), any(a >= 96 ** 2 for a in areas)]
+            from pycocotools.cocoeval import Params
+            ids = gt.getImgIds() if image_ids is None else list(image_ids)
+            areas = [a["area"] for a in gt.loadAnns(gt.getAnnIds(imgIds=ids, catIds=gt.getCatIds()))
+                     if not a.get("iscrowd", 0)]
+            present = [any(lo <= a <= hi for a in areas) for lo, hi in Params(iouType="bbox").areaRng]
             by_range = (0, 0, 0, 1, 2, 3) * 2  # all, all, all, small, medium, large; the same for AR
             stats = {name: (0.0 if present[by_range[i]] else None) for i, name in enumerate(COCO_STATS)}
             return stats, {c["name"]: 0.0 for c in gt.cats.values()}, "no detections"
@@ -203,16 +214,20 @@ def request_thresholds(client: "AsyncDamoClient", thresholds: str, score_thresho
 async def evaluate_async(client: "AsyncDamoClient", annotations: Union[str, os.PathLike],
                          images_dir: Union[str, os.PathLike], thresholds: str = "served",
                          score_threshold: Optional[float] = None, iou_threshold: Optional[float] = None,
-                         in_flight: int = IN_FLIGHT, on_image: Callable[[], None] = lambda: None) -> Metrics:
+                         in_flight: int = IN_FLIGHT, on_image: Callable[[], None] = lambda: None,
+                         on_note: Callable[[str], None] = lambda text: None) -> Metrics:
     """Every image of ``annotations`` (found under ``images_dir`` by its file_name) through ``client``, scored
-    with pycocotools. Raises AnnotationsError for a file that does not fit, ImageError naming an image that
-    cannot be read or is refused, and the client's errors when the server cannot answer."""
+    with pycocotools. ``on_image`` is told each image answered, ``on_note`` what the user should know (classes
+    the file does not name). Raises AnnotationsError for a file that does not fit, ImageError or InferenceError
+    naming an image that cannot be read or is refused, and the client's errors when the server cannot answer."""
     annotations, images_dir = Path(annotations), Path(images_dir)
     coco = read_annotations(annotations)
     if not images_dir.is_dir():
         raise ImageError(f"{images_dir}: no such folder")
     await client.connect()
     ids = CocoIds.load(annotations, client.class_names)
+    if ids.unmatched:
+        on_note(ids.mapping_note())
     score_thr, iou_thr, shown = request_thresholds(client, thresholds, score_threshold, iou_threshold)
     images = list(coco["images"])
     rows: list[dict] = []
@@ -227,8 +242,8 @@ async def evaluate_async(client: "AsyncDamoClient", annotations: Union[str, os.P
                 raise ImageError(f"{path}: cannot read it ({exc.strerror}); {annotations} lists it") from None
             try:
                 detections = await client.detect(data, score_thr, iou_thr)
-            except ImageError as exc:
-                raise ImageError(f"{path}: {exc}") from None
+            except (ImageError, InferenceError) as exc:  # the image named: a score without it is no score
+                raise type(exc)(f"{path}: {exc}") from None
             rows.extend(ids.rows(int(im["id"]), detections))
             on_image()
 

@@ -68,7 +68,8 @@ def make_repository(models: list[str], tmp: Path) -> Path:
 
 
 def placements(names: list[str]) -> dict[str, tuple[set, set]]:
-    """{placement: (the server's cores, the client's)} from this process's cores; split needs two or more."""
+    """{placement: (the server's cores, the client's)} from this process's cores; split needs two or more.
+    (Halves by CPU number: on a host with SMT, hyperthread siblings may land on both sides.)"""
     cores = sorted(os.sched_getaffinity(0))
     half = len(cores) // 2
     found = {"split": (set(cores[half:]), set(cores[:half])), "shared": (set(cores), set(cores))}
@@ -78,19 +79,29 @@ def placements(names: list[str]) -> dict[str, tuple[set, set]]:
     return {name: found[name] for name in names if name in found}
 
 
+def pin(cores: set) -> None:
+    """Every thread of this process on ``cores`` (Linux sets a thread's affinity, not a process's: the gRPC
+    and decoder threads already running move too; new threads and child processes inherit it)."""
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setaffinity(int(tid), cores)
+        except OSError:  # a thread that has just ended
+            pass
+
+
 @contextlib.contextmanager
 def placed_server(repo: Path, log: Path, model: str, server_cores: set, client_cores: set):
     """A LocalServer whose processes run on ``server_cores`` (inherited from this process while it starts),
     with this process (and what it starts: perf_analyzer, senders) on ``client_cores`` meanwhile."""
     from damo_yolo.serving.tritonserver import LocalServer
     before = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, server_cores)
+    pin(server_cores)
     try:
         with LocalServer(repo, log, model=model) as server:
-            os.sched_setaffinity(0, client_cores)
+            pin(client_cores)
             yield server
     finally:
-        os.sched_setaffinity(0, before)
+        pin(before)
 
 
 def clip_frames(clip: Path, count: int = PA_FRAMES) -> dict[str, list]:

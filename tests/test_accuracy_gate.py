@@ -79,13 +79,14 @@ def test_gate_fails_a_broken_postprocess(pytorch_metrics, served_synthetic, trai
     assert served["mAP"] < pytorch_metrics["mAP"] - 0.02
 
 
-def _damo_client(*args: str) -> str:
+def _damo_client(*args: str, stderr: bool = False):
+    """The CLI's stdout (and stderr) after a run that must succeed."""
     import subprocess
     import sys
     run = subprocess.run([sys.executable, "-m", "damo_client.cli", *args], capture_output=True, text=True,
                          timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
-    return run.stdout
+    return (run.stdout, run.stderr) if stderr else run.stdout
 
 
 def test_damo_client_evaluate_reports_the_gates_served_map(served_metrics, served_synthetic, trained_synthetic,
@@ -116,8 +117,11 @@ def test_detect_json_with_annotations_loads_in_pycocotools_as_it_is(served_metri
     from pycocotools.cocoeval import COCOeval
     ann, images = _val(trained_synthetic)
     detections = tmp_path / "detections.json"
-    _damo_client("detect", str(images), "--url", served_synthetic.http_url, "-q", "--json", str(detections),
-                 "--annotations", str(ann))
+    stray = tmp_path / "stray.jpg"  # an image the annotations do not list: detected, named, left out of the JSON
+    shutil.copy(next(images.glob("*.jpg")), stray)
+    out, err = _damo_client("detect", str(images), str(stray), "--url", served_synthetic.http_url, "-q", "--json",
+                            str(detections), "--annotations", str(ann), stderr=True)
+    assert f"{stray}: not an image of {ann} (no file_name matches); left out of --json" in err, err
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(str(ann))
         evaluator = COCOeval(gt, gt.loadRes(str(detections)), "bbox")  # the file as written

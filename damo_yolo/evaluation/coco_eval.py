@@ -30,16 +30,18 @@ def evaluate_coco_results(gt: Union[str, Path, "COCO"], results: Sequence[dict],
                           image_ids: Sequence[int] | None = None, verbose: bool = False) -> dict:
     """COCO mAP figures of ``results`` against the ground truth json (or a loaded COCO object).
 
-    Returns ``{"mAP", "mAP_50", "mAP_75", "mAP_s", "mAP_m", "mAP_l"}`` (0–1; None where pycocotools says -1:
-    the set has no object of that size) plus ``per_class`` (name → AP) and ``summary`` (pycocotools' printed
+    Returns ``{"mAP", "mAP_50", "mAP_75", "mAP_s", "mAP_m", "mAP_l"}`` (0–1; the sizes None where pycocotools
+    says -1: the set has no object of that size) plus ``per_class`` (name → AP) and ``summary`` (pycocotools' printed
     table). The scoring is damo_client's (``damo-client evaluate`` scores served answers with it).
     """
     from damo_client.evaluation import COCO_STATS, score
     stats, per_class, summary = score(_load_gt(gt), list(results), None if image_ids is None else list(image_ids))
     if verbose:
         print(summary)
-    return {**{name: stats[key] for name, key in zip(COCO_METRIC_NAMES, COCO_STATS)}, "per_class": per_class,
-            "summary": summary}
+    figures = {name: stats[key] for name, key in zip(COCO_METRIC_NAMES, COCO_STATS)}
+    for name in COCO_METRIC_NAMES[:3]:  # a set without any object: nothing found, 0 (best-checkpoint tracking and
+        figures[name] = figures[name] or 0.0  # the INT8 budget compare numbers); by size, None means n/a
+    return {**figures, "per_class": per_class, "summary": summary}
 
 
 def precision_recall(gt: Union[str, Path, "COCO"], results: Sequence[dict], score_thresholds: Sequence[float],

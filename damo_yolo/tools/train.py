@@ -195,6 +195,7 @@ def interrupted_hint(args: TrainArgs, work_dir: Path) -> str:
     if args.teacher_config:
         command += ["--teacher-config", str(args.teacher_config), "--teacher-checkpoint", str(args.teacher_checkpoint)]
     command += ["--amp"] * args.amp + ["--auto-scale-lr"] * args.auto_scale_lr
+    command += ["--launcher", args.launcher] if args.launcher != "none" else []  # (under the same launcher)
     command += sum((["--cfg-options", option] for option in args.cfg_options), [])
     return (f"interrupted: {work_dir} holds {Path(last.read_text().strip()).name}; continue with: "
             f"{shlex.join(command)}")

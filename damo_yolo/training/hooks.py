@@ -87,6 +87,7 @@ def _plain(value):
 
 
 HISTORY = "damo_history_buffer"  # marks a log-smoothing history stored as tensors
+KEPT_HISTORY = 1000  # values of each logged scalar a checkpoint keeps (LogProcessor's window: 50)
 
 
 @HOOKS.register_module()
@@ -104,10 +105,10 @@ class SafeCheckpointContents(Hook):
         hub = checkpoint.get("message_hub")
         if isinstance(hub, dict):
             hub["runtime_info"] = _plain(hub.get("runtime_info", {}))
-            hub["log_scalars"] = {
+            hub["log_scalars"] = {  # the recent history only: smoothing windows are tens of iterations
                 key: {HISTORY: True, "max_length": int(buffer.max_length),
-                      "log": torch.as_tensor(buffer.data[0], dtype=torch.float64),
-                      "count": torch.as_tensor(buffer.data[1], dtype=torch.float64)}
+                      "log": torch.as_tensor(buffer.data[0][-KEPT_HISTORY:], dtype=torch.float64),
+                      "count": torch.as_tensor(buffer.data[1][-KEPT_HISTORY:], dtype=torch.float64)}
                 for key, buffer in hub.get("log_scalars", {}).items() if isinstance(buffer, HistoryBuffer)}
         if "meta" in checkpoint:
             checkpoint["meta"] = _plain(checkpoint["meta"])

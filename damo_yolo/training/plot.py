@@ -19,7 +19,9 @@ class NoScalars(ValueError):
 
 
 def read_scalars(work_dir: Union[str, Path]) -> tuple[list[dict], list[dict]]:
-    """(training records by step, validation records by epoch) of every run in ``work_dir``, in time order."""
+    """(training records by step, validation records by epoch) of the runs in ``work_dir`` as one run: each run
+    folder in time order, a later run replacing what the earlier ones logged from its own first step (a resumed
+    run redoes what came after its checkpoint; a run started afresh in the same folder replaces it all)."""
     work_dir = Path(work_dir)
     files = sorted(work_dir.glob("*/vis_data/scalars.json"))  # run folders are named by their start time
     if not files:
@@ -28,16 +30,39 @@ def read_scalars(work_dir: Union[str, Path]) -> tuple[list[dict], list[dict]]:
     train: dict[int, dict] = {}
     val: dict[int, dict] = {}
     for path in files:
+        run_train: dict[int, dict] = {}
+        run_val: dict[int, dict] = {}
         for line in path.read_text().splitlines():
             try:
                 record = json.loads(line)
             except ValueError:  # a line the run was writing when it was killed
                 continue
             if "loss" in record and "step" in record:
-                train[int(record["step"])] = record
+                run_train[int(record["step"])] = record
             elif any(key in record for key in MAP_KEYS) and "step" in record:
-                val[int(record["step"])] = record  # a validation's step is its epoch
+                run_val[int(record["step"])] = record  # a validation's step is its epoch
+        if run_train:
+            first_step = min(run_train)
+            first_epoch = int(run_train[first_step].get("epoch", 1))  # the epoch this run started in
+            train = {k: v for k, v in train.items() if k < first_step}
+            val = {k: v for k, v in val.items() if k < first_epoch}
+        train.update(run_train)
+        val.update(run_val)
     return [train[k] for k in sorted(train)], [val[k] for k in sorted(val)]
+
+
+def iterations_per_epoch(work_dir: Path, train: list[dict]) -> float:
+    """Iterations an epoch has, from mmengine's log lines (``Epoch(train) [3][450/462]``); else estimated from
+    the steps logged in the first epoch (the epoch's last iterations may go unlogged)."""
+    import re
+    for log in sorted(work_dir.glob("*/*.log"), reverse=True):
+        with log.open(errors="replace") as f:
+            for line in f:
+                found = re.search(r"Epoch\(train\)\s*\[\d+\]\[\s*\d+/(\d+)\]", line)
+                if found:
+                    return float(found[1])
+    first = [r["step"] for r in train if r.get("epoch") == train[0].get("epoch")] if train else []
+    return max(first) / max(1, train[0].get("epoch", 1)) if first else 1.0
 
 
 def plot_curves(work_dir: Union[str, Path], out: Union[str, Path, None] = None) -> Path:
@@ -52,8 +77,7 @@ def plot_curves(work_dir: Union[str, Path], out: Union[str, Path, None] = None) 
         logs = sorted(work_dir.glob("*/*.log"))
         out = (logs[-1].parent if logs else work_dir) / PLOT_NAME
     out = Path(out)
-    first_epoch = [r["step"] for r in train if r.get("epoch") == train[0].get("epoch")] if train else []
-    per_epoch = max(first_epoch) / max(1, train[0].get("epoch", 1)) if first_epoch else 1.0
+    per_epoch = iterations_per_epoch(work_dir, train)
 
     fig, (losses, lr, mean_ap) = plt.subplots(3, 1, figsize=(8, 9), sharex=True, constrained_layout=True)
     fig.suptitle(f"{work_dir.name}: training")

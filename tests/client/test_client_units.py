@@ -324,3 +324,18 @@ def test_perf_checks_its_concurrency_before_printing(sample_images):
                                       "-u", "127.0.0.1:9"])
     assert result.exit_code == 2 and result.output.startswith("Usage:"), result.output
     assert "'8:1': END (1) is below START (8); e.g. 1:8" in result.output and "latency" not in result.output
+
+
+def test_a_model_the_server_does_not_answer_for_is_explained():
+    """From the repository index (Triton's answer form): a name not in it lists the served ones; a model in it
+    that did not load gives its state and the server's reason; a closed index says how to see it."""
+    client = DamoClient("127.0.0.1:9", model="damo_yolo")
+    index = [{"name": "damo_yolo", "version": "1", "state": "UNAVAILABLE",
+              "reason": "unable to load model 'damo_yolo': model.onnx not found"},
+             {"name": "other", "version": "1", "state": "READY", "reason": ""}]
+    assert str(client._unknown_model(index)) == (
+        "model 'damo_yolo' is in the repository at 127.0.0.1:9 but not ready: UNAVAILABLE (unable to load model "
+        "'damo_yolo': model.onnx not found)")
+    assert str(DamoClient("127.0.0.1:9", model="nope")._unknown_model(index)) == (
+        "model 'nope' is not served at 127.0.0.1:9; served: other (--model NAME)")
+    assert "damo-client models --admin-key KEY" in str(client._unknown_model(None))

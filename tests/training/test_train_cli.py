@@ -276,6 +276,30 @@ def test_plot_draws_a_work_dirs_curves_on_demand(tmp_path, tiny_synthetic):
         f"damo-train work dir with at least one logged iteration?"]
 
 
+def test_curves_join_a_resumed_run_and_a_fresh_start_replaces_what_was_there(tmp_path):
+    """scalars.json as mmengine's LocalVisBackend writes it, one per run folder: a resumed run takes over from
+    its first step (what the stopped run logged after its checkpoint is redone), a run started afresh in the
+    same work dir replaces everything."""
+    import json
+
+    from damo_yolo.training.plot import read_scalars
+
+    def run(folder: str, train: list[tuple[int, int]], val: list[int]) -> None:
+        path = tmp_path / folder / "vis_data" / "scalars.json"
+        path.parent.mkdir(parents=True)
+        lines = [{"loss": 1.0 / step, "lr": 0.01, "epoch": epoch, "iter": step, "step": step} for epoch, step in train]
+        lines += [{"coco/mAP": epoch / 10, "coco/mAP_50": epoch / 5, "step": epoch} for epoch in val]
+        path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+    run("20261201_000000", [(1, 2), (1, 4), (2, 6), (2, 8), (3, 10)], [1, 2])  # stopped in epoch 3
+    run("20261201_010000", [(3, 10), (3, 12), (4, 14), (4, 16)], [3, 4])  # resumed after epoch 2
+    train, val = read_scalars(tmp_path)
+    assert [r["step"] for r in train] == [2, 4, 6, 8, 10, 12, 14, 16] and [r["step"] for r in val] == [1, 2, 3, 4]
+    run("20261202_000000", [(1, 2), (1, 4)], [])  # started afresh
+    train, val = read_scalars(tmp_path)
+    assert [r["step"] for r in train] == [2, 4] and val == []
+
+
 def _run_on_a_terminal(cmd: list[str], timeout: float = 600) -> tuple[int, str]:
     """``cmd`` with a pseudo-terminal as stdin, stdout and stderr (as in an interactive shell); its output."""
     master, slave = pty.openpty()
