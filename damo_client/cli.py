@@ -11,7 +11,7 @@ from typing import Any, Callable, NoReturn, Optional, TypeVar
 
 import click
 
-from damo_client.client import DamoClient, default_url
+from damo_client.client import AsyncDamoClient, DamoClient, default_url
 from damo_client.errors import ContractError, DamoClientError, ImageError, InferenceError, RestrictedAPI
 from damo_client.images import expand_paths, to_bytes
 from damo_client.results import coco_row
@@ -38,6 +38,13 @@ def _connection_options(fn: CommandFunction) -> CommandFunction:
 def _client(url: Optional[str], protocol: str, model: str, timeout: float, **kwargs: int) -> DamoClient:
     try:
         return DamoClient(url or default_url(protocol), protocol, model, timeout=timeout, **kwargs)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--url'") from exc
+
+
+def _async_client(url: Optional[str], protocol: str, model: str, timeout: float) -> AsyncDamoClient:
+    try:
+        return AsyncDamoClient(url or default_url(protocol), protocol, model, timeout=timeout)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="'--url'") from exc
 
@@ -101,6 +108,7 @@ def cli() -> None:
         damo-client detect photos/ --protocol grpc --score-thr 0.4
         damo-client models
         damo-client perf --images photos/ --concurrency 1:8:1 --csv perf.csv --plot perf.png
+        damo-client evaluate annotations/instances_val.json val/      # COCO mAP of the served model
     """
 
 
@@ -306,7 +314,6 @@ def _detect_folder(paths: tuple[Path, ...], results_dir: Path, url: Optional[str
     import contextlib
 
     from damo_client.batch import BatchSummary, Job, detect_folder_async, has_result
-    from damo_client.client import AsyncDamoClient
     try:
         bar: Any = _progress_bar("images", quiet)
     except ImportError:  # the video extra brings rich; without it, the summary alone
@@ -315,11 +322,7 @@ def _detect_folder(paths: tuple[Path, ...], results_dir: Path, url: Optional[str
     checked_ids: list = []  # --annotations' ids, checked against the served classes before any image is sent
 
     async def run() -> "BatchSummary":
-        try:
-            client = AsyncDamoClient(url or default_url(protocol), protocol, model, timeout=timeout)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="'--url'") from exc
-        async with client:
+        async with _async_client(url, protocol, model, timeout) as client:
             if annotations is not None:
                 await client.connect()
                 checked_ids.append(_coco_ids(annotations, client.class_names))
@@ -383,7 +386,6 @@ def _detect_streams(streams: list[str], url: Optional[str], protocol: str, model
     except ImportError as exc:
         raise click.ClickException(f"live streams need the video extra ({exc.name} is missing): "
                                    f"pip install 'damo-yolo[video]'") from None
-    from damo_client.client import AsyncDamoClient
     from damo_client.video import FrameResult
 
     columns = (TextColumn("{task.description}"), TextColumn("{task.completed:.0f} frames"),
@@ -404,10 +406,7 @@ def _detect_streams(streams: list[str], url: Optional[str], protocol: str, model
         bar.update(tasks[source], state=state if not state.startswith("frame") else "")
 
     async def run() -> list[StreamSummary]:
-        try:
-            client = AsyncDamoClient(url or default_url(protocol), protocol, model, timeout=timeout)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="'--url'") from exc
+        client = _async_client(url, protocol, model, timeout)
         loop, stop = asyncio.get_running_loop(), asyncio.Event()
 
         def interrupted() -> None:  # Ctrl-C ends a live run normally; a second one stops at once
@@ -452,15 +451,10 @@ def _detect_videos(videos: list[Path], url: Optional[str], protocol: str, model:
                                    f"pip install 'damo-yolo[video]'") from None
     import av
 
-    from damo_client.client import AsyncDamoClient
 
     async def run() -> int:
         failed = 0
-        try:
-            client = AsyncDamoClient(url or default_url(protocol), protocol, model, timeout=timeout)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="'--url'") from exc
-        async with client:
+        async with _async_client(url, protocol, model, timeout) as client:
             for path in videos:
                 columns = (TextColumn(path.name), BarColumn(), MofNCompleteColumn(), TextColumn("frames"),
                            TextColumn("{task.fields[fps]:.1f} frames/s"), TimeElapsedColumn())
@@ -517,7 +511,6 @@ def evaluate(annotations: Path, images_dir: Path, url: Optional[str], protocol: 
     """
     import asyncio
 
-    from damo_client.client import AsyncDamoClient
     from damo_client.evaluation import Metrics, evaluate_async, read_annotations
     try:
         listed = len(read_annotations(annotations)["images"])
@@ -531,11 +524,7 @@ def evaluate(annotations: Path, images_dir: Path, url: Optional[str], protocol: 
         click.echo(text, err=True)
 
     async def run() -> Metrics:
-        try:
-            client = AsyncDamoClient(url or default_url(protocol), protocol, model, timeout=timeout)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="'--url'") from exc
-        async with client:
+        async with _async_client(url, protocol, model, timeout) as client:
             if bar is None:
                 return await evaluate_async(client, annotations, images_dir, thresholds, score_thr, iou_thr,
                                             in_flight, on_note=note)
