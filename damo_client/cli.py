@@ -511,12 +511,9 @@ def evaluate(annotations: Path, images_dir: Path, url: Optional[str], protocol: 
     """
     import asyncio
 
-    from damo_client.evaluation import Metrics, evaluate_async, read_annotations
+    from damo_client.evaluation import Metrics, evaluate_async
     try:
-        listed = len(read_annotations(annotations)["images"])
         bar: Any = _progress_bar("images")
-    except DamoClientError as exc:
-        _fail(exc)
     except ImportError:
         bar = None
 
@@ -528,10 +525,12 @@ def evaluate(annotations: Path, images_dir: Path, url: Optional[str], protocol: 
             if bar is None:
                 return await evaluate_async(client, annotations, images_dir, thresholds, score_thr, iou_thr,
                                             in_flight, on_note=note)
-            with bar:
-                task = bar.add_task("images", total=listed)
+            with bar:  # its line shows once the file is read and its images counted
+                tasks: list = []
                 return await evaluate_async(client, annotations, images_dir, thresholds, score_thr, iou_thr,
-                                            in_flight, on_image=lambda: bar.update(task, advance=1), on_note=note)
+                                            in_flight, on_image=lambda: bar.update(tasks[0], advance=1),
+                                            on_note=note, on_start=lambda n: tasks.append(bar.add_task("images",
+                                                                                                     total=n)))
 
     try:
         metrics = asyncio.run(run())

@@ -49,8 +49,11 @@ class CocoIds:
 
     @classmethod
     def load(cls, annotations: Union[str, os.PathLike], class_names: list[str]) -> "CocoIds":
-        path = Path(annotations)
-        coco = read_annotations(path)
+        return cls.of(read_annotations(Path(annotations)), Path(annotations), class_names)
+
+    @classmethod
+    def of(cls, coco: dict, path: Path, class_names: list[str]) -> "CocoIds":
+        """The ids of an annotations file already read (``coco``, from ``path``)."""
         images: dict[str, int] = {}
         bases: dict[str, list[int]] = {}
         for im in coco["images"]:
@@ -215,9 +218,11 @@ async def evaluate_async(client: "AsyncDamoClient", annotations: Union[str, os.P
                          images_dir: Union[str, os.PathLike], thresholds: str = "served",
                          score_threshold: Optional[float] = None, iou_threshold: Optional[float] = None,
                          in_flight: int = IN_FLIGHT, on_image: Callable[[], None] = lambda: None,
-                         on_note: Callable[[str], None] = lambda text: None) -> Metrics:
+                         on_note: Callable[[str], None] = lambda text: None,
+                         on_start: Callable[[int], None] = lambda images: None) -> Metrics:
     """Every image of ``annotations`` (found under ``images_dir`` by its file_name) through ``client``, scored
-    with pycocotools. ``on_image`` is told each image answered, ``on_note`` what the user should know (classes
+    with pycocotools. ``on_start`` is told how many images the file lists, ``on_image`` each image answered,
+    ``on_note`` what the user should know (classes
     the file does not name). Raises AnnotationsError for a file that does not fit, ImageError or InferenceError
     naming an image that cannot be read or is refused, and the client's errors when the server cannot answer."""
     annotations, images_dir = Path(annotations), Path(images_dir)
@@ -225,11 +230,12 @@ async def evaluate_async(client: "AsyncDamoClient", annotations: Union[str, os.P
     if not images_dir.is_dir():
         raise ImageError(f"{images_dir}: no such folder")
     await client.connect()
-    ids = CocoIds.load(annotations, client.class_names)
+    ids = CocoIds.of(coco, annotations, client.class_names)
     if ids.unmatched:
         on_note(ids.mapping_note())
     score_thr, iou_thr, shown = request_thresholds(client, thresholds, score_threshold, iou_threshold)
     images = list(coco["images"])
+    on_start(len(images))
     rows: list[dict] = []
     queue = iter(images)
 
