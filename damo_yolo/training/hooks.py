@@ -45,7 +45,7 @@ from mmengine.runner import Runner
 
 from .. import __version__
 from ..fileio import atomic_write_bytes
-from ..models import CheckpointMeta, detector_weights, save_checkpoint
+from ..models import CheckpointError, CheckpointMeta, detector_weights, read_checkpoint, save_checkpoint
 from ..models.checkpoint import normalise_state, strip_module_prefix
 from .pipeline import describe
 
@@ -243,11 +243,27 @@ class ExportCheckpointHook(Hook):
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         checkpoint.setdefault("meta", {}).update(export_best=self.best, export_best_epoch=self.best_epoch)
 
+    def _adopt_validated_best(self, path: Path, resumed_epoch: Optional[int]) -> None:
+        """mmengine writes ``epoch_N.pth`` before validating epoch N, so that checkpoint cannot know N's mAP;
+        ``best.pth`` from that validation (or any earlier one) still holds for the run resumed from epoch N.
+        A ``best.pth`` of a later epoch belongs to training the resumed run redoes, and is left to be replaced."""
+        if resumed_epoch is None or not path.is_file():
+            return
+        try:
+            recorded = read_checkpoint(path).get("meta") or {}
+        except CheckpointError:
+            return  # a damaged best.pth is replaced by the next best
+        value, epoch = (recorded.get("metrics") or {}).get(self.metric), recorded.get("epoch")
+        if value is not None and epoch is not None and epoch <= resumed_epoch \
+                and (self.best is None or value > self.best):
+            self.best, self.best_epoch = float(value), int(epoch)
+
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         if runner._resume:  # a resumed run keeps its best; load_from starts a new one
             meta = checkpoint.get("meta", {})
             self.best = meta.get("export_best", self.best)
             self.best_epoch = meta.get("export_best_epoch", self.best_epoch)
+            self._adopt_validated_best(Path(runner.work_dir) / "best.pth", meta.get("epoch"))
             best = "no validation yet" if self.best is None else \
                 f"best {self.metric} {self.best:.4f} at epoch {self.best_epoch}"
             runner.logger.info(f"resumed after epoch {meta.get('epoch')} of {runner.max_epochs} (iteration "

@@ -96,3 +96,25 @@ def test_killed_run_resumes_to_the_identical_state(tmp_path, tiny_synthetic):
     # the exported contract checkpoints agree too
     assert torch.equal(*(torch.load(d / "latest.pth", weights_only=True)["model"]["head.gfl_cls.0.weight"]
                          for d in (straight, interrupted)))
+
+
+def test_resumed_run_keeps_the_validation_of_its_last_epoch(tmp_path, tiny_synthetic):
+    """mmengine writes epoch_N.pth before validating epoch N: the run resumed from it still knows that best."""
+    one_epoch = dict(TINY, max_epochs="1", warmup_epochs="0", no_aug_epochs="0")
+    config = write_config(tmp_path / "tiny.py", tiny_synthetic, **one_epoch)
+    work = tmp_path / "work"
+    first = run_train(config, work)
+    assert first.returncode == 0, first.stderr[-3000:]
+    validated = torch.load(work / "best.pth", weights_only=True)["meta"]
+    assert validated["epoch"] == 1
+    assert torch.load(work / "epoch_1.pth", weights_only=False)["meta"]["export_best"] is None  # written before
+
+    resumed = run_train(config, work, "--resume", "--cfg-options", "max_epochs=2")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    said = [line for line in resumed.stdout.splitlines() if "resumed after epoch" in line]
+    assert len(said) == 1 and said[0].endswith(
+        f"resumed after epoch 1 of 2 (iteration 4); best coco/mAP {validated['metrics']['coco/mAP']:.4f} at epoch 1"), \
+        resumed.stdout
+    # epoch 2 replaces best.pth only on a higher mAP, as in a run that was never stopped
+    now = torch.load(work / "best.pth", weights_only=True)["meta"]
+    assert now["epoch"] == 1 or now["metrics"]["coco/mAP"] > validated["metrics"]["coco/mAP"]
