@@ -157,15 +157,17 @@ async def _in_order(client: "AsyncDamoClient", frames: Iterator[Frame], in_fligh
         running -= 1
         answered.set()
 
-    def take() -> Optional[tuple[Frame, Any]]:
+    def decode_next() -> Optional[tuple[Frame, Any]]:
+        """The source's next frame and its payload; None once the source is exhausted."""
         nonlocal exhausted
-        if ready:
-            return ready.popleft()
         frame = None if exhausted else next(frames, None)
         if frame is None:
             exhausted = True
             return None
         return frame, encode(frame.image)
+
+    def take() -> Optional[tuple[Frame, Any]]:
+        return ready.popleft() if ready else decode_next()
 
     async def one(frame: Frame, payload: Any) -> FrameResult:
         start = time.perf_counter()
@@ -191,11 +193,9 @@ async def _in_order(client: "AsyncDamoClient", frames: Iterator[Frame], in_fligh
                 continue
             answered.clear()  # (callbacks run only while this coroutine waits: none is missed)
             while not answered.is_set() and not exhausted and len(ready) < in_flight:
-                frame = next(frames, None)  # the next frames decoded while the server works: sent at once
-                if frame is None:
-                    exhausted = True
-                else:
-                    ready.append((frame, encode(frame.image)))
+                item = decode_next()  # the next frames decoded while the server works: sent at once
+                if item is not None:
+                    ready.append(item)
                 await asyncio.sleep(0)
             await answered.wait()
     finally:

@@ -53,6 +53,9 @@ def _files(tmp_path: Path) -> None:
     (tmp_path / "a_folder").mkdir()
     (tmp_path / "empty.pth").write_bytes(b"")
     (tmp_path / "notes.txt").write_text("not a checkpoint\n")
+    (tmp_path / "unreadable").mkdir()
+    (tmp_path / "unreadable" / "a.jpg").write_text("not an image")
+    (tmp_path / "unreadable" / "b.png").write_bytes(b"")
 
 
 # (script, arguments, exit code, the message: stderr's last line)
@@ -92,6 +95,9 @@ REFUSALS = [
      "Error: --precision fp16 is not served by the cpu target: choose fp32 or int8"),
     ("damo-export", [CHECKPOINT, "--out", "repo", "--precision", "int8", "--calibration-images", "nowhere"], 1,
      "Error: --calibration-images nowhere is not a folder"),
+    ("damo-export", [CHECKPOINT, "--out", "repo", "--precision", "int8", "--calibration-images", "unreadable"], 1,
+     "Error: --calibration-images: none of the 2 image files in unreadable can be decoded (a.jpg: not a JPEG or PNG "
+     "image (starts with b'not an i', 12 bytes))"),
     ("damo-export", [CHECKPOINT, "--out", "repo", "--score-threshold", "1.5"], 2,
      "Error: Invalid value for '--score-threshold': 1.5 is not in the range 0.0<=x<1.0."),
     ("damo-demo", ["--repo", "missing"], 1,

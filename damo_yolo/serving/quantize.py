@@ -38,7 +38,7 @@ from typing import Iterator, Optional, Sequence, Union
 
 import numpy as np
 
-from .onnx_export import INPUT_NAME
+from ..contract import MODEL_INPUT
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 LAYOUTS = ("tensorrt", "cpu")
@@ -60,6 +60,20 @@ def calibration_files(folder: Union[str, Path], max_images: int = CALIBRATION_IM
     return files[:max_images]
 
 
+def check_calibration_folder(folder: Union[str, Path], max_images: int = CALIBRATION_IMAGES) -> None:
+    """Refuse a calibration folder none of whose first ``max_images`` images decodes (ValueError naming the first
+    problem); cheap where the first image is good."""
+    from ..data.preprocess import decode_image
+    files, first_problem = calibration_files(folder, max_images), ""
+    for path in files:
+        try:
+            decode_image(path.read_bytes())
+            return
+        except (OSError, ValueError) as exc:
+            first_problem = first_problem or f"{path.name}: {exc}"
+    raise ValueError(f"none of the {len(files)} image files in {folder} can be decoded ({first_problem})")
+
+
 class CalibrationImages:
     """Batches of preprocessed images (float32 NCHW, RGB 0–255, the serving preprocessing) from a folder."""
 
@@ -73,17 +87,21 @@ class CalibrationImages:
     def __iter__(self) -> Iterator[np.ndarray]:
         from ..data.preprocess import decode_image, preprocess
         batch: list[np.ndarray] = []
+        read = 0
         for path in self.files:
             try:
                 image = decode_image(path.read_bytes())
-            except ValueError:
+            except (OSError, ValueError):
                 continue  # an unreadable file does not stop calibration
+            read += 1
             batch.append(preprocess(image, self.input_size, self.resize, self.pad_value)[0])
             if len(batch) == self.batch_size:
                 yield np.ascontiguousarray(np.stack(batch))
                 batch = []
         if batch:
             yield np.ascontiguousarray(np.stack(batch))
+        if not read:
+            check_calibration_folder(self.files[0].parent, len(self.files))  # raises, naming the first problem
 
 
 class Quantizer:
@@ -132,7 +150,7 @@ class Quantizer:
         class Reader(CalibrationDataReader):
             def get_next(self):
                 batch = next(batches, None)
-                return None if batch is None else {INPUT_NAME: batch}
+                return None if batch is None else {MODEL_INPUT.name: batch}
 
         if self.layout == "tensorrt":
             options: dict = dict(

@@ -82,8 +82,14 @@ class ExportOptions:
             if self.calibration_images is None:
                 raise ValueError("--precision int8 needs --calibration-images DIR: a folder of images like those "
                                  "served (its Q/DQ scales are calibrated on them)")
+        if self.calibration_images is not None:  # (also timing images for --cpu-runtime auto)
+            from damo_yolo.serving.quantize import check_calibration_folder
             if not Path(self.calibration_images).is_dir():
                 raise ValueError(f"--calibration-images {self.calibration_images} is not a folder")
+            try:
+                check_calibration_folder(self.calibration_images)
+            except ValueError as exc:
+                raise ValueError(f"--calibration-images: {exc}") from None
         if self.validation is not None:
             annotations, images = (Path(v) for v in self.validation)
             if self.precision != "int8" or self.target != "cpu":

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import onnx
 import pytest
@@ -144,6 +145,7 @@ def test_the_budget_needs_a_validation_set_and_the_cpu_target(tmp_path):
     from damo_yolo.tools.export import ExportOptions
     images = tmp_path / "images"
     images.mkdir()
+    cv2.imwrite(str(images / "grey.png"), np.full((64, 64, 3), 114, np.uint8))
     annotations = tmp_path / "val.json"
     annotations.write_text("{}")
     with pytest.raises(ValueError, match="--accuracy-budget is kept on a validation set"):
