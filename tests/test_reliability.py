@@ -76,20 +76,33 @@ def test_sustained_load_has_no_failures_and_stable_memory(served_synthetic, samp
 def test_client_rides_out_a_server_restart(served_synthetic, tmp_path, sample_images):
     image = sample_images[0].read_bytes()
     server = start_server(served_synthetic.repo, tmp_path / "first.log")
-    client = DamoClient(server.http_url, retries=8, backoff=0.25, timeout=60)
+    client = DamoClient(server.http_url, retries=20, backoff=0.25, timeout=60)  # up to ~2.5 min of retries
     want = client.detect(image)
     server.stop()
 
     restarted = LocalServer(served_synthetic.repo, tmp_path / "second.log")
     restarted.http_port, restarted.grpc_port, restarted.metrics_port = \
         server.http_port, server.grpc_port, server.metrics_port
-    starter = threading.Thread(target=lambda: (time.sleep(1.0), restarted.start()))
+    failures: list[BaseException] = []
+
+    def restart() -> None:
+        time.sleep(1.0)
+        try:
+            restarted.start()
+        except BaseException as exc:  # noqa: BLE001 (raised again in the test's thread)
+            failures.append(exc)
+
+    starter = threading.Thread(target=restart)
     starter.start()
     try:
         started = time.monotonic()
-        got = client.detect(image)  # refused connections at first: retried with backoff until the server is back
+        try:
+            got = client.detect(image)  # refused connections at first: retried with backoff until the server is back
+        finally:
+            starter.join()
+            if failures:
+                raise failures[0]
         waited = time.monotonic() - started
-        starter.join()
         assert got == want and waited > 1.0
         restarted.stop()
         impatient = DamoClient(server.http_url, retries=1, backoff=0.1)

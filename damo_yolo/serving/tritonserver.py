@@ -123,6 +123,10 @@ def server_command(args: list[str], backends: Path, binary: Path) -> list[str]:
     return cmd
 
 
+PORT_TAKEN = "already in use"  # the server's words when a port it was given is bound by another process
+SERVING_HTTP = "Started HTTPService at"  # ... and once it listens on its HTTP port
+
+
 class LocalServer:
     """A tritonserver child process on free localhost ports, for tests, benchmarks and the demo.
 
@@ -136,7 +140,7 @@ class LocalServer:
         self.env = {**os.environ, **(env or {})}  # the server's environment: this one, with ``env`` on top
         self.log_path = Path(log_path) if log_path else self.repo.parent / "tritonserver.log"
         self.extra_args = list(extra_args)
-        self.http_port, self.grpc_port, self.metrics_port = free_ports(3)
+        self.http_port, self.grpc_port, self.metrics_port = self._chosen = tuple(free_ports(3))
         self.proc: Optional[subprocess.Popen] = None
 
     @property
@@ -151,7 +155,19 @@ class LocalServer:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.is_file() else ""
 
     def start(self) -> "LocalServer":
-        """Start the server and wait until the model is ready; RuntimeError (with the log's tail) otherwise."""
+        """Start the server and wait until the model is ready; RuntimeError (with the log's tail) otherwise.
+        Ports this object chose that another process took meanwhile are chosen again (twice at most)."""
+        for attempt in range(3):
+            try:
+                return self._start(append_log=attempt > 0)
+            except RuntimeError:
+                taken = PORT_TAKEN in self.log_tail(20000)
+                if attempt == 2 or not taken or (self.http_port, self.grpc_port, self.metrics_port) != self._chosen:
+                    raise
+                self.http_port, self.grpc_port, self.metrics_port = self._chosen = tuple(free_ports(3))
+        raise AssertionError("unreachable")
+
+    def _start(self, append_log: bool = False) -> "LocalServer":
         import time
         import urllib.request
         args = ["--model-repository", str(self.repo), f"--http-port={self.http_port}",
@@ -161,14 +177,15 @@ class LocalServer:
         binary = os.environ.get("DAMO_TRITONSERVER")
         command = ([binary, *(f"{option}=127.0.0.1" for option in LOCAL_ONLY), *args] if binary
                    else [sys.executable, "-m", "damo_yolo.serving.tritonserver", *args])
-        with open(self.log_path, "w") as log:
+        with open(self.log_path, "a" if append_log else "w") as log:  # (a retry's log follows the first's)
             proc = self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=self.env)
         url = f"http://{self.http_url}/v2/models/{self.model}/ready"
         deadline = time.time() + self.ready_timeout
         while True:
             try:
                 with urllib.request.urlopen(url, timeout=2) as answer:
-                    if answer.status == 200:
+                    # ready, and this server answered: not another one on a port taken meanwhile
+                    if answer.status == 200 and proc.poll() is None and SERVING_HTTP in self.log_tail(1 << 20):
                         return self
             except OSError:
                 pass

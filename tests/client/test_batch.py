@@ -92,7 +92,7 @@ def test_a_folder_run_killed_with_sigkill_resumes_and_answers_every_image_once(p
     command = [sys.executable, "-m", "damo_client.cli", "detect", str(photos / "**" / "*.jpg"), "--results-dir",
                str(out), "-q", "--protocol", "grpc", "--url", demo_server.grpc_url, "--in-flight", "4"]
     total, kills = FOLDERS * PER_FOLDER, []
-    for kill_after in (5, 17, 30):  # SIGKILL once that many results are on disk (mid-run, requests in flight)
+    for kill_after in (4, 12, 20):  # SIGKILL once that many results are on disk (mid-run, requests in flight)
         run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + 120
         while run.poll() is None and len(list(out.rglob("*.json"))) < kill_after and time.monotonic() < deadline:

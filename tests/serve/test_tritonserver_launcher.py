@@ -102,3 +102,28 @@ def test_cpu_hosts_are_told_the_gpu_messages_are_expected(tmp_path):
                           "--metrics-port=0"], capture_output=True, text=True, timeout=120)
     assert run.stderr.startswith(CPU_HOST_NOTE)
     assert "NVML" in run.stdout + run.stderr or "CUDA" in run.stdout + run.stderr  # what the note explains
+
+
+def test_a_local_server_whose_port_was_taken_meanwhile_chooses_again(tmp_path):
+    """Ports chosen free can be bound by another process before the server binds them: the server says so and
+    exits, and LocalServer starts it again on other ports (where the ports were given, it does not)."""
+    import socket
+    from pathlib import Path
+
+    import pytest
+
+    from damo_yolo.serving.tritonserver import LocalServer
+    repo = Path(__file__).resolve().parents[2] / "triton_models"
+    log = tmp_path / "server.log"
+    server = LocalServer(repo, log)
+    chosen = (server.http_port, server.grpc_port, server.metrics_port)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", server.grpc_port))
+        squatter.listen()
+        with server:
+            assert (server.http_port, server.grpc_port, server.metrics_port) != chosen
+            assert "already in use" in log.read_text()
+            given = LocalServer(repo, tmp_path / "given.log", ready_timeout=60)
+            given.http_port, given.grpc_port = server.http_port + 0, server.grpc_port  # both in use by `server`
+            with pytest.raises(RuntimeError, match="already in use"):
+                given.start()
