@@ -60,18 +60,28 @@ def calibration_files(folder: Union[str, Path], max_images: int = CALIBRATION_IM
     return files[:max_images]
 
 
+def decoded_images(files: Sequence[Path]) -> Iterator[np.ndarray]:
+    """The images of ``files`` that decode, in order (an unreadable file is skipped); ValueError naming the first
+    problem when none of them does."""
+    from ..data.preprocess import decode_image
+    first_problem, decoded = "", False
+    for path in files:
+        try:
+            image = decode_image(path.read_bytes())
+        except (OSError, ValueError) as exc:
+            first_problem = first_problem or f"{path.name}: {exc}"
+            continue
+        decoded = True
+        yield image
+    if files and not decoded:
+        raise ValueError(f"none of the {len(files)} image files in {files[0].parent} can be decoded "
+                         f"({first_problem})")
+
+
 def check_calibration_folder(folder: Union[str, Path], max_images: int = CALIBRATION_IMAGES) -> None:
     """Refuse a calibration folder none of whose first ``max_images`` images decodes (ValueError naming the first
     problem); cheap where the first image is good."""
-    from ..data.preprocess import decode_image
-    files, first_problem = calibration_files(folder, max_images), ""
-    for path in files:
-        try:
-            decode_image(path.read_bytes())
-            return
-        except (OSError, ValueError) as exc:
-            first_problem = first_problem or f"{path.name}: {exc}"
-    raise ValueError(f"none of the {len(files)} image files in {folder} can be decoded ({first_problem})")
+    next(decoded_images(calibration_files(folder, max_images)))
 
 
 class CalibrationImages:
@@ -85,23 +95,15 @@ class CalibrationImages:
         self.input_size, self.resize, self.pad_value, self.batch_size = input_size, resize, pad_value, batch_size
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        from ..data.preprocess import decode_image, preprocess
+        from ..data.preprocess import preprocess
         batch: list[np.ndarray] = []
-        read = 0
-        for path in self.files:
-            try:
-                image = decode_image(path.read_bytes())
-            except (OSError, ValueError):
-                continue  # an unreadable file does not stop calibration
-            read += 1
+        for image in decoded_images(self.files):
             batch.append(preprocess(image, self.input_size, self.resize, self.pad_value)[0])
             if len(batch) == self.batch_size:
                 yield np.ascontiguousarray(np.stack(batch))
                 batch = []
         if batch:
             yield np.ascontiguousarray(np.stack(batch))
-        if not read:
-            check_calibration_folder(self.files[0].parent, len(self.files))  # raises, naming the first problem
 
 
 class Quantizer:

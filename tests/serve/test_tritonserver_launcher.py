@@ -124,6 +124,6 @@ def test_a_local_server_whose_port_was_taken_meanwhile_chooses_again(tmp_path):
             assert (server.http_port, server.grpc_port, server.metrics_port) != chosen
             assert "already in use" in log.read_text()
             given = LocalServer(repo, tmp_path / "given.log", ready_timeout=60)
-            given.http_port, given.grpc_port = server.http_port + 0, server.grpc_port  # both in use by `server`
+            given.http_port, given.grpc_port = server.http_port, server.grpc_port  # both in use by `server`
             with pytest.raises(RuntimeError, match="already in use"):
                 given.start()
